@@ -1,0 +1,334 @@
+"""`collab` command line. Sub-apps per area; heavy modules are imported inside the commands only, so
+`collab --help` and the node-inspection commands start fast (no TensorFlow, no Textual, no OpenCV).
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 no local node running, 4 refused by the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli_output import EXIT_ERROR, EXIT_NO_NODE, EXIT_REFUSED, Out, human_bytes, parse_duration
+
+app = typer.Typer(
+    help="collab: turn the machines of a LAN into one collaborative ML cluster.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+trust_app = typer.Typer(help="Cluster members and revocation.", no_args_is_help=True)
+app.add_typer(trust_app, name="trust")
+
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", envvar="COLLAB_HOME", help="Node home directory.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+class State:
+    home: Path
+
+
+state = State()
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context, home: HomeOpt = None) -> None:
+    from .config import resolve_home
+
+    state.home = resolve_home(home)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def _home(home: Optional[Path]) -> Path:
+    from .config import resolve_home
+
+    return resolve_home(home) if home else state.home
+
+
+def _client(home: Path, out: Out):
+    from .node.control import ControlClient, NoNodeRunning
+
+    try:
+        return ControlClient(home)
+    except NoNodeRunning as exc:
+        out.error(str(exc))
+        raise typer.Exit(EXIT_NO_NODE) from None
+
+
+def _call(home: Path, out: Out, cmd: str, **args):
+    from .node.control import ControlError
+
+    with _client(home, out) as client:
+        try:
+            return client.call(cmd, **args)
+        except ControlError as exc:
+            out.error(str(exc))
+            raise typer.Exit(EXIT_REFUSED) from None
+
+
+# --------------------------------------------------------------------------- identity
+@app.command()
+def init(
+    name: Annotated[str, typer.Option(help="This node's name.")] = "",
+    cluster: Annotated[str, typer.Option(help="Cluster name.")] = "collab",
+    force: Annotated[bool, typer.Option(help="Replace an existing identity.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a cluster CA and this node's key pair (private keys 0600)."""
+    import socket
+
+    from .net import identity as ident_mod
+
+    out, h = Out(json_out), _home(home)
+    try:
+        ident = ident_mod.create_cluster(h, name or socket.gethostname()[:64], cluster_name=cluster, force=force)
+    except ident_mod.IdentityError as exc:
+        out.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    out.data(
+        {"node_id": ident.node_id, "short_id": ident.short_id, "cluster": ident.cluster_id, "home": str(h)},
+        f"created cluster {cluster!r} in {h}\nnode id  {ident.short_id}  ({ident.node_id})\nCA pin   {ident.pin}",
+    )
+
+
+@app.command()
+def invite(
+    ttl: Annotated[str, typer.Option(help="Token lifetime (e.g. 15m, 1h, 2d).")] = "1h",
+    uses: Annotated[int, typer.Option(min=1, help="How many nodes may join with it.")] = 1,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a join token (pins the cluster CA, carries a secret). Needs the running node that holds the CA."""
+    out = Out(json_out)
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        out.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    res = _call(_home(home), out, "invite", ttl=seconds, uses=uses)
+    out.data(res, f"{res['token']}\n\njoin with:  collab join {res['token']} --peer {res['addr']}")
+
+
+@app.command()
+def join(
+    token: Annotated[str, typer.Argument(help="Token printed by `collab invite`.")],
+    peer: Annotated[Optional[list[str]], typer.Option("--peer", help="Inviter host:port (else mDNS).")] = None,
+    name: Annotated[str, typer.Option(help="This node's name.")] = "",
+    mdns_interface: Annotated[Optional[list[str]], typer.Option(help="Interfaces for the mDNS search.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 5.0,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Join a cluster: check the CA pin, then send the secret and a CSR; receive a certificate."""
+    import socket
+
+    from .config import ConfigError, parse_hostport, write_config
+    from .net.identity import identity_exists, short_id
+    from .net.join import JoinError, join_cluster
+    from .net.tokens import TokenError, parse_token
+    from .node.state import JsonState
+
+    out, h = Out(json_out), _home(home)
+    if identity_exists(h):
+        out.error(f"{h} already has an identity; use another --home")
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        tok = parse_token(token)
+        addrs = [parse_hostport(p) for p in (peer or [])]
+    except (TokenError, ConfigError) as exc:
+        out.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    if not addrs:
+        from .net.discovery import browse_once
+
+        out.info("looking for the inviter with mDNS ...")
+        addrs = asyncio.run(browse_once(tok.pin_hex[:16], 4.0, mdns_interface or None))
+    node_name = name or socket.gethostname()[:64]
+    try:
+        ident, members, blob = asyncio.run(join_cluster(h, token, addrs, node_name, timeout))
+    except JoinError as exc:
+        out.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    JsonState(h / "state" / "members.json").set("members", members)
+    if blob:
+        from .net.revocation import DenyListStore
+
+        DenyListStore(h / "state" / "denylist.json").accept(blob, ident.ca_cert)
+    if not (h / "config.toml").exists():
+        write_config(h, {"name": node_name})
+    out.data(
+        {"node_id": ident.node_id, "short_id": short_id(ident.node_id), "cluster": ident.cluster_id, "members": members},
+        f"joined cluster {ident.cluster_id[:12]} as {short_id(ident.node_id)} ({len(members)} member(s) known)",
+    )
+
+
+@trust_app.command("list")
+def trust_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Known members and revoked nodes."""
+    out = Out(json_out)
+    res = _call(_home(home), out, "trust_list")
+    cols = [("short_id", "ID"), ("name", "NAME"), ("addr", "ADDRESS"), ("revoked", "REVOKED")]
+    out.data(res, out.table(res["members"], cols) + f"\n(deny-list version {res['denylist_version']})")
+
+
+@trust_app.command("revoke")
+def trust_revoke(
+    node: Annotated[str, typer.Argument(help="Node id, short id or name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the signed deny-list).")] = "",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Revoke a node: signs a new deny-list; the master spreads it; the node is cut off within seconds."""
+    out = Out(json_out)
+    res = _call(_home(home), out, "revoke", node=node, reason=reason)
+    out.data(res, f"revoked {res['revoked'][:12]} (deny-list version {res['version']})")
+
+
+# --------------------------------------------------------------------------- the node
+@app.command()
+def daemon(
+    port: Annotated[Optional[int], typer.Option(help="TCP port (0 = any free port).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on.")] = None,
+    advertise: Annotated[Optional[str], typer.Option(help="Address peers should dial.")] = None,
+    peer: Annotated[Optional[list[str]], typer.Option("--peer", help="Static peer host:port (repeatable).")] = None,
+    priority: Annotated[Optional[int], typer.Option(help="Election priority (higher wins).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Node name.")] = None,
+    mdns: Annotated[Optional[bool], typer.Option("--mdns/--no-mdns", help="mDNS discovery.")] = None,
+    mdns_interface: Annotated[Optional[list[str]], typer.Option(help="Pin mDNS to these interface addresses.")] = None,
+    heartbeat: Annotated[Optional[float], typer.Option(help="Heartbeat interval, seconds.")] = None,
+    preempt: Annotated[Optional[bool], typer.Option("--preempt/--no-preempt", help="A higher node takes over a healthy master.")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Log to the file only.")] = False,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Write pid/port JSON here once serving.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run this node headless. SIGTERM = graceful leave (an immediate election if it was master)."""
+    from .config import ConfigError, load_config
+    from .net.identity import NotInitialized
+    from .node.daemon import run_daemon
+
+    out, h = Out(), _home(home)
+    overrides = {
+        "port": port, "host": host, "advertise": advertise, "peers": peer or None, "priority": priority,
+        "name": name, "mdns": mdns, "mdns_interfaces": mdns_interface or None, "heartbeat_interval": heartbeat,
+        "preempt": preempt, "log_level": log_level,
+    }
+    try:
+        cfg = load_config(h, overrides)
+        code = asyncio.run(run_daemon(h, cfg, log_to_stderr=not quiet, ready_file=ready_file))
+    except (ConfigError, NotInitialized, RuntimeError, OSError) as exc:
+        out.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """This node: id, role, term, master, peers."""
+    out = Out(json_out)
+    res = _call(_home(home), out, "status")
+    out.data(res)
+
+
+def _node_rows(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        r["mem"] = human_bytes(r.get("mem_free"))
+        r["model"] = (r.get("model_version") or "")[:12]
+    return rows
+
+
+NODE_COLUMNS = [
+    ("name", "NAME"), ("short_id", "ID"), ("addr", "ADDRESS"), ("role", "ROLE"), ("term", "TERM"),
+    ("state", "STATE"), ("cpus", "CPU"), ("load", "LOAD"), ("mem", "MEM FREE"), ("queue", "QUEUE"), ("model", "MODEL"),
+]
+
+
+@app.command()
+def nodes(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Refresh interval for --watch.")] = 1.0,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The cluster's nodes as this node sees them."""
+    out, h = Out(json_out), _home(home)
+    try:
+        while True:
+            rows = _call(h, out, "nodes")
+            if watch and not json_out:
+                sys.stdout.write("\x1b[2J\x1b[H")
+            out.data(rows, out.table(_node_rows(rows), NODE_COLUMNS))
+            if not watch:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def logs(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    lines: Annotated[int, typer.Option("-n", help="How many recent lines.")] = 50,
+    level: Annotated[str, typer.Option(help="Minimum level.")] = "DEBUG",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The node's recent log lines."""
+    import logging
+
+    out, h = Out(json_out), _home(home)
+    floor = logging.getLevelName(level.upper())
+    floor = floor if isinstance(floor, int) else 0
+
+    def show(item: dict) -> None:
+        if logging.getLevelName(item["level"]) < floor:
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(item["ts"]))
+        out.data(item, f"{stamp} {item['level']:<7} {item['logger']}: {item['msg']}")
+
+    try:
+        if follow:
+            with _client(h, out) as client:
+                for item in client.stream("logs_follow", n=lines):
+                    show(item)
+        else:
+            for item in _call(h, out, "logs", n=lines):
+                show(item)
+    except (KeyboardInterrupt, BrokenPipeError):
+        return
+
+
+@app.command()
+def stop(home: HomeOpt = None) -> None:
+    """Ask the local node to leave the cluster gracefully and exit."""
+    out = Out()
+    _call(_home(home), out, "stop")
+    out.info("node is leaving")
+
+
+@app.command()
+def demo(
+    nodes_: Annotated[int, typer.Option("--nodes", min=2, max=8, help="How many local nodes.")] = 3,
+    keep: Annotated[bool, typer.Option(help="Keep the temporary homes for inspection.")] = False,
+) -> None:
+    """Start N nodes on loopback, show discovery and the master, kill it, show the failover, clean up."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(nodes_, keep=keep))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

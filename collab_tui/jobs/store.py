@@ -1,0 +1,259 @@
+"""Durable job store of the submitter node (SQLite, WAL).
+
+The submitter owns each job until every item has an outcome: the master only schedules.
+`record_result` / `record_error` are exactly-once per item: the first outcome wins and
+later duplicates (late or reassigned workers) change nothing. After a restart or a master
+change, `unfinished_jobs` + `unfinished` give what must be resubmitted.
+
+Item ids are stored as text (``str(item_id)``). Item status: pending | done | error |
+cancelled. Job status: running | done (no pending item left) | cancelled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT,
+    status TEXT NOT NULL DEFAULT 'running',
+    total INTEGER NOT NULL,
+    submitter TEXT,
+    options_json TEXT NOT NULL DEFAULT '{}',
+    out_dir TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+    item_id TEXT NOT NULL,
+    path TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    result_json TEXT,
+    error TEXT,
+    worker TEXT,
+    finished_at REAL,
+    PRIMARY KEY (job_id, item_id)
+);
+CREATE INDEX IF NOT EXISTS items_status ON items(job_id, status);
+"""
+
+ITEM_STATUSES = ("pending", "done", "error", "cancelled")
+
+
+class JobStoreError(Exception):
+    """Invalid use of the job store (bad items, closed store, ...)."""
+
+
+class UnknownJobError(JobStoreError, KeyError):
+    """No job with that id."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "unknown job"
+
+
+def new_job_id(now: float | None = None) -> str:
+    """20 hex chars: 12 of milliseconds since the epoch (sortable by time) + 8 random."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"{ms:012x}{secrets.token_hex(4)}"
+
+
+class JobStore:
+    """Thread-safe (one connection guarded by a lock) durable store of jobs and items."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> "JobStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JobStoreError(f"job store {self.path} is closed")
+        return self._db
+
+    def _write(self, fn):  # run fn(conn) in one IMMEDIATE transaction
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return out
+
+    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn().execute(sql, tuple(args)).fetchall()
+
+    def journal_mode(self) -> str:
+        return str(self._read("PRAGMA journal_mode")[0][0]).lower()
+
+    # ---------------------------------------------------------------- jobs
+    def create_job(self, task: str, items: list[tuple[Any, str, int, str]],
+                   options: dict | None = None, *, model: str | None = None,
+                   submitter: str = "", out_dir: str | None = None,
+                   job_id: str | None = None, now: float | None = None) -> str:
+        """Create a job with its items ``(item_id, path, size, sha256)``; returns the job id."""
+        rows = []
+        seen: set[str] = set()
+        for it in items:
+            if len(it) != 4:
+                raise JobStoreError(f"item must be (item_id, path, size, sha256), got {it!r}")
+            iid = str(it[0])
+            if iid in seen:
+                raise JobStoreError(f"duplicate item id {iid!r}")
+            seen.add(iid)
+            rows.append((iid, str(it[1]), int(it[2] or 0), it[3]))
+        try:
+            opts = json.dumps(options or {}, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise JobStoreError(f"options are not JSON-serialisable: {e}") from None
+        created = time.time() if now is None else now
+        jid = job_id or new_job_id(created)
+        status = "running" if rows else "done"
+
+        def fn(db: sqlite3.Connection) -> str:
+            try:
+                db.execute("INSERT INTO jobs(job_id, created_at, task, model, status, total,"
+                           " submitter, options_json, out_dir) VALUES (?,?,?,?,?,?,?,?,?)",
+                           (jid, created, task, model, status, len(rows), submitter, opts, out_dir))
+            except sqlite3.IntegrityError:
+                raise JobStoreError(f"job {jid} already exists") from None
+            db.executemany("INSERT INTO items(job_id, item_id, path, size, sha256)"
+                           " VALUES (?,?,?,?,?)", [(jid, *r) for r in rows])
+            return jid
+        return self._write(fn)
+
+    def _finish_item(self, job_id: str, item_id: Any, status: str, result_json: str | None,
+                     error: str | None, worker: str | None) -> bool:
+        def fn(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE items SET status=?, result_json=?, error=?, worker=?, finished_at=?"
+                " WHERE job_id=? AND item_id=? AND status='pending'",
+                (status, result_json, error, worker, time.time(), job_id, str(item_id)))
+            if cur.rowcount != 1:
+                return False
+            left = db.execute("SELECT 1 FROM items WHERE job_id=? AND status='pending' LIMIT 1",
+                              (job_id,)).fetchone()
+            if left is None:
+                db.execute("UPDATE jobs SET status='done' WHERE job_id=? AND status='running'",
+                           (job_id,))
+            return True
+        return self._write(fn)
+
+    def record_result(self, job_id: str, item_id: Any, result: dict, worker: str | None) -> bool:
+        """Store an item's result once; False (nothing changed) if it already has an outcome."""
+        try:
+            payload = json.dumps(result)
+        except (TypeError, ValueError) as e:
+            raise JobStoreError(f"result is not JSON-serialisable: {e}") from None
+        return self._finish_item(job_id, item_id, "done", payload, None, worker)
+
+    def record_error(self, job_id: str, item_id: Any, error: str, worker: str | None) -> bool:
+        """Mark an item failed once; False if it already has an outcome."""
+        return self._finish_item(job_id, item_id, "error", None, str(error), worker)
+
+    def cancel(self, job_id: str) -> int:
+        """Cancel the pending items of a job; returns how many were cancelled."""
+        def fn(db: sqlite3.Connection) -> int:
+            if db.execute("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)).fetchone() is None:
+                raise UnknownJobError(f"unknown job {job_id!r}")
+            n = db.execute("UPDATE items SET status='cancelled', finished_at=?"
+                           " WHERE job_id=? AND status='pending'", (time.time(), job_id)).rowcount
+            db.execute("UPDATE jobs SET status='cancelled' WHERE job_id=? AND status='running'",
+                       (job_id,))
+            return n
+        return self._write(fn)
+
+    def delete_job(self, job_id: str) -> bool:
+        """Remove a job and its items entirely."""
+        def fn(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM items WHERE job_id=?", (job_id,))
+            return db.execute("DELETE FROM jobs WHERE job_id=?", (job_id,)).rowcount == 1
+        return self._write(fn)
+
+    # --------------------------------------------------------------- reads
+    @staticmethod
+    def _item(row: sqlite3.Row) -> dict:
+        d = dict(row)
+        raw = d.pop("result_json", None)
+        d["result"] = json.loads(raw) if raw is not None else None
+        return d
+
+    def _job_dict(self, row: sqlite3.Row) -> dict:
+        d = dict(row)
+        d["options"] = json.loads(d.pop("options_json") or "{}")
+        counts = {s: 0 for s in ITEM_STATUSES}
+        for r in self._read("SELECT status, COUNT(*) FROM items WHERE job_id=? GROUP BY status",
+                            (d["job_id"],)):
+            counts[r[0]] = r[1]
+        d["counts"] = counts
+        d.update(counts)
+        d["finished"] = counts["done"] + counts["error"] + counts["cancelled"]
+        return d
+
+    def job(self, job_id: str) -> dict:
+        """Job columns + ``options`` (parsed) + ``counts`` (also flattened) + ``finished``."""
+        rows = self._read("SELECT * FROM jobs WHERE job_id=?", (job_id,))
+        if not rows:
+            raise UnknownJobError(f"unknown job {job_id!r}")
+        return self._job_dict(rows[0])
+
+    def jobs(self) -> list[dict]:
+        """All jobs, oldest first."""
+        return [self._job_dict(r) for r in self._read(
+            "SELECT * FROM jobs ORDER BY created_at, job_id")]
+
+    def items(self, job_id: str) -> list[dict]:
+        """All items of a job in insertion order."""
+        return [self._item(r) for r in self._read(
+            "SELECT * FROM items WHERE job_id=? ORDER BY rowid", (job_id,))]
+
+    def unfinished(self, job_id: str) -> list[dict]:
+        """Pending items of a job (to (re)submit), in insertion order."""
+        return [self._item(r) for r in self._read(
+            "SELECT * FROM items WHERE job_id=? AND status='pending' ORDER BY rowid", (job_id,))]
+
+    def unfinished_jobs(self) -> list[str]:
+        """Ids of running jobs that still have pending items, oldest first."""
+        return [r[0] for r in self._read(
+            "SELECT j.job_id FROM jobs j WHERE j.status='running' AND EXISTS"
+            " (SELECT 1 FROM items i WHERE i.job_id=j.job_id AND i.status='pending')"
+            " ORDER BY j.created_at, j.job_id")]
+
+    def results(self, job_id: str) -> list[dict]:
+        """Finished items (done or error) with parsed ``result``, in insertion order."""
+        return [self._item(r) for r in self._read(
+            "SELECT * FROM items WHERE job_id=? AND status IN ('done','error') ORDER BY rowid",
+            (job_id,))]

@@ -1,0 +1,181 @@
+"""Several real `collab daemon` processes on loopback: used by `collab demo`, the multi-process tests
+and the benchmarks. Everything binds 127.0.0.1 and mDNS is pinned to 127.0.0.1: no traffic leaves the
+machine. Processes are ended by the PIDs this class started, never by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .node.control import ControlClient, ControlError, NoNodeRunning
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        n: int = 3,
+        base: Path | None = None,
+        mdns: bool = True,
+        heartbeat: float = 0.2,
+        priorities: list[int] | None = None,
+        extra_args: list[str] | None = None,
+        env: dict | None = None,
+    ) -> None:
+        self.n = n
+        self._own_base = base is None
+        self.base = Path(base or tempfile.mkdtemp(prefix="collab-cluster-"))
+        self.homes = [self.base / f"node{i}" for i in range(n)]
+        self.names = [f"node{i}" for i in range(n)]
+        self.mdns = mdns
+        self.heartbeat = heartbeat
+        self.priorities = priorities or [0] * n
+        self.extra_args = extra_args or []
+        self.env = {**os.environ, **(env or {})}
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.info: dict[int, dict] = {}
+
+    # ----------------------------------------------------------------- set-up
+    def provision(self) -> None:
+        """node0 runs `init` and serves; every other node joins it with a real token over TLS."""
+        from .net.identity import create_cluster
+        from .net.join import join_cluster
+        from .node.state import JsonState
+
+        create_cluster(self.homes[0], self.names[0])
+        self.start(0)
+        token = self.call(0, "invite", ttl=600, uses=max(1, self.n - 1))["token"]
+        addr = self.info[0]["addr"]
+        host, port = addr.rsplit(":", 1)
+        for i in range(1, self.n):
+            ident, members, _ = asyncio.run(join_cluster(self.homes[i], token, [(host, int(port))], self.names[i]))
+            JsonState(self.homes[i] / "state" / "members.json").set("members", members)
+
+    def start(self, i: int, timeout: float = 20.0, extra: list[str] | None = None) -> dict:
+        ready = self.homes[i] / "run" / "ready.json"
+        ready.unlink(missing_ok=True)
+        args = [
+            sys.executable, "-m", "collab_tui", "daemon", "--home", str(self.homes[i]), "--host", "127.0.0.1",
+            "--port", "0", "--name", self.names[i], "--priority", str(self.priorities[i]),
+            "--heartbeat", str(self.heartbeat), "--quiet", "--ready-file", str(ready),
+        ]
+        args += ["--mdns", "--mdns-interface", "127.0.0.1"] if self.mdns else ["--no-mdns"]
+        args += self.extra_args + (extra or [])
+        log = open(self.homes[i].parent / f"{self.names[i]}.stderr", "ab")
+        self.homes[i].mkdir(parents=True, exist_ok=True)
+        self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=self.env,
+                                         start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready.exists():
+                self.info[i] = json.loads(ready.read_text())
+                return self.info[i]
+            if self.procs[i].poll() is not None:
+                raise ClusterError(f"{self.names[i]} exited with {self.procs[i].returncode}: {self.stderr(i)[-2000:]}")
+            time.sleep(0.02)
+        raise ClusterError(f"{self.names[i]} did not become ready within {timeout}s")
+
+    def start_all(self, skip: set[int] = frozenset()) -> None:
+        for i in range(self.n):
+            if i not in self.procs and i not in skip:
+                self.start(i)
+
+    def stderr(self, i: int) -> str:
+        try:
+            return (self.homes[i].parent / f"{self.names[i]}.stderr").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # ----------------------------------------------------------------- control
+    def call(self, i: int, cmd: str, timeout: float = 10.0, **args):
+        with ControlClient(self.homes[i], timeout=timeout) as client:
+            return client.call(cmd, **args)
+
+    def running(self) -> list[int]:
+        return [i for i, p in self.procs.items() if p.poll() is None]
+
+    def node_id(self, i: int) -> str:
+        return self.info[i]["node_id"]
+
+    def index_of(self, node_id: str) -> int:
+        for i, info in self.info.items():
+            if info["node_id"] == node_id:
+                return i
+        raise KeyError(node_id)
+
+    def agreement(self, indices: list[int] | None = None) -> str | None:
+        """The master every given node agrees on (each seeing all the others alive), else None."""
+        indices = self.running() if indices is None else indices
+        masters = set()
+        for i in indices:
+            try:
+                st = self.call(i, "status", timeout=2.0)
+                rows = self.call(i, "nodes", timeout=2.0)
+            except (NoNodeRunning, ControlError, OSError, ValueError):
+                return None
+            alive = {r["node_id"] for r in rows if r["state"] in ("alive", "self")}
+            if not {self.node_id(j) for j in indices} <= alive:
+                return None
+            masters.add(st["master"])
+        if len(masters) == 1:
+            master = masters.pop()
+            if master and self.call(self.index_of(master), "status")["role"] == "master":
+                return master
+        return None
+
+    def wait_agreement(self, indices: list[int] | None = None, timeout: float = 15.0, exclude: str | None = None,
+                       poll: float = 0.02) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                master = self.agreement(indices)
+            except (KeyError, NoNodeRunning, ControlError, OSError):
+                master = None
+            if master and master != exclude:
+                return master
+            time.sleep(poll)
+        raise ClusterError(f"no agreement on one master within {timeout}s")
+
+    # ----------------------------------------------------------------- tear-down
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(i)
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def wait_exit(self, i: int, timeout: float = 10.0) -> int | None:
+        proc = self.procs[i]
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self, keep: bool = False) -> None:
+        for i in self.running():
+            self.kill(i, signal.SIGTERM)
+        for i, proc in self.procs.items():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        if self._own_base and not keep:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,152 @@
+"""Discovery: mDNS (AsyncZeroconf) plus static host:port peers. Discovery only proposes addresses;
+TLS and the HELLO decide trust.
+
+TXT record (small on purpose): ``id`` node id (64 hex), ``cl`` cluster id prefix (16 hex),
+``v`` protocol version, ``port``. Interfaces are configurable; tests and the demo pin them to
+127.0.0.1 so that nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from .. import PROTOCOL_VERSION
+from ..config import SERVICE_TYPE
+
+log = logging.getLogger("collab.discovery")
+
+Propose = Callable[[str, int, str], None]  # host, port, node_id ("" when unknown)
+
+
+def txt_record(node_id: str, cluster_id: str, port: int) -> dict[str, str]:
+    return {"id": node_id, "cl": cluster_id[:16], "v": str(PROTOCOL_VERSION), "port": str(port)}
+
+
+def parse_txt(props: dict) -> dict[str, str]:
+    out = {}
+    for k, v in (props or {}).items():
+        key = k.decode() if isinstance(k, bytes) else str(k)
+        val = v.decode(errors="replace") if isinstance(v, bytes) else ("" if v is None else str(v))
+        out[key] = val
+    return out
+
+
+class MdnsDiscovery:
+    """Advertise this node and browse for others of the same cluster."""
+
+    def __init__(
+        self,
+        node_id: str,
+        name: str,
+        cluster_id: str,
+        host: str,
+        port: int,
+        propose: Propose,
+        interfaces: list[str] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.name = name
+        self.cluster_id = cluster_id
+        self.host = host
+        self.port = port
+        self.propose = propose
+        self.interfaces = interfaces or []
+        self._azc = None
+        self._info = None
+        self._browser = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def instance_name(self) -> str:
+        label = "".join(c for c in (self.name or "node") if c.isalnum() or c in "-_")[:40] or "node"
+        return f"{label}-{self.node_id[:8]}.{SERVICE_TYPE}"
+
+    async def start(self, advertise: bool = True) -> None:
+        from zeroconf import IPVersion, ServiceStateChange
+        from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+        self._state_added = (ServiceStateChange.Added, ServiceStateChange.Updated)
+        kwargs = {"ip_version": IPVersion.V4Only}
+        if self.interfaces:
+            kwargs["interfaces"] = self.interfaces
+        self._azc = AsyncZeroconf(**kwargs)
+        self._browser = AsyncServiceBrowser(self._azc.zeroconf, [SERVICE_TYPE], handlers=[self._on_change])
+        if not advertise:
+            return
+        self._info = AsyncServiceInfo(
+            SERVICE_TYPE,
+            self.instance_name,
+            addresses=[socket.inet_aton(self.host)],
+            port=self.port,
+            properties=txt_record(self.node_id, self.cluster_id, self.port),
+            server=f"collab-{self.node_id[:12]}.local.",
+        )
+        await self._azc.async_register_service(self._info, allow_name_change=True)
+        log.info("mDNS: advertising %s on %s", self.instance_name, self.interfaces or "all interfaces")
+
+    def _on_change(self, zeroconf, service_type: str, name: str, state_change) -> None:
+        if state_change in self._state_added:
+            task = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _resolve(self, service_type: str, name: str) -> None:
+        from zeroconf.asyncio import AsyncServiceInfo
+
+        info = AsyncServiceInfo(service_type, name)
+        try:
+            ok = await info.async_request(self._azc.zeroconf, 1500)
+        except Exception as exc:  # malformed records must not hurt the node
+            log.debug("mDNS: cannot resolve %s: %s", name, exc)
+            return
+        if not ok:
+            return
+        txt = parse_txt(info.properties)
+        if txt.get("id") == self.node_id or txt.get("cl") != self.cluster_id[:16]:
+            return
+        if txt.get("v") != str(PROTOCOL_VERSION):
+            log.info("mDNS: %s speaks protocol %s, ignoring", name, txt.get("v"))
+            return
+        for addr in info.parsed_addresses():
+            self.propose(addr, int(info.port), txt.get("id", ""))
+
+    async def stop(self) -> None:
+        """Send goodbye packets (await the unregister task) and close."""
+        if self._azc is None:
+            return
+        try:
+            if self._browser is not None:
+                await self._browser.async_cancel()
+            if self._info is not None:
+                task = await self._azc.async_unregister_service(self._info)
+                await asyncio.wait_for(task, 3.0)
+        except Exception as exc:
+            log.debug("mDNS: unregister failed: %s", exc)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            await self._azc.async_close()
+            self._azc = None
+
+
+async def browse_once(cluster_prefix: str, seconds: float, interfaces: list[str] | None = None) -> list[tuple[str, int]]:
+    """Used by `collab join` before it has an identity: addresses advertising the given cluster."""
+    found: list[tuple[str, int]] = []
+
+    def propose(host: str, port: int, node_id: str) -> None:
+        if (host, port) not in found:
+            found.append((host, port))
+
+    probe = MdnsDiscovery("0" * 64, "joiner", cluster_prefix, "127.0.0.1", 9, propose, interfaces)
+    await probe.start(advertise=False)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not found and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await probe.stop()
+    return found

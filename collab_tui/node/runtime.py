@@ -1,0 +1,392 @@
+"""The node runtime: composes identity, transport, discovery, membership and election.
+
+The runtime never imports Textual or TensorFlow. Frontends (CLI, TUI) talk to it through the control
+socket (`control.py`) or, in-process, through its methods and its event bus. Services (jobs, training)
+plug in with `register(type_prefix, handler)` and `on_peer_event(...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from .. import PROTOCOL_VERSION, __version__
+from ..config import NodeConfig, parse_hostport
+from ..net import identity as ident_mod
+from ..net.election import Election
+from ..net.membership import Membership, heartbeat_fields
+from ..net.revocation import DenyListStore, RevocationError
+from ..net.tokens import TokenStore
+from ..net.transport import Connection
+from .events import EventBus
+from .peers import PeerTable
+from .resources import local_resources
+from .state import JsonState
+
+log = logging.getLogger("collab.node")
+
+Handler = Callable[[Connection, dict], Awaitable[dict | None]]
+
+
+class Node:
+    def __init__(self, home: Path, cfg: NodeConfig, ident: ident_mod.NodeIdentity | None = None) -> None:
+        self.home = home
+        self.cfg = cfg
+        self.ident = ident or ident_mod.load_identity(home)
+        self.node_id = self.ident.node_id
+        self.name = cfg.name or self.ident.name or f"node-{self.ident.short_id[:4]}"
+        self.state = JsonState(home / "state" / "node.json")
+        self.tokens = TokenStore(home / "state" / "tokens.json")
+        self.denylist_store = DenyListStore(home / "state" / "denylist.json")
+        self.deny = self.denylist_store.load(self.ident.ca_cert)
+        self.events = EventBus()
+        self.membership = Membership(
+            self.node_id, interval=cfg.heartbeat_interval, suspect_after=cfg.suspect_after, dead_after=cfg.dead_after
+        )
+        self.election = Election(
+            self.node_id,
+            cfg.priority,
+            term=int(self.state.get("term", 0)),
+            preempt=cfg.preempt,
+            rng=random.Random(),
+            answer_timeout=max(0.15, cfg.heartbeat_interval),
+            coordinator_timeout=max(0.5, 3 * cfg.heartbeat_interval),
+        )
+        self.peers = PeerTable(self)
+        self.peers.on_up = self._peer_up
+        self.peers.on_down = self._peer_down
+        self.handlers: dict[str, Handler] = {}
+        self.services: list = []
+        self.started_at = time.time()
+        self.queue_depth: Callable[[], int] = lambda: 0
+        self.model_version: Callable[[], str | None] = lambda: None
+        self.capabilities: list[str] = ["faces", "people", "classify", "train"]
+        self.discovery = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self.port = cfg.port
+        for t in ("hb", "el.election", "el.answer", "el.coordinator", "el.leave", "peers", "deny", "deny_get", "ping"):
+            self.handlers[t] = self._builtin
+        self._known = JsonState(home / "state" / "members.json")
+
+    # ----------------------------------------------------------------- life cycle
+    async def start(self) -> None:
+        self.port = await self.peers.listen()
+        if self.cfg.port == 0:
+            self.cfg.port = self.port
+        for addr in self.cfg.peers:
+            parse_hostport(addr)
+            self.peers.propose(addr)
+        for member in self._known.get("members", []):
+            if member.get("node_id") != self.node_id and member.get("addr"):
+                self.peers.propose(member["addr"], member.get("node_id", ""))
+        if self.cfg.mdns:
+            from ..net.discovery import MdnsDiscovery
+
+            host = self.cfg.advertise_addr.rsplit(":", 1)[0]
+            self.discovery = MdnsDiscovery(
+                self.node_id, self.name, self.ident.cluster_id, host, self.port,
+                lambda h, p, nid: self._propose(f"{h}:{p}", nid), self.cfg.mdns_interfaces or None,
+            )
+            try:
+                await self.discovery.start()
+            except Exception as exc:
+                log.warning("mDNS unavailable (%s); static peers only", exc)
+                self.discovery = None
+        now = time.monotonic()
+        self.election.set_quorum_size(self.cluster_size())
+        self.election.start(now)
+        self._tasks = [
+            asyncio.get_running_loop().create_task(self._ticker(), name="ticker"),
+            asyncio.get_running_loop().create_task(self._heartbeats(), name="heartbeats"),
+        ]
+        for svc in self.services:
+            await svc.start()
+        log.info(
+            "node %s (%s) listening on %s, cluster %s", self.ident.short_id, self.name, self.cfg.advertise_addr,
+            self.ident.cluster_id[:12],
+        )
+        self.events.publish("node_started", node_id=self.node_id, addr=self.cfg.advertise_addr)
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Graceful leave: tell everyone (an immediate election if we were master), then close."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for svc in reversed(self.services):
+            try:
+                await svc.stop()
+            except Exception:
+                log.exception("service stop failed")
+        if graceful:
+            self.election.leave(time.monotonic())
+            await self._flush_election()
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        if self.discovery is not None:
+            await self.discovery.stop()
+        await self.peers.close()
+        self.events.publish("node_stopped", node_id=self.node_id)
+        log.info("node %s stopped", self.ident.short_id)
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    # ----------------------------------------------------------------- plumbing
+    def register(self, msg_type: str, handler: Handler) -> None:
+        self.handlers[msg_type] = handler
+
+    def _propose(self, addr: str, node_id: str) -> None:
+        if node_id and node_id in self.peers.conns:
+            return
+        self.peers.propose(addr, node_id)
+        self._wake.set()
+
+    async def dispatch(self, conn: Connection, msg: dict) -> dict | None:
+        self.membership.on_seen(conn.peer_id, time.monotonic())
+        handler = self.handlers.get(msg["t"])
+        if handler is None:
+            raise ValueError(f"unknown message type {msg['t']!r}")
+        return await handler(conn, msg)
+
+    async def serve_certless(self, conn: Connection, first: dict) -> None:
+        from ..net.join import serve_join
+
+        new_id = await serve_join(
+            conn, first, self.ident, self.tokens, self.member_list, self.denylist_store.blob, self.cfg.handshake_timeout
+        )
+        if new_id:
+            self.events.publish("member_joined", node_id=new_id)
+        await conn.close()
+
+    def member_list(self) -> list[dict]:
+        out = [{"node_id": self.node_id, "name": self.name, "addr": self.cfg.advertise_addr}]
+        for p in self.membership.peers():
+            out.append({"node_id": p.node_id, "name": p.name, "addr": p.addr})
+        return out
+
+    def cluster_size(self) -> int:
+        ids = {m["node_id"] for m in self._known.get("members", [])} | {self.node_id}
+        ids |= {p.node_id for p in self.membership.peers()}
+        return len([i for i in ids if not self.is_revoked(i)])
+
+    def _remember_members(self) -> None:
+        members = {m["node_id"]: m for m in self._known.get("members", [])}
+        for m in self.member_list():
+            members[m["node_id"]] = m
+        self._known.set("members", sorted(members.values(), key=lambda m: m["node_id"]))
+
+    # ----------------------------------------------------------------- trust
+    def is_revoked(self, node_id: str) -> bool:
+        return self.deny.is_revoked(node_id)
+
+    def denylist_version(self) -> int:
+        return self.deny.version
+
+    def accept_denylist(self, blob: bytes) -> bool:
+        try:
+            replaced = self.denylist_store.accept(blob, self.ident.ca_cert)
+        except RevocationError as exc:
+            log.warning("refused a deny-list: %s", exc)
+            return False
+        if replaced:
+            self._apply_denylist()
+        return replaced
+
+    def _apply_denylist(self) -> None:
+        """Reload the deny-list and cut off every connected peer it names."""
+        self.deny = self.denylist_store.load(self.ident.ca_cert)
+        for peer_id in list(self.peers.conns):
+            if self.is_revoked(peer_id):
+                log.warning("peer %s is revoked: disconnecting", ident_mod.short_id(peer_id))
+                self.peers.drop(peer_id, "revoked")
+                self.membership.on_leave(peer_id, time.monotonic())
+                self._pump_membership()
+        self.events.publish("denylist", version=self.deny.version)
+
+    async def revoke(self, node_id: str, reason: str = "") -> dict:
+        if self.ident.ca_key is None:
+            raise PermissionError("this node does not hold the cluster CA key; revoke from the node that ran `collab init`")
+        if node_id == self.node_id:
+            raise ValueError("a node cannot revoke itself")
+        blob = self.denylist_store.revoke(self.ident.ca_key, self.ident.ca_cert, node_id, reason)
+        self._apply_denylist()
+        msg = {"t": "deny", "blob": base64.b64encode(blob).decode()}
+        master = self.election.master_id
+        if master and master != self.node_id:
+            await self.peers.send(master, msg)  # the master spreads it
+        await self.peers.broadcast(msg)
+        return {"version": self.deny.version, "revoked": node_id}
+
+    # ----------------------------------------------------------------- built-in messages
+    async def _builtin(self, conn: Connection, msg: dict) -> dict | None:
+        t, now, peer = msg["t"], time.monotonic(), conn.peer_id
+        if t == "hb":
+            self.membership.on_heartbeat(peer, msg, now)
+            if msg.get("role") == "master" and isinstance(msg.get("term"), int):
+                self.election.on_master_heartbeat(peer, msg["term"], now)
+            if isinstance(msg.get("deny_v"), int) and msg["deny_v"] > self.deny.version:
+                await conn.send({"t": "deny_get"})
+        elif t.startswith("el."):
+            if t == "el.leave":
+                self.membership.on_leave(peer, now)
+                self._pump_membership()
+            self.election.on_message(peer, msg, now)
+        elif t == "peers":
+            for item in msg.get("members", [])[:256]:
+                if isinstance(item, dict) and isinstance(item.get("addr"), str) and item.get("node_id") != self.node_id:
+                    try:
+                        parse_hostport(item["addr"])
+                    except ValueError:
+                        continue
+                    self._propose(item["addr"], str(item.get("node_id", "")))
+        elif t == "deny":
+            blob = base64.b64decode(str(msg.get("blob", "")), validate=True)
+            if self.accept_denylist(blob) and self.election.role == "master":
+                await self.peers.broadcast(msg)
+        elif t == "deny_get":
+            blob = self.denylist_store.blob()
+            if blob:
+                await conn.send({"t": "deny", "blob": base64.b64encode(blob).decode()})
+        elif t == "ping":
+            return {"pong": time.time()}
+        await self._flush_election()
+        return None
+
+    async def _peer_up(self, conn: Connection) -> None:
+        h, now = conn.hello, time.monotonic()
+        self.membership.on_hello(conn.peer_id, h.get("name", ""), h.get("addr", ""), int(h.get("priority", 0)), now)
+        self._pump_membership()
+        self._remember_members()
+        self.election.set_quorum_size(self.cluster_size())
+        await conn.send({"t": "peers", "members": self.member_list()})
+        await conn.send(self._heartbeat())
+        if isinstance(h.get("deny_v"), int) and h["deny_v"] > self.deny.version:
+            await conn.send({"t": "deny_get"})
+        await self._flush_election()
+
+    async def _peer_down(self, conn: Connection) -> None:
+        now = time.monotonic()
+        self.membership.on_disconnect(conn.peer_id, now)
+        self._pump_membership()
+        addr = conn.hello.get("addr", "")
+        if addr and not self._stop.is_set() and not await self.peers.probe(addr):
+            # Nothing listens there any more: the process is gone. Don't wait for heartbeats to age out.
+            self.membership.on_leave(conn.peer_id, time.monotonic())
+            self._pump_membership()
+        await self._flush_election()
+        self._wake.set()
+
+    # ----------------------------------------------------------------- membership & election glue
+    def _pump_membership(self) -> None:
+        now = time.monotonic()
+        for ev in self.membership.take_events():
+            kind, peer_id = ev[0], ev[1]
+            info = self.membership.get(peer_id)
+            if kind in ("join", "alive") and info is not None:
+                self.election.peer_up(peer_id, info.priority, now)
+            elif kind in ("dead", "leave"):
+                self.election.peer_down(peer_id, now)
+            self.events.publish("peer", change=kind, node_id=peer_id, name=info.name if info else "")
+            log.info("peer %s: %s", ident_mod.short_id(peer_id), kind)
+
+    async def _flush_election(self) -> None:
+        for ev in self.election.take_events():
+            if ev[0] == "term":
+                self.state.set("term", ev[1])  # persisted BEFORE anything in this term is sent
+            elif ev[0] == "master":
+                log.info("master is now %s (term %s)", ident_mod.short_id(ev[1]) if ev[1] else None, ev[2])
+                self.events.publish("master", master=ev[1], term=ev[2], self_is_master=ev[1] == self.node_id)
+            elif ev[0] == "role":
+                self.events.publish("role", role=ev[1], term=self.election.term)
+        for dest, msg in self.election.take_outbox():
+            if dest is None:
+                await self.peers.broadcast(msg)
+            else:
+                await self.peers.send(dest, msg)
+
+    async def _ticker(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            self.membership.tick(now)
+            self._pump_membership()
+            self.election.tick(now)
+            await self._flush_election()
+            self.peers.dial_due(now)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
+
+    def _heartbeat(self) -> dict:
+        res = local_resources()
+        msg = heartbeat_fields(
+            role=self.election.role, term=self.election.term, cpus=res["cpus"], load=res["load"],
+            mem_free=res["mem_free"], queue=self.queue_depth(), capabilities=self.capabilities,
+            model_version=self.model_version(),
+        )
+        msg["deny_v"] = self.deny.version
+        return msg
+
+    async def _heartbeats(self) -> None:
+        while not self._stop.is_set():
+            await self.peers.broadcast(self._heartbeat())
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+
+    # ----------------------------------------------------------------- views
+    @property
+    def is_master(self) -> bool:
+        return self.election.role == "master"
+
+    def can_commit(self) -> bool:
+        return self.election.can_commit(len(self.membership.alive_ids()) + 1)
+
+    def status(self) -> dict:
+        return {
+            "node_id": self.node_id,
+            "short_id": self.ident.short_id,
+            "name": self.name,
+            "addr": self.cfg.advertise_addr,
+            "cluster": self.ident.cluster_id,
+            "role": self.election.role,
+            "term": self.election.term,
+            "master": self.election.master_id,
+            "can_commit": self.can_commit(),
+            "peers_alive": len(self.membership.alive_ids()),
+            "cluster_size": self.cluster_size(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "uptime": round(time.time() - self.started_at, 1),
+            "holds_ca": self.ident.ca_key is not None,
+            "mdns": self.discovery is not None,
+        }
+
+    def nodes(self) -> list[dict]:
+        res = local_resources()
+        me = {
+            "node_id": self.node_id, "short_id": self.ident.short_id, "name": self.name,
+            "addr": self.cfg.advertise_addr, "role": self.election.role, "term": self.election.term,
+            "state": "self", "cpus": res["cpus"], "load": res["load"], "mem_free": res["mem_free"],
+            "queue": self.queue_depth(), "model_version": self.model_version(), "priority": self.cfg.priority,
+            "last_seen": 0.0,
+        }
+        out = [me]
+        now = time.monotonic()
+        for p in self.membership.peers():
+            out.append({
+                "node_id": p.node_id, "short_id": ident_mod.short_id(p.node_id), "name": p.name, "addr": p.addr,
+                "role": p.role, "term": p.term, "state": p.state.value, "cpus": p.cpus, "load": p.load,
+                "mem_free": p.mem_free, "queue": p.queue, "model_version": p.model_version,
+                "priority": p.priority, "last_seen": round(now - p.last_seen, 2),
+            })
+        return out

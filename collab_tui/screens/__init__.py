@@ -1,0 +1,1 @@
+"""collab_tui.screens."""

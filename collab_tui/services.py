@@ -1,0 +1,9 @@
+"""Services that plug into a node (jobs, training). Each has start(), stop() and may install control
+commands. Imported by the daemon only, so the CLI stays light."""
+
+from __future__ import annotations
+
+
+def attach_services(node) -> None:
+    """Attach every service this installation provides to ``node``."""
+    return None
