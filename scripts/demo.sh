@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set everything up, then run the local multi-node demo on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/collab demo "$@"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtualenv in .venv with collab and its test tools; Debian tools the tests use
+# (tmux, iproute2) when we are root and they are missing. Re-runs pip only when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.collab-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v -i warning || true
+  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i "warning\|location" || true
+  .venv/bin/python -c "import collab_tui, typer, zeroconf, cryptography, cv2, textual" 
+  echo "$want" > "$stamp"
+fi
+if [ "$(id -u)" = 0 ] && { ! command -v tmux >/dev/null || ! command -v ip >/dev/null; }; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux iproute2 >/dev/null) \
+    || echo "setup: could not install tmux/iproute2; the tests that need them will skip" >&2
+fi
