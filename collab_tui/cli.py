@@ -63,14 +63,14 @@ def _client(home: Path, out: Out):
         raise typer.Exit(EXIT_NO_NODE) from None
 
 
-def _call(home: Path, out: Out, cmd: str, **args):
+def _call(home: Path, out_: Out, cmd: str, /, **args):
     from .node.control import ControlError
 
-    with _client(home, out) as client:
+    with _client(home, out_) as client:
         try:
             return client.call(cmd, **args)
         except ControlError as exc:
-            out.error(str(exc))
+            out_.error(str(exc))
             raise typer.Exit(EXIT_REFUSED) from None
 
 
@@ -324,6 +324,11 @@ def demo(
     from .demo import run_demo
 
     raise typer.Exit(run_demo(nodes_, keep=keep))
+
+
+from .cli_jobs import register as _register_jobs  # noqa: E402  (light: Typer only)
+
+_register_jobs(app)
 
 
 def main() -> None:

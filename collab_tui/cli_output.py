@@ -1,6 +1,7 @@
 """One output object for the CLI: data on stdout (JSON with --json), diagnostics on stderr.
 
-Exit codes: 0 success, 1 error, 2 usage error (Typer), 3 no local node is running, 4 refused by the node.
+Exit codes: 0 success, 1 error, 2 usage error (Typer), 3 no local node is running, 4 refused by the node,
+5 a job finished but some of its items failed (bad images, ...).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_NODE, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_NODE, EXIT_REFUSED, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
 
 
 class Out:

@@ -6,4 +6,7 @@ from __future__ import annotations
 
 def attach_services(node) -> None:
     """Attach every service this installation provides to ``node``."""
-    return None
+    from .jobs.service import JobService
+
+    node.jobs = JobService(node)
+    node.services.append(node.jobs)

@@ -28,6 +28,14 @@ class RemoteError(RuntimeError):
     """The peer answered a request with ok=false."""
 
 
+class BlobReply:
+    """A handler's answer that carries bytes: sent as a blob that resolves the caller's request."""
+
+    def __init__(self, fields: dict, data: bytes) -> None:
+        self.fields = fields
+        self.data = data
+
+
 class Connection:
     """Framed, request/response messaging over one stream pair.
 
@@ -112,10 +120,25 @@ class Connection:
             raise RemoteError(str(reply.get("error", "request failed")))
         return reply
 
+    async def request_blob(self, fields: dict, data: bytes, timeout: float = 10.0) -> dict:
+        """Send bytes as a request; the peer's handler answers like any request."""
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await self.send_blob({**fields, "id": rid}, data)
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(rid, None)
+        if not reply.get("ok", False):
+            raise RemoteError(str(reply.get("error", "request failed")))
+        return reply
+
     async def send_blob(self, fields: dict, data: bytes | memoryview, chunk_size: int = DEFAULT_CHUNK) -> None:
-        """Header message, then chunks. The receiver's handler gets ``fields`` plus ``"data"`` (bytes)."""
+        """Header message, then chunks. The receiver's handler gets ``fields`` plus ``"data"`` (bytes),
+        with ``t`` set to ``fields["kind"]``; a blob whose fields carry ``re`` answers that request."""
         sid = next(self._stream_ids)
-        header = {**blob_header(sid, data), **fields}
+        header = {**fields, **blob_header(sid, data)}
         parts = [encode_message(header, self.max_frame)]
         for piece in iter_chunks(data, chunk_size):
             parts += [chunk_header(sid, len(piece)), piece]
@@ -165,7 +188,7 @@ class Connection:
             rx.add(frame.data)
             if rx.done:
                 del self._blobs[frame.stream_id]
-                self._handle({**header, "data": rx.finish()})
+                self._deliver_blob(header, rx.finish())
             return
         msg = frame.payload
         if msg["t"] == "blob":
@@ -174,12 +197,21 @@ class Connection:
                 raise BlobError(f"bad blob stream id {sid!r}")
             rx = BlobReceiver(sid, msg.get("size"), msg.get("sha256"), self.max_blob)
             if rx.done:
-                self._handle({**msg, "data": rx.finish()})
+                self._deliver_blob(msg, rx.finish())
             else:
                 self._blobs[sid] = (msg, rx)
             return
         if "re" in msg:
             fut = self._pending.get(msg["re"])
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            return
+        self._handle(msg)
+
+    def _deliver_blob(self, header: dict, data: bytes) -> None:
+        msg = {**header, "t": str(header.get("kind", "blob")), "data": data}
+        if "re" in header:
+            fut = self._pending.get(header["re"])
             if fut is not None and not fut.done():
                 fut.set_result(msg)
             return
@@ -196,7 +228,11 @@ class Connection:
             if self.handler is None:
                 raise RuntimeError("no handler")
             reply = await self.handler(self, msg)
-            if rid is not None:
+            if rid is None:
+                return
+            if isinstance(reply, BlobReply):
+                await self.send_blob({**reply.fields, "re": rid, "ok": True}, reply.data)
+            else:
                 await self.send({"t": "re", "re": rid, "ok": True, **(reply or {})})
         except ConnectionClosed:
             pass

@@ -57,7 +57,7 @@ def install_commands(ctl: ControlServer, node: Node, ring: RingHandler) -> None:
         for nid, entry in revoked.items():
             if nid not in known:
                 rows.append({"node_id": nid, "short_id": ident_mod.short_id(nid), "name": "", "addr": "", "revoked": True})
-        return {"members": rows, "denylist_version": node.denylist.version}
+        return {"members": rows, "denylist_version": node.deny.version}
 
     async def revoke(args):
         return await node.revoke(resolve_node(node, str(args.get("node", ""))), str(args.get("reason", "")))

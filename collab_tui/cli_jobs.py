@@ -1,0 +1,123 @@
+"""CLI for distributed jobs: `collab submit`, `collab jobs`, `collab job show|cancel`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli_output import EXIT_PARTIAL, Out
+
+job_app = typer.Typer(help="Inspect or cancel one job.", no_args_is_help=True)
+
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", envvar="COLLAB_HOME", help="Node home directory.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _cli():
+    from . import cli
+
+    return cli
+
+
+def _progress(done: int, errors: int, total: int) -> None:
+    width = 30
+    filled = int(width * (done + errors) / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done + errors}/{total} ({errors} errors)")
+    sys.stderr.flush()
+
+
+def submit(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or globs.")],
+    task: Annotated[str, typer.Option(help="faces, people, classify, ensemble, wordcount, ocr, ...")] = "faces",
+    model: Annotated[Optional[str], typer.Option(help="NAME[@VERSION] for classify/ensemble.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write annotated copies and results.jsonl here.")] = None,
+    method: Annotated[str, typer.Option(help="Ensemble rule: mean or vote.")] = "mean",
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Submit images (or other files) to the cluster; prints results as they arrive."""
+    cli = _cli()
+    out_obj, h = Out(json_out), cli._home(home)
+    abs_paths = [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in paths]
+    options = {"method": method} if task == "ensemble" else {}
+    job = cli._call(h, out_obj, "submit", paths=abs_paths, task=task, model=model, options=options,
+                    out=str(out.absolute()) if out else None)
+    if no_wait:
+        out_obj.data(job, job["job_id"])
+        return
+    if not json_out:
+        out_obj.info(f"job {job['job_id']}: {job['total']} item(s), task {task}")
+    final = None
+    with cli._client(h, out_obj) as client:
+        try:
+            for ev in client.stream("job_watch", job_id=job["job_id"]):
+                if ev["kind"] == "job_item" and json_out:
+                    out_obj.data(ev)
+                elif ev["kind"] == "job" and not json_out:
+                    _progress(ev["done"], ev["errors"], ev["total"])
+                elif ev["kind"] == "job_finished":
+                    final = ev
+                    break
+        except KeyboardInterrupt:
+            out_obj.info(f"\nstopped watching; the job goes on (collab job show {job['job_id']})")
+            raise typer.Exit(130) from None
+    if not json_out:
+        sys.stderr.write("\n")
+        _print_items(out_obj, final)
+    else:
+        out_obj.data({"kind": "summary", "job_id": final["job_id"], "status": final["status"],
+                      "summary": final["summary"], "counts": final["counts"]})
+    if final["counts"].get("error"):
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print_items(out_obj: Out, job: dict) -> None:
+    rows = []
+    for it in job["items"]:
+        res = it.get("result") or {}
+        rows.append({
+            "item": it["item_id"], "file": Path(it["path"]).name, "status": it["status"],
+            "labels": ",".join(res.get("labels", [])) if isinstance(res.get("labels"), list) else "",
+            "found": len(res.get("detections", [])) if "detections" in res else "",
+            "node": res.get("worker_name", ""), "error": (it.get("error") or "")[:60],
+        })
+    cols = [("item", "ITEM"), ("file", "FILE"), ("status", "STATUS"), ("labels", "LABELS"), ("found", "FOUND"),
+            ("node", "NODE"), ("error", "ERROR")]
+    out_obj.data(job, out_obj.table(rows, cols) + f"\n\nsummary: {job['summary']}")
+
+
+def jobs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Jobs submitted from this node."""
+    cli = _cli()
+    out_obj = Out(json_out)
+    rows = cli._call(cli._home(home), out_obj, "jobs")
+    cols = [("job_id", "JOB"), ("task", "TASK"), ("status", "STATUS"), ("total", "ITEMS"), ("done", "DONE"),
+            ("error", "ERRORS")]
+    out_obj.data(rows, out_obj.table(rows, cols))
+
+
+@job_app.command("show")
+def job_show(job_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Every item of one job with its result."""
+    cli = _cli()
+    out_obj = Out(json_out)
+    _print_items(out_obj, cli._call(cli._home(home), out_obj, "job_show", job_id=job_id))
+
+
+@job_app.command("cancel")
+def job_cancel(job_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Cancel the unfinished items of a job."""
+    cli = _cli()
+    out_obj = Out(json_out)
+    res = cli._call(cli._home(home), out_obj, "job_cancel", job_id=job_id)
+    out_obj.data(res, f"cancelled {res['cancelled_items']} item(s) of {job_id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(submit)
+    app.command()(jobs)
+    app.add_typer(job_app, name="job")

@@ -1,0 +1,95 @@
+"""The master's part of distributed jobs: a thin driver around the sans-IO `Scheduler`.
+
+Submitters send `job.submit` (idempotent); the master assigns batches with `job.assign` (carrying its
+term: workers refuse stale terms); workers report `job.done`. Capacity comes from heartbeats. A new
+master starts with an empty scheduler and is refilled by the submitters' resubmissions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..node.resources import local_resources
+from .scheduler import Scheduler, Task, WorkerCapacity, split_task_id, task_id_for
+
+log = logging.getLogger("collab.jobs.master")
+
+
+class JobMaster:
+    def __init__(self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4) -> None:
+        self.svc = service
+        self.node = service.node
+        self.sched = Scheduler(inflight_per_worker=inflight_per_worker, task_timeout=task_timeout)
+        self.jobs: dict[str, dict] = {}  # job_id -> {submitter, kind, options}
+
+    # ----------------------------------------------------------------- inputs
+    def on_submit(self, submitter: str, msg: dict) -> int:
+        job_id, kind = str(msg["job_id"]), str(msg["kind"])
+        if not job_id or ":" in job_id:
+            raise ValueError("bad job id")
+        self.jobs[job_id] = {"submitter": submitter, "kind": kind, "options": dict(msg.get("options") or {})}
+        now = time.monotonic()
+        tasks = []
+        for item in msg.get("items", []):
+            item_id = str(item["item_id"])
+            tasks.append(Task(task_id_for(job_id, item_id), job_id, item_id, submitter, kind,
+                              int(item.get("size", 0))))
+        return self.sched.submit(tasks, now)
+
+    def on_done(self, worker: str, msg: dict) -> None:
+        now = time.monotonic()
+        for tid in msg.get("done", []):
+            self.sched.complete(str(tid), worker, now)
+        for item in msg.get("failed", []):
+            self.sched.fail(str(item["task_id"]), worker, str(item.get("error", "")), now)
+
+    def on_cancel(self, job_id: str) -> None:
+        self.sched.cancel_job(job_id)
+        self.jobs.pop(job_id, None)
+
+    def peer_dead(self, node_id: str) -> None:
+        self.sched.worker_dead(node_id, time.monotonic())
+
+    # ----------------------------------------------------------------- the loop
+    def _refresh_capacity(self, now: float) -> None:
+        res = local_resources()
+        me = WorkerCapacity(self.node.node_id, res["cpus"], res["load"], 0, True)
+        self.sched.update_worker(me, now)
+        alive = self.node.membership.alive_ids()
+        for p in self.node.membership.peers():
+            if p.node_id in alive and "jobs" in (p.capabilities or ["jobs"]):
+                self.sched.update_worker(WorkerCapacity(p.node_id, max(1, p.cpus), p.load, 0, True), now)
+            elif p.node_id in self.sched.stats()["inflight"]:
+                self.sched.worker_dead(p.node_id, now)
+
+    async def pump(self) -> None:
+        """Assign what can be assigned; report items that failed for good to their submitters."""
+        now = time.monotonic()
+        self._refresh_capacity(now)
+        for a in self.sched.assign(now):
+            job_id = a.tasks[0].job_id
+            meta = self.jobs.get(job_id)
+            if meta is None:
+                continue
+            msg = {
+                "t": "job.assign", "term": self.node.election.term, "job_id": job_id,
+                "submitter": meta["submitter"], "kind": meta["kind"], "options": meta["options"],
+                "items": [{"item_id": t.item_id, "size": t.size_bytes} for t in a.tasks],
+            }
+            if not await self.svc.send_to(a.worker, msg):
+                self.sched.worker_dead(a.worker, now)
+        for ev in self.sched.take_events():
+            if ev[0] == "failed":
+                job_id, item_id = split_task_id(ev[1])
+                meta = self.jobs.get(job_id)
+                if meta:
+                    await self.svc.send_to(meta["submitter"], {
+                        "t": "job.item_failed", "job_id": job_id, "item_id": item_id,
+                        "error": f"gave up after retries: {ev[2]}", "term": self.node.election.term,
+                    })
+            elif ev[0] == "retry":
+                log.info("task %s requeued: %s", ev[1], ev[2])
+
+    def stats(self) -> dict:
+        return self.sched.stats()

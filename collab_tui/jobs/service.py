@@ -1,0 +1,232 @@
+"""The jobs service: plugs the submitter, worker and master parts into a node.
+
+Every node is a submitter (for the jobs started on it) and a worker; the elected master also runs the
+scheduler. Messages to ourselves are delivered in-process (the master works too, without sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..net.transport import BlobReply, Connection, ConnectionClosed, RemoteError
+from .master_side import JobMaster
+from .submitter_side import JobSubmitter
+from .worker_side import JobWorker
+
+log = logging.getLogger("collab.jobs")
+
+
+class JobService:
+    def __init__(self, node) -> None:
+        self.node = node
+        self.submitter = JobSubmitter(self)
+        self.worker = JobWorker(self)
+        self.master: JobMaster | None = None
+        self._task: asyncio.Task | None = None
+        self._sub = None
+        node.queue_depth = self.worker.depth
+        node.capabilities = sorted(set(node.capabilities) | {"jobs"})
+        for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.result", "job.item_failed",
+                  "job.cancel", "job.predict"):
+            node.register(t, self._on_message)
+
+    # ----------------------------------------------------------------- life cycle
+    async def start(self) -> None:
+        await self.worker.start()
+        self._sub = self.node.events.subscribe({"master", "peer"})
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._sub:
+            self._sub.close()
+        await self.worker.stop()
+        self.submitter.store.close()
+
+    async def _loop(self) -> None:
+        tick = 0
+        while True:
+            try:
+                try:
+                    ev = await self._sub.get(timeout=0.1)
+                except asyncio.TimeoutError:
+                    ev = None
+                self._sync_role()
+                if ev and ev["kind"] == "peer" and ev["change"] in ("dead", "leave") and self.master:
+                    self.master.peer_dead(ev["node_id"])
+                if self.master:
+                    await self.master.pump()
+                tick += 1
+                if (ev and ev["kind"] == "master") or tick % 50 == 0:
+                    await self.submitter.resubmit_all(force=tick % 50 == 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("jobs loop error")
+                await asyncio.sleep(0.5)
+
+    def _sync_role(self) -> None:
+        if self.node.is_master and self.master is None:
+            self.master = JobMaster(self)
+            log.info("this node now schedules jobs")
+        elif not self.node.is_master and self.master is not None:
+            self.master = None
+
+    # ----------------------------------------------------------------- messaging
+    async def send_to(self, node_id: str, msg: dict) -> bool:
+        if node_id == self.node.node_id:
+            await self._local(msg)
+            return True
+        return await self.node.peers.send(node_id, msg)
+
+    async def request(self, node_id: str, msg: dict, timeout: float = 10.0) -> dict | None:
+        if node_id == self.node.node_id:
+            return await self._local(msg) or {}
+        conn = self.node.peers.conns.get(node_id)
+        if conn is None:
+            return None
+        try:
+            return await conn.request(msg, timeout)
+        except (ConnectionClosed, RemoteError, asyncio.TimeoutError) as exc:
+            log.info("%s to %s failed: %s", msg["t"], node_id[:12], exc)
+            return None
+
+    async def fetch(self, submitter: str, job_id: str, item_id: str) -> bytes:
+        if submitter == self.node.node_id:
+            return await asyncio.to_thread(self.submitter.read_item, job_id, item_id)
+        conn = self.node.peers.conns.get(submitter)
+        if conn is None:
+            raise ConnectionError("submitter is not connected")
+        reply = await conn.request({"t": "job.fetch", "job_id": job_id, "item_id": item_id}, 60.0)
+        return reply["data"]
+
+    async def deliver_result(self, submitter: str, payload: dict, attachment: bytes | None) -> None:
+        if submitter == self.node.node_id:
+            self.submitter.on_result(payload, attachment)
+            return
+        conn = self.node.peers.conns.get(submitter)
+        if conn is None:
+            log.info("submitter %s gone; it will resubmit", submitter[:12])
+            return
+        fields = {k: v for k, v in payload.items() if k != "t"}
+        try:
+            await conn.send_blob({**fields, "kind": "job.result"}, attachment or b"")
+        except ConnectionClosed:
+            pass
+
+    async def ensemble(self, data: bytes, options: dict) -> dict:
+        """Every node predicts with its own model; answers are combined by vote or mean probability."""
+        import numpy as np
+
+        from ..ml.classify import ensemble_combine
+
+        local = await self._predict(data, options)
+        probs, voters = [np.asarray(local["probs"])], [self.node.name]
+        labels = local["labels"]
+        peers = [c for pid, c in self.node.peers.conns.items() if pid in self.node.membership.alive_ids()]
+
+        replies = await asyncio.gather(*(self._ask_predict(c, data, options) for c in peers))
+        for conn, rep in zip(peers, replies):
+            if rep and rep.get("labels") == labels:
+                probs.append(np.asarray(rep["probs"]))
+                voters.append(conn.hello.get("name", conn.peer_id[:8]))
+        combined = ensemble_combine(probs, method=options.get("method", "mean"), labels=labels)
+        combined = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in combined.items()}
+        return {"labels": [combined["label"]], "ensemble": combined, "voters": voters}
+
+    async def _ask_predict(self, conn: Connection, data: bytes, options: dict) -> dict | None:
+        try:
+            return await conn.request_blob({"kind": "job.predict", "options": options}, data, 60.0)
+        except (ConnectionClosed, RemoteError, asyncio.TimeoutError):
+            return None
+
+    async def _predict(self, data: bytes, options: dict) -> dict:
+        def run():
+            from ..ml.classify import predict_proba
+            from ..ml.images import decode_image
+            from ..ml.models_runtime import current_classifier
+
+            model, labels, shape, version = current_classifier(options.get("model"))
+            p = predict_proba(decode_image(data), model, shape, invert=bool(options.get("invert", False)))
+            return {"probs": [float(x) for x in p], "labels": list(labels), "model": version}
+
+        return await asyncio.get_running_loop().run_in_executor(self.worker.pool, run)
+
+    # ----------------------------------------------------------------- handlers
+    async def _on_message(self, conn: Connection, msg: dict):
+        return await self._handle(conn.peer_id, msg)
+
+    async def _local(self, msg: dict):
+        return await self._handle(self.node.node_id, msg)
+
+    async def _handle(self, sender: str, msg: dict):
+        t = msg["t"]
+        if t == "job.submit":
+            if self.master is None:
+                raise PermissionError("not the master")
+            return {"accepted": self.master.on_submit(sender, msg), "term": self.node.election.term}
+        if t == "job.assign":
+            if sender != self.node.election.master_id and sender != self.node.node_id:
+                if not self.node.election.accepts(int(msg.get("term", -1))):
+                    raise PermissionError("stale master")
+            self.worker.on_assign(sender, msg)
+            return None
+        if t == "job.done":
+            if self.master is not None:
+                self.master.on_done(sender, msg)
+            return None
+        if t == "job.fetch":
+            data = await asyncio.to_thread(self.submitter.read_item, str(msg["job_id"]), str(msg["item_id"]))
+            return BlobReply({"kind": "job.data"}, data)
+        if t == "job.result":
+            self.submitter.on_result(msg, msg.get("data") or None)
+            return None
+        if t == "job.item_failed":
+            if self.node.election.accepts(int(msg.get("term", -1))):
+                self.submitter.store.record_error(str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "")
+            return None
+        if t == "job.cancel":
+            if self.master is not None:
+                self.master.on_cancel(str(msg["job_id"]))
+            return None
+        if t == "job.predict":
+            return await self._predict(msg["data"], dict(msg.get("options") or {}))
+        raise ValueError(f"unknown job message {t!r}")
+
+    # ----------------------------------------------------------------- control API
+    def install_commands(self, ctl) -> None:
+        sub = self.submitter
+
+        async def submit(args):
+            opts = dict(args.get("options") or {})
+            if args.get("model"):
+                opts["model"] = args["model"]
+            return await sub.create(list(args.get("paths") or []), str(args.get("task", "faces")), opts, args.get("out"))
+
+        async def jobs(args):
+            return sub.store.jobs()
+
+        async def job_show(args):
+            return sub.show(str(args["job_id"]))
+
+        async def job_cancel(args):
+            job_id = str(args["job_id"])
+            n = sub.store.cancel(job_id)
+            master = self.node.election.master_id
+            if master:
+                await self.send_to(master, {"t": "job.cancel", "job_id": job_id})
+            return {"job_id": job_id, "cancelled_items": n}
+
+        async def job_watch(args):
+            async for ev in sub.watch(str(args["job_id"])):
+                yield ev
+
+        async def sched_stats(args):
+            return self.master.stats() if self.master else None
+
+        for name, fn in [("submit", submit), ("jobs", jobs), ("job_show", job_show), ("job_cancel", job_cancel),
+                         ("sched_stats", sched_stats)]:
+            ctl.command(name, fn)
+        ctl.stream("job_watch", job_watch)

@@ -1,0 +1,175 @@
+"""Job types: a small plugin interface (split / run / merge).
+
+A job type is a class with a ``name``, ``accepts(path)`` (which files it takes from a folder),
+``run(data, options) -> JobOutput`` (on a worker, from the item's bytes) and ``merge(results) ->
+summary`` (on the submitter). Types are found through the ``collab.job_types`` entry-point group of
+the packages installed on each node: code is never sent over the wire, so a worker without a type
+refuses its tasks with a clear error and the master retries them elsewhere.
+
+Built in: faces, people, classify (image recognition), wordcount, ocr (when tesseract is installed)
+and noop (for benchmarks). Ensemble classification is handled by the worker service (it asks every
+node for its prediction), on top of ``classify``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+log = logging.getLogger("collab.jobs")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass
+class JobOutput:
+    result: dict
+    attachment: bytes | None = None  # e.g. the annotated image (PNG)
+
+
+class JobType:
+    name = ""
+    description = ""
+
+    def accepts(self, path: Path) -> bool:
+        return True
+
+    def run(self, data: bytes, options: dict) -> JobOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def merge(self, results: list[dict]) -> dict:
+        return {"items": len(results)}
+
+
+class ImageDetection(JobType):
+    """faces / people: OpenCV detectors; annotated PNG attached."""
+
+    def __init__(self, task: str) -> None:
+        self.name = task
+        self.description = f"{task} detection (OpenCV)"
+
+    def accepts(self, path: Path) -> bool:
+        return path.suffix.lower() in IMAGE_SUFFIXES
+
+    def run(self, data: bytes, options: dict) -> JobOutput:
+        from ..ml import detectors
+        from ..ml.images import decode_image
+
+        result = detectors.run_task(self.name, data)
+        attachment = None
+        if options.get("annotate", True):
+            img = decode_image(data)
+            attachment = detectors.encode_png(detectors.annotate(img, result["detections"]))
+        return JobOutput(result, attachment)
+
+    def merge(self, results: list[dict]) -> dict:
+        found = sum(len(r.get("detections", [])) for r in results)
+        return {"items": len(results), "detections": found,
+                "items_with_detections": sum(1 for r in results if r.get("detections"))}
+
+
+class Classify(JobType):
+    name = "classify"
+    description = "image classification with a Keras model"
+
+    def accepts(self, path: Path) -> bool:
+        return path.suffix.lower() in IMAGE_SUFFIXES
+
+    def run(self, data: bytes, options: dict) -> JobOutput:
+        import time
+
+        from ..ml.classify import classify
+        from ..ml.images import decode_image
+        from ..ml.models_runtime import current_classifier
+
+        t0 = time.perf_counter()
+        img = decode_image(data)
+        model, labels, shape, version = current_classifier(options.get("model"))
+        t1 = time.perf_counter()
+        top = classify(img, model, labels, shape, invert=bool(options.get("invert", False)))
+        t2 = time.perf_counter()
+        return JobOutput({
+            "labels": [top[0]["label"]] if top else [], "top": top, "model": version,
+            "width": int(img.shape[1]), "height": int(img.shape[0]),
+            "timings": {"decode_ms": round((t1 - t0) * 1000, 2), "classify_ms": round((t2 - t1) * 1000, 2)},
+        })
+
+    def merge(self, results: list[dict]) -> dict:
+        counts: dict[str, int] = {}
+        for r in results:
+            for label in r.get("labels", []):
+                counts[label] = counts.get(label, 0) + 1
+        return {"items": len(results), "labels": counts}
+
+
+class Noop(JobType):
+    name = "noop"
+    description = "does nothing (scheduler benchmarks)"
+
+    def run(self, data: bytes, options: dict) -> JobOutput:
+        return JobOutput({"bytes": len(data)})
+
+
+class Ocr(JobType):
+    name = "ocr"
+    description = "text recognition with tesseract (when installed)"
+
+    def accepts(self, path: Path) -> bool:
+        return path.suffix.lower() in IMAGE_SUFFIXES
+
+    def run(self, data: bytes, options: dict) -> JobOutput:
+        exe = shutil.which("tesseract")
+        if exe is None:
+            raise RuntimeError("OCR needs tesseract, which is not installed on this node (apt-get install tesseract-ocr)")
+        from ..ml.images import decode_image
+
+        decode_image(data)  # validate first: tesseract must never see a bomb
+        proc = subprocess.run([exe, "stdin", "stdout"], input=data, capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"tesseract failed: {proc.stderr.decode(errors='replace')[:200]}")
+        text = proc.stdout.decode(errors="replace").strip()
+        return JobOutput({"text": text, "words": len(text.split())})
+
+
+BUILTIN: dict[str, JobType] = {
+    "faces": ImageDetection("faces"),
+    "people": ImageDetection("people"),
+    "classify": Classify(),
+    "noop": Noop(),
+    "ocr": Ocr(),
+}
+
+_registry: dict[str, JobType] | None = None
+
+
+def registry() -> dict[str, JobType]:
+    """Built-in types plus every ``collab.job_types`` entry point installed here."""
+    global _registry
+    if _registry is None:
+        reg = dict(BUILTIN)
+        for ep in entry_points(group="collab.job_types"):
+            try:
+                obj = ep.load()
+                inst = obj() if isinstance(obj, type) else obj
+                reg[inst.name or ep.name] = inst
+            except Exception as exc:  # a broken plugin must not break the node
+                log.warning("job type plugin %s failed to load: %s", ep.name, exc)
+        _registry = reg
+    return _registry
+
+
+def get_type(name: str) -> JobType:
+    if name == "ensemble":
+        name = "classify"
+    reg = registry()
+    if name not in reg:
+        raise LookupError(f"unknown job type {name!r} on this node (known: {', '.join(sorted(reg))})")
+    return reg[name]
+
+
+def job_type_names() -> list[str]:
+    return sorted(set(registry()) | {"ensemble"})

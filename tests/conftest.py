@@ -1,0 +1,67 @@
+"""Shared helpers for the multi-process tests: run the real CLI in a subprocess, wait with a timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def clean_env() -> dict:
+    """The environment without COLLAB_* overrides (every test passes --home explicitly)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+
+
+def run_cli(*args: str, timeout: float = 30.0, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m collab_tui ARGS` as a subprocess (text mode, captured output, with a timeout)."""
+    return subprocess.run(
+        [PYTHON, "-m", "collab_tui", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env or clean_env(),
+    )
+
+
+def run_cli_json(*args: str, timeout: float = 30.0):
+    """Run a CLI command with --json; assert success and return the parsed stdout."""
+    res = run_cli(*args, "--json", timeout=timeout)
+    assert res.returncode == 0, f"{args}: exit {res.returncode}\nstdout: {res.stdout}\nstderr: {res.stderr}"
+    return json.loads(res.stdout)
+
+
+def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float = 0.05):
+    """Poll ``pred`` until it returns something truthy (exceptions count as "not yet")."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+        except Exception as exc:  # noqa: BLE001 - "not yet"
+            last_exc = exc
+            value = None
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def cli_json():
+    return run_cli_json
+
+
+@pytest.fixture(scope="session")
+def waiter():
+    return wait_for
