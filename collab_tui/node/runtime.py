@@ -371,6 +371,12 @@ class Node:
             "mdns": self.discovery is not None,
         }
 
+    def _peer_role(self, p) -> str:
+        """Heartbeats lag by up to one interval: the election's view of who is master wins."""
+        if p.node_id == self.election.master_id:
+            return "master"
+        return "follower" if p.role == "master" else p.role
+
     def nodes(self) -> list[dict]:
         res = local_resources()
         me = {
@@ -385,7 +391,7 @@ class Node:
         for p in self.membership.peers():
             out.append({
                 "node_id": p.node_id, "short_id": ident_mod.short_id(p.node_id), "name": p.name, "addr": p.addr,
-                "role": p.role, "term": p.term, "state": p.state.value, "cpus": p.cpus, "load": p.load,
+                "role": self._peer_role(p), "term": p.term, "state": p.state.value, "cpus": p.cpus, "load": p.load,
                 "mem_free": p.mem_free, "queue": p.queue, "model_version": p.model_version,
                 "priority": p.priority, "last_seen": round(now - p.last_seen, 2),
             })
