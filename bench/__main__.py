@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 import time
@@ -44,7 +45,7 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "ms":
         return f"{value:.2f} ms"
-    if unit in ("MB/s", "MB"):
+    if unit in ("MB/s", "MB", "MiB"):
         return f"{value:.1f} {unit}"
     if unit == "x":
         return f"{value:.2f}"
@@ -71,9 +72,17 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def _loadavg() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
+
+
 def main(argv: list[str] | None = None) -> int:
     known = discover()
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench", description="Run benchmark groups and print the figures "
+                                 "(ours, target, pass/fail, reference). See bench/README.md.")
     ap.add_argument("groups", nargs="*", metavar="GROUP", help=f"groups to run (default: all of {', '.join(known)})")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a figure misses its target")
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     t0 = time.monotonic()
+    load0 = _loadavg()
     for group in groups:
         progress(f"group {group} ...")
         tg = time.monotonic()
@@ -99,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"group {group} CRASHED:\n{err}")
         progress(f"group {group} done in {time.monotonic() - tg:.1f} s")
     wall = time.monotonic() - t0
+    load = _loadavg()
     if args.json:
-        print(json.dumps({"figures": [f.to_dict() for f in figures], "errors": errors, "wall_s": round(wall, 2)},
+        print(json.dumps({"figures": [f.to_dict() for f in figures], "errors": errors, "wall_s": round(wall, 2),
+                          "loadavg_start_end": [load0, load], "cpus": os.cpu_count()},
                          indent=2))
     else:
         print(table(figures))
         failed = [f.name for f in figures if f.passed is False]
         print(f"\n{len(figures)} figures, {sum(f.passed is True for f in figures)} pass, {len(failed)} fail, "
-              f"{sum(f.passed is None for f in figures)} informational; {wall:.1f} s"
+              f"{sum(f.passed is None for f in figures)} informational; {wall:.1f} s; "
+              f"{os.cpu_count()} CPUs, 1-min load average {load0:.2f} at start, {load:.2f} at end"
               + (f"; crashed groups: {', '.join(errors)}" if errors else ""))
     if errors or (args.strict and any(f.passed is False for f in figures)):
         return 1

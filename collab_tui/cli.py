@@ -327,8 +327,10 @@ def demo(
 
 
 from .cli_jobs import register as _register_jobs  # noqa: E402  (light: Typer only)
+from .cli_training import register as _register_training  # noqa: E402
 
 _register_jobs(app)
+_register_training(app)
 
 
 def main() -> None:

@@ -10,3 +10,7 @@ def attach_services(node) -> None:
 
     node.jobs = JobService(node)
     node.services.append(node.jobs)
+    from .training.service import TrainingService
+
+    node.training = TrainingService(node)
+    node.services.append(node.training)

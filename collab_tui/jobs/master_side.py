@@ -15,6 +15,11 @@ from .scheduler import Scheduler, Task, WorkerCapacity, split_task_id, task_id_f
 
 log = logging.getLogger("collab.jobs.master")
 
+# A task this master saw finish (done or given up) that its submitter still lists as pending this long
+# afterwards lost its outcome on the way (the submitter restarted or was cut off): it is queued again.
+# Results are recorded once per item by the submitter, so a rerun never duplicates a result.
+REOPEN_AFTER = 3.0
+
 
 class JobMaster:
     def __init__(self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4) -> None:
@@ -22,6 +27,7 @@ class JobMaster:
         self.node = service.node
         self.sched = Scheduler(inflight_per_worker=inflight_per_worker, task_timeout=task_timeout)
         self.jobs: dict[str, dict] = {}  # job_id -> {submitter, kind, options}
+        self.finished_at: dict[str, float] = {}  # task_id -> when it was done or given up (monotonic)
 
     # ----------------------------------------------------------------- inputs
     def on_submit(self, submitter: str, msg: dict) -> int:
@@ -33,6 +39,11 @@ class JobMaster:
         tasks = []
         for item in msg.get("items", []):
             item_id = str(item["item_id"])
+            tid = task_id_for(job_id, item_id)
+            if self.sched.status(tid) in ("done", "failed") and \
+                    now - self.finished_at.get(tid, float("-inf")) >= REOPEN_AFTER:
+                self.sched.reopen(tid)
+                log.info("task %s: the submitter never got its outcome; queued again", tid)
             tasks.append(Task(task_id_for(job_id, item_id), job_id, item_id, submitter, kind,
                               int(item.get("size", 0))))
         return self.sched.submit(tasks, now)
@@ -40,7 +51,8 @@ class JobMaster:
     def on_done(self, worker: str, msg: dict) -> None:
         now = time.monotonic()
         for tid in msg.get("done", []):
-            self.sched.complete(str(tid), worker, now)
+            if self.sched.complete(str(tid), worker, now):
+                self.finished_at[str(tid)] = now
         for item in msg.get("failed", []):
             self.sched.fail(str(item["task_id"]), worker, str(item.get("error", "")), now)
 
@@ -50,6 +62,15 @@ class JobMaster:
 
     def peer_dead(self, node_id: str) -> None:
         self.sched.worker_dead(node_id, time.monotonic())
+        # Its own jobs wait for it instead of burning their retries on fetches that cannot succeed (and
+        # being reported failed to it when it is back): it resubmits what is unfinished when it returns.
+        for job_id in [j for j, meta in self.jobs.items() if meta["submitter"] == node_id]:
+            self.sched.forget_job(job_id)
+            del self.jobs[job_id]
+            prefix = task_id_for(job_id, "")
+            for tid in [t for t in self.finished_at if t.startswith(prefix)]:
+                del self.finished_at[tid]
+            log.info("job %s waits for its submitter %s to come back", job_id, node_id[:12])
 
     # ----------------------------------------------------------------- the loop
     def _refresh_capacity(self, now: float) -> None:
@@ -81,6 +102,7 @@ class JobMaster:
                 self.sched.worker_dead(a.worker, now)
         for ev in self.sched.take_events():
             if ev[0] == "failed":
+                self.finished_at[ev[1]] = now
                 job_id, item_id = split_task_id(ev[1])
                 meta = self.jobs.get(job_id)
                 if meta:

@@ -225,6 +225,15 @@ class Scheduler:
         for tid in [tid for tid in self._finished if split_task_id(tid)[0] == job_id]:
             del self._finished[tid]
 
+    def reopen(self, task_id: str) -> bool:
+        """Forget that a task finished as done or failed, so that the next `submit` queues it again
+        (its submitter never received the outcome). Cancelled tasks stay cancelled. Returns True if
+        the task was reopened."""
+        if self._finished.get(task_id) not in ("done", "failed"):
+            return False
+        del self._finished[task_id]
+        return True
+
     def status(self, task_id: str) -> str | None:
         """pending | assigned | done | failed | cancelled | None (unknown)."""
         task = self._tasks.get(task_id)

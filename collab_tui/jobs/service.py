@@ -33,6 +33,10 @@ class JobService:
 
     # ----------------------------------------------------------------- life cycle
     async def start(self) -> None:
+        try:  # on the loop thread on purpose: no result may be appended while a file is rewritten
+            self.submitter.repair_results_files()
+        except Exception:  # a broken out dir must not stop the node
+            log.exception("repairing results files failed")
         await self.worker.start()
         self._sub = self.node.events.subscribe({"master", "peer"})
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -102,19 +106,21 @@ class JobService:
         reply = await conn.request({"t": "job.fetch", "job_id": job_id, "item_id": item_id}, 60.0)
         return reply["data"]
 
-    async def deliver_result(self, submitter: str, payload: dict, attachment: bytes | None) -> None:
+    async def deliver_result(self, submitter: str, payload: dict, attachment: bytes | None) -> bool:
+        """Send a result to its submitter; False if it could not be sent (the item must not count as done)."""
         if submitter == self.node.node_id:
             self.submitter.on_result(payload, attachment)
-            return
+            return True
         conn = self.node.peers.conns.get(submitter)
         if conn is None:
             log.info("submitter %s gone; it will resubmit", submitter[:12])
-            return
+            return False
         fields = {k: v for k, v in payload.items() if k != "t"}
         try:
             await conn.send_blob({**fields, "kind": "job.result"}, attachment or b"")
         except ConnectionClosed:
-            pass
+            return False
+        return True
 
     async def ensemble(self, data: bytes, options: dict) -> dict:
         """Every node predicts with its own model; answers are combined by vote or mean probability."""
@@ -143,16 +149,10 @@ class JobService:
             return None
 
     async def _predict(self, data: bytes, options: dict) -> dict:
-        def run():
-            from ..ml.classify import predict_proba
-            from ..ml.images import decode_image
-            from ..ml.models_runtime import current_classifier
+        from ..ml import mltasks
+        from ..ml.mlproc import for_node
 
-            model, labels, shape, version = current_classifier(options.get("model"))
-            p = predict_proba(decode_image(data), model, shape, invert=bool(options.get("invert", False)))
-            return {"probs": [float(x) for x in p], "labels": list(labels), "model": version}
-
-        return await asyncio.get_running_loop().run_in_executor(self.worker.pool, run)
+        return await for_node(self.node.home).call(mltasks.predict, data, options)
 
     # ----------------------------------------------------------------- handlers
     async def _on_message(self, conn: Connection, msg: dict):
@@ -213,7 +213,7 @@ class JobService:
 
         async def job_cancel(args):
             job_id = str(args["job_id"])
-            n = sub.store.cancel(job_id)
+            n = sub.cancel(job_id)
             master = self.node.election.master_id
             if master:
                 await self.send_to(master, {"t": "job.cancel", "job_id": job_id})

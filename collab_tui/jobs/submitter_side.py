@@ -43,7 +43,11 @@ def collect_paths(paths: list[str], kind: str) -> list[Path]:
             hits = sorted(glob.glob(raw, recursive=True))
             if not hits:
                 raise FileNotFoundError(f"no such file, folder or pattern: {raw}")
-            out += [Path(h) for h in hits if Path(h).is_file() and jtype.accepts(Path(h))]
+            for h in map(Path, hits):  # a folder matched by a pattern is walked like a named folder
+                if h.is_dir():
+                    out += sorted(f for f in h.rglob("*") if f.is_file() and jtype.accepts(f))
+                elif h.is_file() and jtype.accepts(h):
+                    out.append(h)
     seen, unique = set(), []
     for p in out:
         key = p.resolve()
@@ -61,6 +65,10 @@ def _hash_file(path: Path) -> tuple[int, str]:
             h.update(chunk)
             size += len(chunk)
     return size, h.hexdigest()
+
+
+def _results_line(job_id: str, item_id: str, src: Path, result: dict) -> str:
+    return json.dumps({"job_id": job_id, "item_id": item_id, "path": str(src), **result}, default=str)
 
 
 class JobSubmitter:
@@ -127,6 +135,13 @@ class JobSubmitter:
             raise LookupError(f"unknown item {job_id}:{item_id}")
         return self.items_cache[key]
 
+    def cancel(self, job_id: str) -> int:
+        """Cancel the pending items of a job; workers can no longer fetch them."""
+        n = self.store.cancel(job_id)
+        for key in [k for k in self.items_cache if k[0] == job_id]:
+            del self.items_cache[key]  # cached rows still say "pending"
+        return n
+
     def read_item(self, job_id: str, item_id: str) -> bytes:
         it = self._item(job_id, item_id)
         if it["status"] == "cancelled":
@@ -147,8 +162,11 @@ class JobSubmitter:
             result["worker"] = worker
             result["worker_name"] = msg.get("worker_name", "")
             result["timings"] = {**result.get("timings", {}), **(msg.get("timings") or {})}
+            dest = self._annotated_path(job_id, item_id) if attachment else None
+            if dest is not None:
+                result["annotated"] = str(dest)  # stored too: `job show` points at the file
             if fresh := self.store.record_result(job_id, item_id, result, worker):
-                self._write_outputs(job_id, item_id, result, attachment)
+                self._write_outputs(job_id, item_id, result, attachment, dest)
         if fresh:
             self.items_cache.pop((job_id, item_id), None)
             job = self.store.job(job_id)
@@ -158,19 +176,42 @@ class JobSubmitter:
                                      done=job["counts"].get("done", 0), errors=job["counts"].get("error", 0))
         return fresh
 
-    def _write_outputs(self, job_id: str, item_id: str, result: dict, attachment: bytes | None) -> None:
-        job = self.store.job(job_id)
-        out = job.get("out_dir")
+    def _annotated_path(self, job_id: str, item_id: str) -> Path | None:
+        out = self.store.job(job_id).get("out_dir")
+        if not out:
+            return None
+        return Path(out) / f"{Path(self._item(job_id, item_id)['path']).stem}.{item_id}.annotated.png"
+
+    def _write_outputs(self, job_id: str, item_id: str, result: dict, attachment: bytes | None,
+                       dest: Path | None) -> None:
+        out = self.store.job(job_id).get("out_dir")
         if not out:
             return
         src = Path(self._item(job_id, item_id)["path"])
-        if attachment:
-            dest = Path(out) / f"{src.stem}.{item_id}.annotated.png"
+        if attachment and dest is not None:
             atomic_write(dest, attachment)
-            result["annotated"] = str(dest)
-        line = json.dumps({"job_id": job_id, "item_id": item_id, "path": str(src), **result}, default=str)
         with open(Path(out) / f"{job_id}.results.jsonl", "a") as fh:
-            fh.write(line + "\n")
+            fh.write(_results_line(job_id, item_id, src, result) + "\n")
+
+    def repair_results_files(self) -> int:
+        """Rewrite from the store (the truth) every results file that does not hold exactly one line per
+        done item: a crash between recording a result and appending its line leaves it short or torn.
+        Returns how many files were rewritten."""
+        fixed = 0
+        for job in self.store.jobs():
+            out = job.get("out_dir")
+            if not out or not Path(out).is_dir():
+                continue
+            path = Path(out) / f"{job['job_id']}.results.jsonl"
+            raw = path.read_bytes() if path.exists() else b""
+            if raw.count(b"\n") == job["done"] and (not raw or raw.endswith(b"\n")):
+                continue
+            lines = [_results_line(job["job_id"], it["item_id"], Path(it["path"]), it["result"] or {})
+                     for it in self.store.results(job["job_id"]) if it["status"] == "done"]
+            atomic_write(path, "".join(line + "\n" for line in lines).encode())
+            log.info("rewrote %s (%d results)", path, len(lines))
+            fixed += 1
+        return fixed
 
     # ----------------------------------------------------------------- views
     def show(self, job_id: str) -> dict:
@@ -182,22 +223,44 @@ class JobSubmitter:
         return job
 
     async def watch(self, job_id: str):
-        """Progress events of one job until it is finished."""
+        """Progress events of one job until it is finished.
+
+        Every finished item is reported exactly once as a ``job_item`` event, including the items that
+        finished before the watcher subscribed (they are replayed from the store) and the ones whose
+        outcome was recorded without an event (an item the master gave up on)."""
         sub = self.node.events.subscribe({"job", "job_item"})
+        seen: set[str] = set()
+
+        def backlog():
+            for it in self.store.results(job_id):
+                if it["item_id"] not in seen:
+                    seen.add(it["item_id"])
+                    yield {"kind": "job_item", "job_id": job_id, "item_id": it["item_id"], "worker": it["worker"],
+                           "error": it["error"], "result": it["result"], "ts": time.time()}
+
         try:
             job = self.store.job(job_id)
             yield {"kind": "job", "job_id": job_id, "state": job["status"], "total": job["total"],
                    "done": job["counts"].get("done", 0), "errors": job["counts"].get("error", 0), "ts": time.time()}
+            for ev in backlog():
+                yield ev
             while job["status"] not in ("done", "cancelled"):
                 try:
                     ev = await sub.get(timeout=1.0)
                 except asyncio.TimeoutError:
                     job = self.store.job(job_id)
                     continue
-                if ev.get("job_id") == job_id:
-                    yield ev
-                    if ev["kind"] == "job":
-                        job = self.store.job(job_id)
+                if ev.get("job_id") != job_id:
+                    continue
+                if ev["kind"] == "job_item":
+                    if str(ev.get("item_id")) in seen:
+                        continue
+                    seen.add(str(ev.get("item_id")))
+                yield ev
+                if ev["kind"] == "job":
+                    job = self.store.job(job_id)
+            for ev in backlog():
+                yield ev
             yield {"kind": "job_finished", **self.show(job_id)}
         finally:
             sub.close()

@@ -73,30 +73,19 @@ class ImageDetection(JobType):
 
 
 class Classify(JobType):
+    """Runs in the node's ML process (TensorFlow never loads in the node process itself)."""
+
     name = "classify"
     description = "image classification with a Keras model"
+    ml_task = "classify"
 
     def accepts(self, path: Path) -> bool:
         return path.suffix.lower() in IMAGE_SUFFIXES
 
     def run(self, data: bytes, options: dict) -> JobOutput:
-        import time
+        from ..ml import mltasks
 
-        from ..ml.classify import classify
-        from ..ml.images import decode_image
-        from ..ml.models_runtime import current_classifier
-
-        t0 = time.perf_counter()
-        img = decode_image(data)
-        model, labels, shape, version = current_classifier(options.get("model"))
-        t1 = time.perf_counter()
-        top = classify(img, model, labels, shape, invert=bool(options.get("invert", False)))
-        t2 = time.perf_counter()
-        return JobOutput({
-            "labels": [top[0]["label"]] if top else [], "top": top, "model": version,
-            "width": int(img.shape[1]), "height": int(img.shape[0]),
-            "timings": {"decode_ms": round((t1 - t0) * 1000, 2), "classify_ms": round((t2 - t1) * 1000, 2)},
-        })
+        return JobOutput(mltasks.classify(data, options))
 
     def merge(self, results: list[dict]) -> dict:
         counts: dict[str, int] = {}

@@ -76,6 +76,17 @@ class JobWorker:
             finally:
                 self.running -= 1
 
+    async def _run_type(self, jtype, data: bytes, options: dict) -> tuple[dict, bytes | None]:
+        """OpenCV types run in this process's threads; Keras types in the node's ML process."""
+        task = getattr(jtype, "ml_task", None)
+        if task:
+            from ..ml import mltasks
+            from ..ml.mlproc import for_node
+
+            return await for_node(self.node.home).call(getattr(mltasks, task), data, options), None
+        out = await asyncio.get_running_loop().run_in_executor(self.pool, jtype.run, data, options)
+        return out.result, out.attachment
+
     async def _ack(self, done: list[str], failed: list[dict]) -> None:
         """Tell the current master (which may have changed since the assignment)."""
         master = self.node.election.master_id
@@ -100,8 +111,7 @@ class JobWorker:
             if kind == "ensemble":
                 result = await self.svc.ensemble(data, options)
             else:
-                out = await loop.run_in_executor(self.pool, jtype.run, data, options)
-                result, attachment = out.result, out.attachment
+                result, attachment = await self._run_type(jtype, data, options)
         except FINAL_ERRORS as exc:
             code = getattr(exc, "code", type(exc).__name__)
             error = str(exc) if str(exc).startswith(f"{code}:") else f"{code}: {exc}"
@@ -115,6 +125,8 @@ class JobWorker:
             "worker_name": self.node.name, "result": result, "error": error,
             "timings": {"fetch_ms": round((t1 - t0) * 1000, 2), "run_ms": round((t2 - t1) * 1000, 2)},
         }
-        await self.svc.deliver_result(submitter, payload, attachment)
+        if not await self.svc.deliver_result(submitter, payload, attachment):
+            await self._ack([], [{"task_id": tid, "error": "the result could not be sent to the submitter"}])
+            return
         self.done_count += 1
         await self._ack([tid], [])

@@ -1,47 +1,54 @@
-"""The process-wide classifier a worker uses (TensorFlow is imported on first use only).
+"""The process-wide classifier (runs inside the ML process; TensorFlow imported on first use only).
 
-``current_classifier(spec)`` resolves ``NAME[@VERSION]``: a model from this node's registry when one
-exists (federated training fills it), else the built-in digits CNN trained on scikit-learn's 8x8
+``current_classifier(spec, home)`` resolves ``NAME[@VERSION]``: a model from this node's registry when
+it has one (federated training fills it), else the built-in digits CNN trained on scikit-learn's 8x8
 digits. Models are cached per process: TensorFlow costs ~5 s and ~600 MB to load, so load once.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 _lock = threading.Lock()
 _cache: dict[str, tuple] = {}
-_resolvers: list = []  # callables spec -> (model, labels, input_shape, version) | None
+BUILTIN_NAMES = ("", "builtin-digits", "builtin")
 
 
-def add_resolver(fn) -> None:
-    """The model registry registers itself here (keeps this module free of registry imports)."""
-    if fn not in _resolvers:
-        _resolvers.insert(0, fn)
+def _from_registry(spec: str, home: str) -> tuple | None:
+    """Build (once per version) the classifier for NAME[@VERSION] from this node's registry."""
+    from .registry import ModelNotFound, ModelRegistry, parse_ref
+
+    reg = ModelRegistry(Path(home))
+    name, version = parse_ref(spec)
+    try:
+        meta = reg.resolve(name, version)
+    except ModelNotFound:
+        return None
+    key = f"{name}@{meta['version']}"
+    if key not in _cache:
+        from .architectures import build_from_spec
+
+        _, weights = reg.get(name, meta["version"])
+        model = build_from_spec(meta["arch"])
+        model.set_weights(weights)
+        n = meta["arch"].get("num_classes", 10)
+        labels = (meta.get("extra") or {}).get("labels") or [str(i) for i in range(n)]
+        _cache[key] = (model, labels, tuple(meta["arch"]["input_shape"]), key)
+    return _cache[key]
 
 
-def current_classifier(spec: str | None = None) -> tuple:
-    key = spec or "builtin-digits"
+def current_classifier(spec: str | None = None, home: str | None = None) -> tuple:
+    """(model, labels, input_shape, version)."""
+    spec = spec or ""
     with _lock:
-        if key in _cache:
-            return _cache[key]
-        for resolve in _resolvers:
-            found = resolve(spec)
-            if found is not None:
-                _cache[key] = found
-                return found
-        if spec not in (None, "", "builtin-digits", "digits"):
-            raise LookupError(f"model {spec!r} is not known on this node")
-        from .classify import DIGITS_INPUT_SHAPE, DIGITS_LABELS, builtin_digits_model
+        if spec not in BUILTIN_NAMES:
+            found = _from_registry(spec, home) if home else None
+            if found is None:
+                raise LookupError(f"model {spec!r} is not known on this node")
+            return found
+        if "builtin" not in _cache:
+            from .classify import DIGITS_INPUT_SHAPE, DIGITS_LABELS, builtin_digits_model
 
-        found = (builtin_digits_model(), DIGITS_LABELS, DIGITS_INPUT_SHAPE, "builtin-digits")
-        _cache[key] = found
-        return found
-
-
-def forget(spec: str | None = None) -> None:
-    with _lock:
-        if spec is None:
-            _cache.clear()
-        else:
-            _cache.pop(spec, None)
+            _cache["builtin"] = (builtin_digits_model(), DIGITS_LABELS, DIGITS_INPUT_SHAPE, "builtin-digits")
+        return _cache["builtin"]

@@ -171,7 +171,10 @@ class PeerTable:
 
     async def _serve(self, conn: Connection) -> None:
         if self.on_up:
-            await self.on_up(conn)
+            try:
+                await self.on_up(conn)
+            except ConnectionClosed:
+                pass  # replaced by the connection the other side keeps, or gone already
         await conn.run()
         if self.conns.get(conn.peer_id) is conn:
             del self.conns[conn.peer_id]

@@ -1,0 +1,367 @@
+"""Local datasets for federated training: loaders, partitioners and a named-dataset registry.
+
+numpy only at import (OpenCV and scikit-learn are imported inside the loaders that need them).
+Privacy by structure: no network code here; arrays go only to the local training code.
+Images are float32 in [0, 1] with shape (N, H, W, C); labels are int64 indices into ``labels``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+import struct
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger("collab.ml.datasets")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MNIST_LABELS = [str(i) for i in range(10)]
+MNIST_TRAIN_POOL = (0, 8000)  # fl_protocol.json data.train_pool
+MNIST_EVAL_SET = (8000, 10000)  # fl_protocol.json data.eval_set
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class DatasetError(ValueError):
+    """Bad dataset file, spec or name."""
+
+
+# ------------------------------------------------------------------ loaders
+def _folder_label(path: Path, root: Path) -> str:
+    """Label from the first sub-folder under ``root``, else from the file name (``cat.12.jpg`` -> cat)."""
+    rel = path.relative_to(root).parts
+    if len(rel) > 1:
+        return rel[0]
+    stem = path.stem
+    if "." in stem:
+        return stem.split(".", 1)[0]
+    return re.sub(r"[_\-\s]*\d+$", "", stem) or stem
+
+
+def _to_input(img_bgr: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
+    import cv2
+
+    h, w, c = (int(v) for v in input_shape)
+    img = cv2.cvtColor(img_bgr, cv2.COLOR_BGR2GRAY) if c == 1 else cv2.cvtColor(img_bgr, cv2.COLOR_BGR2RGB)
+    interp = cv2.INTER_AREA if (img.shape[0] > h or img.shape[1] > w) else cv2.INTER_LINEAR
+    img = cv2.resize(img, (w, h), interpolation=interp)
+    return (img.astype(np.float32) / 255.0).reshape(h, w, c)
+
+
+def load_folder(
+    path: str | Path, input_shape: Sequence[int] = (28, 28, 1), skipped: list | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images under ``path`` as (x, y, labels); labels sorted, y indexes them.
+
+    Layouts: ``DIR/<label>/*.jpg`` (any depth below the label folder) and/or files directly in
+    DIR labelled by name (``cat.12.jpg`` -> "cat", ``dog_3.png`` -> "dog"). Hidden entries are
+    ignored. Unreadable files are skipped with a warning; ``skipped`` (if given) receives
+    ``(path, reason)`` tuples.
+    """
+    import cv2
+
+    from collab_tui.ml.images import decode_image
+
+    if len(input_shape) != 3 or int(input_shape[2]) not in (1, 3):
+        raise DatasetError(f"input_shape must be (H, W, 1|3), got {tuple(input_shape)}")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"not a folder: {root}")
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    xs: list[np.ndarray] = []
+    names: list[str] = []
+    bad: list[tuple[str, str]] = []
+    for f in files:
+        try:
+            xs.append(_to_input(decode_image(f.read_bytes()), input_shape))
+            names.append(_folder_label(f, root))
+        except (OSError, ValueError, cv2.error) as exc:
+            bad.append((str(f), str(exc)))
+            log.warning("skipping unreadable image %s: %s", f, exc)
+    if bad:
+        log.warning("%d of %d images under %s could not be read", len(bad), len(files), root)
+    if skipped is not None:
+        skipped.extend(bad)
+    if not xs:
+        raise DatasetError(f"no readable images under {root}")
+    labels = sorted(set(names))
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = np.asarray([index[n] for n in names], np.int64)
+    return np.stack(xs).astype(np.float32), y, labels
+
+
+def load_digits8() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (1,797 images, shipped with sklearn): x (N, 8, 8, 1) in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images.astype(np.float32) / 16.0)[..., None], d.target.astype(np.int64)
+
+
+def _read_idx(path: Path, magic: int, header: str) -> tuple[tuple[int, ...], bytes]:
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"{path.name}: cannot read: {exc}") from exc
+    size = struct.calcsize(header)
+    if len(raw) < size:
+        raise DatasetError(f"{path.name}: truncated header")
+    fields = struct.unpack(header, raw[:size])
+    if fields[0] != magic:
+        raise DatasetError(f"{path.name}: bad magic {fields[0]} (expected {magic})")
+    body = raw[size:]
+    expected = int(np.prod(fields[1:]))
+    if len(body) != expected:
+        raise DatasetError(f"{path.name}: {len(body)} data bytes, header says {expected}")
+    return fields[1:], body
+
+
+def _find(folder: Path, name: str) -> Path:
+    for cand in (folder / name, folder / name.removesuffix(".gz")):
+        if cand.is_file():
+            return cand
+    raise DatasetError(f"{name} not found in {folder}")
+
+
+def load_mnist(folder: str | Path, split: str = "t10k") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST IDX files ``{split}-images-idx3-ubyte.gz`` / ``{split}-labels-idx1-ubyte.gz`` (or
+    uncompressed) as x (N, 28, 28, 1) float32 = pixels / 255 and y int64. Raises DatasetError."""
+    folder = Path(folder).expanduser()
+    (n, rows, cols), pix = _read_idx(_find(folder, f"{split}-images-idx3-ubyte.gz"), 2051, ">IIII")
+    (m,), lab = _read_idx(_find(folder, f"{split}-labels-idx1-ubyte.gz"), 2049, ">II")
+    if n != m:
+        raise DatasetError(f"{n} images but {m} labels in {folder}")
+    y = np.frombuffer(lab, np.uint8).astype(np.int64)
+    if y.size and y.max() > 9:
+        raise DatasetError(f"label {int(y.max())} out of range 0..9")
+    x = np.frombuffer(pix, np.uint8).reshape(n, rows, cols, 1).astype(np.float32) / np.float32(255.0)
+    return x, y
+
+
+# ------------------------------------------------------------- partitioners
+def _check_clients(num_clients: int) -> None:
+    if int(num_clients) < 1:
+        raise DatasetError(f"num_clients must be >= 1, got {num_clients}")
+
+
+def partition_iid(n: int, num_clients: int, seed: int = 0) -> list[np.ndarray]:
+    """``default_rng(seed).permutation(n)`` split into ``num_clients`` (near-)equal contiguous parts."""
+    _check_clients(num_clients)
+    perm = np.random.default_rng(seed).permutation(int(n))
+    return [np.asarray(p, np.int64) for p in np.array_split(perm, int(num_clients))]
+
+
+def partition_label_shards(
+    y: np.ndarray, num_clients: int, num_shards: int | None = None, shard_size: int | None = None
+) -> list[np.ndarray]:
+    """McMahan et al. label skew: stable-argsort the labels, cut ``num_shards`` shards of
+    ``shard_size``; client i gets shards i, i + K, i + 2K, ... (K = num_clients), in that order.
+    Defaults: 2 shards per client, shard_size = len(y) // num_shards."""
+    _check_clients(num_clients)
+    y = np.asarray(y)
+    k = int(num_clients)
+    num_shards = 2 * k if num_shards is None else int(num_shards)
+    if num_shards < k or num_shards % k:
+        raise DatasetError(f"num_shards ({num_shards}) must be a positive multiple of num_clients ({k})")
+    shard_size = len(y) // num_shards if shard_size is None else int(shard_size)
+    if shard_size < 1 or num_shards * shard_size > len(y):
+        raise DatasetError(f"{num_shards} shards of {shard_size} do not fit in {len(y)} examples")
+    order = np.argsort(y, kind="stable")
+    shards = [order[j * shard_size:(j + 1) * shard_size] for j in range(num_shards)]
+    return [np.concatenate(shards[i::k]).astype(np.int64) for i in range(k)]
+
+
+def partition_dirichlet(
+    y: np.ndarray, num_clients: int, alpha: float = 0.5, seed: int = 0, min_size: int = 1, max_tries: int = 100
+) -> list[np.ndarray]:
+    """Per class, split its (shuffled) examples among clients with proportions ~ Dir(alpha).
+    Redraws (deterministically, same rng) until every client has ``min_size`` examples or
+    ``max_tries`` is reached. Every index is assigned exactly once; each part is sorted."""
+    _check_clients(num_clients)
+    if not alpha > 0:
+        raise DatasetError(f"alpha must be > 0, got {alpha}")
+    y = np.asarray(y)
+    k = int(num_clients)
+    rng = np.random.default_rng(seed)
+    parts: list[np.ndarray] = []
+    for _ in range(max(1, max_tries)):
+        buckets: list[list[np.ndarray]] = [[] for _ in range(k)]
+        for c in np.unique(y):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(k, float(alpha)))) * len(idx)).astype(int)[:-1]
+            for i, chunk in enumerate(np.split(idx, cuts)):
+                buckets[i].append(chunk)
+        parts = [np.sort(np.concatenate(b)).astype(np.int64) if b else np.zeros(0, np.int64) for b in buckets]
+        if min(len(p) for p in parts) >= min_size:
+            break
+    return parts
+
+
+def split_holdout(
+    x: np.ndarray, y: np.ndarray, frac: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random split into (x_train, y_train, x_holdout, y_holdout); holdout = round(frac * n)."""
+    if not 0.0 <= frac < 1.0:
+        raise DatasetError(f"frac must be in [0, 1), got {frac}")
+    n = len(y)
+    if len(x) != n:
+        raise DatasetError(f"{len(x)} inputs but {n} labels")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_ho = int(round(frac * n))
+    ho, tr = np.sort(perm[:n_ho]), np.sort(perm[n_ho:])
+    return x[tr], y[tr], x[ho], y[ho]
+
+
+def dataset_stats(y: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """{"count", "num_classes", "per_label": {label: count}} (labels with 0 examples included)."""
+    counts = np.bincount(np.asarray(y, np.int64), minlength=len(labels)) if len(y) else np.zeros(len(labels), int)
+    return {
+        "count": int(len(y)),
+        "num_classes": len(labels),
+        "per_label": {str(lab): int(counts[i]) for i, lab in enumerate(labels)},
+    }
+
+
+# ----------------------------------------------------------------- registry
+_KINDS = ("folder", "digits", "mnist", "npz")
+_SCHEMES = ("iid", "shards", "dirichlet")
+
+
+def _check_spec(spec: dict) -> dict:
+    if not isinstance(spec, dict):
+        raise DatasetError("spec must be a JSON object")
+    kind = spec.get("kind")
+    if kind not in _KINDS:
+        raise DatasetError(f"kind must be one of {_KINDS}, got {kind!r}")
+    if kind in ("folder", "npz") and not spec.get("path"):
+        raise DatasetError(f"a {kind} dataset needs 'path'")
+    if spec.get("subset", "all") not in ("all", "train", "eval"):
+        raise DatasetError(f"subset must be all|train|eval, got {spec.get('subset')!r}")
+    if kind != "mnist" and spec.get("subset", "all") != "all":
+        raise DatasetError("subset train/eval is only defined for mnist")
+    part = spec.get("partition")
+    if part is not None:
+        if not isinstance(part, dict) or part.get("scheme") not in _SCHEMES:
+            raise DatasetError(f"partition.scheme must be one of {_SCHEMES}")
+        k, i = part.get("num_clients"), part.get("client")
+        if not isinstance(k, int) or not isinstance(i, int) or k < 1 or not 0 <= i < k:
+            raise DatasetError("partition needs integers num_clients >= 1 and 0 <= client < num_clients")
+    if "input_shape" in spec and len(spec["input_shape"]) != 3:
+        raise DatasetError("input_shape must be [H, W, C]")
+    return json.loads(json.dumps(spec))  # a JSON-able copy
+
+
+def apply_partition(x: np.ndarray, y: np.ndarray, part: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Select one client's part per a spec's ``partition`` dict."""
+    k, i, scheme = int(part["num_clients"]), int(part["client"]), part["scheme"]
+    if scheme == "iid":
+        parts = partition_iid(len(y), k, int(part.get("seed", 0)))
+    elif scheme == "shards":
+        parts = partition_label_shards(y, k, part.get("num_shards"), part.get("shard_size"))
+    else:
+        parts = partition_dirichlet(y, k, float(part.get("alpha", 0.5)), int(part.get("seed", 0)))
+    return x[parts[i]], y[parts[i]]
+
+
+class DatasetRegistry:
+    """Named dataset specs in ``home/state/datasets.json``.
+
+    spec: {"kind": "folder", "path": DIR, "input_shape": [H, W, C]} or {"kind": "digits"|"mnist",
+    "path": DIR (mnist; default $COLLAB_MNIST_DIR or home/data/mnist), "subset": "all"|"train"|
+    "eval" (mnist default "train" = the protocol's first 8,000)}, optionally with
+    "partition": {"scheme": "iid"|"shards"|"dirichlet", "num_clients": K, "client": i, "seed", "alpha",
+    "num_shards", "shard_size"}. The mnist subset is taken first, then the client's part.
+    """
+
+    def __init__(self, home: str | Path) -> None:
+        self.home = Path(home)
+        self.path = self.home / "state" / "datasets.json"
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, dict]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{self.path}: unreadable: {exc}") from exc
+        return data.get("datasets", {}) if isinstance(data, dict) else {}
+
+    def _write(self, items: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"datasets": items}, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def add(self, name: str, spec: dict) -> dict:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise DatasetError(f"bad dataset name {name!r} (letters, digits, . _ -; max 64)")
+        spec = _check_spec(spec)
+        if spec["kind"] == "folder":
+            spec["path"] = str(Path(spec["path"]).expanduser().resolve())
+        with self._lock:
+            items = self._read()
+            items[name] = spec
+            self._write(items)
+        return spec
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            items = self._read()
+            if items.pop(name, None) is None:
+                raise KeyError(f"no dataset named {name!r}")
+            self._write(items)
+
+    def get(self, name: str) -> dict:
+        items = self._read()
+        if name not in items:
+            raise KeyError(f"no dataset named {name!r}")
+        return items[name]
+
+    def list(self) -> list[dict]:
+        return [{"name": n, **s} for n, s in sorted(self._read().items())]
+
+    def _mnist_dir(self, spec: dict) -> Path:
+        return Path(spec.get("path") or os.environ.get("COLLAB_MNIST_DIR") or self.home / "data" / "mnist")
+
+    def load(self, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        spec = self.get(name)
+        kind = spec["kind"]
+        if kind == "folder":
+            x, y, labels = load_folder(spec["path"], tuple(spec.get("input_shape", (28, 28, 1))))
+        elif kind == "npz":  # a part dealt out by `collab data split`
+            with np.load(spec["path"], allow_pickle=False) as z:
+                x, y = z["x"].astype(np.float32), z["y"].astype(np.int64)
+                labels = [str(v) for v in z["labels"]] if "labels" in z and len(z["labels"]) else \
+                    [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+        elif kind == "digits":
+            (x, y), labels = load_digits8(), [str(i) for i in range(10)]
+        else:
+            (x, y), labels = load_mnist(self._mnist_dir(spec)), list(MNIST_LABELS)
+            sub = spec.get("subset", "train")
+            if sub != "all":
+                lo, hi = MNIST_TRAIN_POOL if sub == "train" else MNIST_EVAL_SET
+                x, y = x[lo:hi], y[lo:hi]
+        if spec.get("partition"):
+            x, y = apply_partition(x, y, spec["partition"])
+        return x, y, labels
+
+    def stats(self, name: str) -> dict[str, Any]:
+        x, y, labels = self.load(name)
+        out = dataset_stats(y, labels)
+        out["input_shape"] = list(x.shape[1:])
+        out["name"] = name
+        return out

@@ -1,0 +1,156 @@
+"""Functions that run inside the node's ML process (see `mlproc.py`). Arguments and results are
+plain Python values and bytes (weights as `updates.to_bytes`), so nothing heavy is pickled."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_state: dict = {"home": None, "data": {}}
+
+
+def init(home: str, nice: int = 5) -> None:
+    """Child set-up: die with the node (PR_SET_PDEATHSIG), yield the CPU to the control plane."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # pragma: no cover - non-Linux
+        pass
+    try:
+        os.nice(nice)
+    except OSError:  # pragma: no cover
+        pass
+    _state["home"] = home
+
+
+def _datasets():
+    from pathlib import Path
+
+    from .datasets import DatasetRegistry
+
+    return DatasetRegistry(Path(_state["home"]))
+
+
+def _local_data(name: str, seed: int) -> tuple:
+    key = (name, seed)
+    if key not in _state["data"]:
+        from .datasets import split_holdout
+
+        x, y, _ = _datasets().load(name)
+        _state["data"][key] = split_holdout(x, y, frac=0.2, seed=seed)
+    return _state["data"][key]
+
+
+def forget_data() -> bool:
+    _state["data"].clear()
+    return True
+
+
+def warm_up() -> float:
+    """Import TensorFlow ahead of the first real call; returns the seconds it took."""
+    t0 = time.perf_counter()
+    import keras  # noqa: F401
+
+    return time.perf_counter() - t0
+
+
+def train(cfg: dict, r: int, weights_bytes: bytes, version: str, client_index: int) -> tuple[dict, bytes]:
+    import numpy as np
+
+    from ..training.rounds import RunConfig
+    from .local_training import evaluate, fit
+    from .updates import compress_delta, dp_privatize, from_bytes, to_bytes
+
+    c = RunConfig.from_dict(cfg)
+    weights = from_bytes(weights_bytes)
+    x, y, x_ho, y_ho = _local_data(c.dataset, c.seed)
+    if len(x) == 0:
+        raise ValueError(f"dataset {c.dataset!r} is empty on this node")
+    t0 = time.perf_counter()
+    prev_eval = evaluate(c.arch, weights, x_ho, y_ho) if len(x_ho) else None
+    seed = c.seed + 1000 * r + client_index
+    new, n, metrics = fit(c.arch, weights, x, y, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=seed, mu=c.mu)
+    if c.dp_noise > 0 or c.dp_clip > 0:
+        new = dp_privatize(new, weights, c.dp_clip, c.dp_noise, np.random.default_rng(seed))
+    payload = to_bytes(compress_delta(new, weights)) if c.compress else to_bytes(new)
+    fields = {
+        "kind": "fl.update", "num_examples": int(n), "metrics": {k: float(v) for k, v in metrics.items()},
+        "base_version": version, "compressed": bool(c.compress), "eval": prev_eval,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return fields, payload
+
+
+def evaluate_holdout(cfg: dict, weights_bytes: bytes) -> dict | None:
+    from ..training.rounds import RunConfig
+    from .local_training import evaluate
+    from .updates import from_bytes
+
+    c = RunConfig.from_dict(cfg)
+    _, _, x_ho, y_ho = _local_data(c.dataset, c.seed)
+    return evaluate(c.arch, from_bytes(weights_bytes), x_ho, y_ho) if len(x_ho) else None
+
+
+def evaluate_dataset(arch: dict, weights_bytes: bytes, dataset: str) -> dict:
+    from .local_training import evaluate
+    from .updates import from_bytes
+
+    x, y, _ = _datasets().load(dataset)
+    return evaluate(arch, from_bytes(weights_bytes), x, y)
+
+
+def initial_weights(arch: dict, seed: int) -> bytes:
+    import keras
+
+    from .architectures import build_from_spec
+    from .updates import to_bytes
+
+    keras.utils.set_random_seed(seed)
+    return to_bytes(build_from_spec(arch).get_weights())
+
+
+def classify(data: bytes, options: dict) -> dict:
+    from .classify import classify as top_k
+    from .images import decode_image
+    from .models_runtime import current_classifier
+
+    t0 = time.perf_counter()
+    img = decode_image(data)
+    model, labels, shape, version = current_classifier(options.get("model"), _state["home"])
+    t1 = time.perf_counter()
+    top = top_k(img, model, labels, shape, invert=bool(options.get("invert", False)))
+    t2 = time.perf_counter()
+    return {
+        "labels": [top[0]["label"]] if top else [], "top": top, "model": version,
+        "width": int(img.shape[1]), "height": int(img.shape[0]),
+        "timings": {"decode_ms": round((t1 - t0) * 1000, 2), "classify_ms": round((t2 - t1) * 1000, 2)},
+    }
+
+
+def predict(data: bytes, options: dict) -> dict:
+    from .classify import predict_proba
+    from .images import decode_image
+    from .models_runtime import current_classifier
+
+    model, labels, shape, version = current_classifier(options.get("model"), _state["home"])
+    p = predict_proba(decode_image(data), model, shape, invert=bool(options.get("invert", False)))
+    return {"probs": [float(v) for v in p], "labels": list(labels), "model": version}
+
+
+def import_keras(path: str, name: str) -> str:
+    from pathlib import Path
+
+    from .registry import ModelRegistry
+
+    return ModelRegistry(Path(_state["home"])).import_keras(path, name)
+
+
+def export_keras(ref: str, path: str) -> dict:
+    from pathlib import Path
+
+    from .registry import ModelRegistry
+
+    return ModelRegistry(Path(_state["home"])).export_keras(ref, path)

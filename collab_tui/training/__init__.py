@@ -1,0 +1,1 @@
+"""Federated training: sans-IO round logic, run store, coordinator (master), client, service."""

@@ -1,0 +1,57 @@
+"""A training client: trains the global model on this node's own images, which never leave it.
+
+Privacy by structure: the only thing sent back is an update (weights or a float16 delta) plus counts
+and metrics. The data is loaded and the model trained inside the node's ML process (`ml/mlproc.py`),
+which has no network code; this module only passes weights in and the update out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..ml import mltasks
+from ..ml.mlproc import for_node
+from .rounds import RunConfig
+
+log = logging.getLogger("collab.training.client")
+
+
+class TrainingClient:
+    def __init__(self, svc) -> None:
+        self.svc = svc
+        self.node = svc.node
+        self.ml = for_node(self.node.home)
+
+    def client_index(self) -> int:
+        """Stable index of this node among the members (the protocol's per-client seed offset)."""
+        ids = sorted(m["node_id"] for m in self.node.member_list())
+        return ids.index(self.node.node_id) if self.node.node_id in ids else 0
+
+    async def forget_data(self) -> None:
+        if self.ml.started:
+            await self.ml.call(mltasks.forget_data)
+
+    def warm_up(self) -> None:
+        """Start the ML process and import TensorFlow there in the background."""
+        import asyncio
+
+        async def go():
+            try:
+                secs = await self.ml.call(mltasks.warm_up)
+                log.info("ML process ready (TensorFlow imported in %.1fs)", secs)
+            except Exception as exc:  # pragma: no cover
+                log.warning("ML process warm-up failed: %s", exc)
+
+        asyncio.get_running_loop().create_task(go())
+
+    async def train(self, msg: dict) -> tuple[dict, bytes]:
+        """Handle `fl.train`: returns (fields, update bytes)."""
+        RunConfig.from_dict(msg["config"])  # refuse a bad config before any work
+        self.svc.phase(msg, "train")
+        fields, payload = await self.ml.call(mltasks.train, msg["config"], int(msg["round"]), msg["data"],
+                                             str(msg.get("version", "")), self.client_index())
+        self.svc.phase(msg, "upload")
+        return fields, payload
+
+    async def evaluate(self, msg: dict) -> dict:
+        return {"eval": await self.ml.call(mltasks.evaluate_holdout, msg["config"], msg["data"])}

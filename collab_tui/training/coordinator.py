@@ -1,0 +1,266 @@
+"""The master's driver of one federated run (a thin asyncio loop around `rounds.py`).
+
+Sync mode, per round: select clients, send each the global weights (`fl.train`), collect updates
+until the quorum-plus-deadline rule closes the round, screen and aggregate, store the new version
+(content-addressed, with lineage), commit the run state, replicate version + state to every peer.
+Only a master that sees a majority may commit (partition guard); a master that loses its role stops.
+
+Async (buffered) mode: every client trains continuously; whenever K updates have arrived they are
+aggregated with a staleness discount (by how many versions each is behind) into a new version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from ..ml.updates import ClientUpdate, from_bytes, to_bytes
+from .rounds import RoundTracker, RunConfig, RunState, aggregate, select_clients
+
+log = logging.getLogger("collab.training")
+
+
+class RunStopped(Exception):
+    pass
+
+
+class RunCoordinator:
+    def __init__(self, svc, state: RunState) -> None:
+        self.svc = svc
+        self.node = svc.node
+        self.state = state
+        self.cfg = RunConfig.from_dict(state.config)
+        self.strategy = self.cfg.make_strategy()
+        if state.strategy_state and hasattr(self.strategy, "load_state_dict"):
+            self.strategy.load_state_dict(_decode_state(state.strategy_state))
+        self.stop_requested = False
+        self.rng = random.Random(self.cfg.seed + state.round)
+        self.version_index: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def _check_role(self) -> None:
+        if not self.node.is_master:
+            raise RunStopped("this node is no longer the master")
+        if self.stop_requested:
+            raise RunStopped("stopped by the operator")
+
+    async def _wait_quorum(self) -> None:
+        while not self.node.can_commit():
+            self._check_role()
+            self.svc.publish(self.state, "waiting", reason="no majority of the cluster is visible")
+            await asyncio.sleep(0.5)
+
+    async def _commit(self, weights, contributors: list[str], entry: dict) -> None:
+        await self._wait_quorum()
+        st = self.state
+        version = self.svc.registry.put(
+            self.cfg.model, weights, self.cfg.arch, parent=st.version or None, run=st.run_id,
+            round=entry["round"], contributors=contributors, metrics=entry.get("metrics", {}),
+            extra={"dp": {"clip": self.cfg.dp_clip, "noise": self.cfg.dp_noise} if self.cfg.dp_noise else None,
+                   "strategy": self.cfg.strategy, "mode": self.cfg.mode},
+        )
+        self.version_index[version] = entry["round"]
+        if self.cfg.eval_dataset:
+            entry["server_eval"] = await self.svc.evaluate_local(self.cfg, weights, self.cfg.eval_dataset)
+        entry["version"] = version
+        st.round, st.version, st.term = entry["round"], version, self.node.election.term
+        st.history.append(entry)
+        if hasattr(self.strategy, "state_dict"):
+            st.strategy_state = _encode_state(self.strategy.state_dict())
+        self.svc.runs.commit(st)
+        await self.svc.replicate(st, version)
+        self.svc.publish(st, "round", **{k: v for k, v in entry.items() if k != "updates"})
+
+    # ----------------------------------------------------------------- sync rounds
+    async def run(self) -> None:
+        st = self.state
+        try:
+            if self.cfg.mode == "async":
+                await self._run_async()
+            else:
+                while st.round < self.cfg.rounds:
+                    self._check_role()
+                    await self._one_round(st.round + 1)
+            await self._final_eval()
+            st.status = "done"
+        except RunStopped as exc:
+            if self.stop_requested:
+                st.status = "stopped"
+            log.info("run %s paused at round %d: %s", st.run_id[:8], st.round, exc)
+            if not self.node.is_master:
+                return  # the new master resumes from the last committed round
+        except Exception as exc:
+            log.exception("run %s failed", st.run_id[:8])
+            st.status, st.error = "failed", str(exc)
+        self.svc.runs.commit(st)
+        await self.svc.replicate(st, None)
+        self.svc.publish(st, st.status)
+
+    async def _one_round(self, r: int) -> None:
+        cfg, st = self.cfg, self.state
+        failures = 0
+        while True:
+            candidates = self.svc.train_candidates()
+            if len(candidates) < cfg.min_clients:
+                self.svc.publish(st, "waiting", reason=f"{len(candidates)} client(s) available, need {cfg.min_clients}")
+                await asyncio.sleep(0.5)
+                self._check_role()
+                continue
+            selected = select_clients(candidates, cfg.fraction, cfg.min_clients, self.rng)
+            t0 = time.monotonic()
+            tracker = RoundTracker(r, selected, t0, cfg.round_timeout, cfg.min_clients)
+            _, weights = self.svc.registry.get(cfg.model, st.version)
+            payload = to_bytes(weights)
+            self.svc.publish(st, "round_started", round=r, clients=selected)
+            tasks = {asyncio.ensure_future(self.svc.client_train(n, st, cfg, r, payload)): n for n in selected}
+            bytes_moved = 0
+            evals = []
+            while tracker.decide(time.monotonic()) == "wait":
+                done, _ = await asyncio.wait(list(tasks), timeout=max(0.01, tracker.deadline - time.monotonic()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    node = tasks.pop(task)
+                    try:
+                        upd, nbytes, ev = task.result()
+                        tracker.add(upd)
+                        bytes_moved += nbytes
+                        if ev:
+                            evals.append(ev)
+                    except Exception as exc:
+                        tracker.drop(node, f"{type(exc).__name__}: {exc}")
+                self._check_role()
+            for task in tasks:
+                task.cancel()
+            decision = tracker.decide(time.monotonic())
+            if decision == "fail":
+                failures += 1
+                log.warning("round %d failed (%d/%d valid updates); retrying", r, len(tracker.updates), cfg.min_clients)
+                self.svc.publish(st, "round_failed", round=r, stragglers=tracker.stragglers())
+                if failures >= 3:
+                    raise RuntimeError(f"round {r} failed 3 times: {tracker.stragglers()}")
+                continue
+            updates = list(tracker.updates.values())
+            new, kept, rejected = aggregate(self.strategy, weights, updates, cfg)
+            for u in updates:
+                st.credit(u.node_id, u.node_id not in rejected, u.num_examples)
+            if new is None:
+                failures += 1
+                self.svc.publish(st, "round_failed", round=r, rejected=rejected)
+                if failures >= 3:
+                    raise RuntimeError(f"round {r}: every update was rejected: {rejected}")
+                continue
+            fit_max = max((u.metrics.get("fit_seconds", 0.0) for u in kept), default=0.0)
+            entry = {
+                "round": r, "clients": [u.node_id for u in kept], "stragglers": tracker.stragglers(),
+                "rejected": rejected, "samples": sum(u.num_examples for u in kept), "bytes": bytes_moved,
+                "wall_seconds": round(time.monotonic() - t0, 3), "fit_seconds_max": round(fit_max, 3),
+                "metrics": _weighted_fit_metrics(kept),
+            }
+            if evals and st.history:
+                st.history[-1]["client_eval"] = _weighted_eval(evals)
+            await self._commit(new, [u.node_id for u in kept], entry)
+            return
+
+    async def _final_eval(self) -> None:
+        st = self.state
+        if not st.history:
+            return
+        evals = await self.svc.collect_evals(st, self.cfg)
+        if evals:
+            st.history[-1]["client_eval"] = _weighted_eval(evals)
+
+    # ----------------------------------------------------------------- async buffered mode
+    async def _run_async(self) -> None:
+        cfg, st = self.cfg, self.state
+        buffer: list[ClientUpdate] = []
+        inflight: dict[asyncio.Future, str] = {}
+        bytes_moved, t0 = 0, time.monotonic()
+        if st.version:
+            self.version_index.setdefault(st.version, st.round)
+        while st.round < cfg.rounds:
+            self._check_role()
+            busy = set(inflight.values())
+            _, weights = self.svc.registry.get(cfg.model, st.version)
+            payload = None
+            for n in self.svc.train_candidates():
+                if n not in busy:
+                    payload = payload or to_bytes(weights)
+                    inflight[asyncio.ensure_future(self.svc.client_train(n, st, cfg, st.round + 1, payload))] = n
+            if not inflight:
+                await asyncio.sleep(0.5)
+                continue
+            done, _ = await asyncio.wait(list(inflight), timeout=cfg.round_timeout, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                node = inflight.pop(task)
+                try:
+                    upd, nbytes, _ = task.result()
+                    buffer.append(upd)
+                    bytes_moved += nbytes
+                except Exception as exc:
+                    log.info("async update from %s failed: %s", node[:12], exc)
+            if len(buffer) >= cfg.buffer_k:
+                new, kept, rejected = aggregate(self.strategy, weights, buffer, cfg, self.version_index, st.round)
+                for u in buffer:
+                    st.credit(u.node_id, u.node_id not in rejected, u.num_examples)
+                buffer = []
+                if new is not None:
+                    entry = {"round": st.round + 1, "clients": [u.node_id for u in kept], "rejected": rejected,
+                             "lags": {u.node_id: u.lag for u in kept}, "samples": sum(u.num_examples for u in kept),
+                             "bytes": bytes_moved, "wall_seconds": round(time.monotonic() - t0, 3),
+                             "metrics": _weighted_fit_metrics(kept), "stragglers": {}}
+                    await self._commit(new, [u.node_id for u in kept], entry)
+                    bytes_moved, t0 = 0, time.monotonic()
+        for task in inflight:
+            task.cancel()
+
+
+def _weighted_fit_metrics(updates: list[ClientUpdate]) -> dict:
+    n = sum(u.num_examples for u in updates) or 1
+    out = {}
+    for key in ("loss", "accuracy"):
+        vals = [(u.metrics.get(key), u.num_examples) for u in updates if u.metrics.get(key) is not None]
+        if vals:
+            out[f"train_{key}"] = round(sum(v * w for v, w in vals) / n, 5)
+    return out
+
+
+def _weighted_eval(evals: list[dict]) -> dict:
+    n = sum(e.get("n", 0) for e in evals)
+    if not n:
+        return {}
+    return {
+        "accuracy": round(sum(e["accuracy"] * e["n"] for e in evals) / n, 5),
+        "loss": round(sum(e["loss"] * e["n"] for e in evals) / n, 5),
+        "n": n,
+    }
+
+
+def _encode_state(state: dict) -> dict:
+    import base64
+
+    import numpy as np
+
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, list) and v and isinstance(v[0], np.ndarray):
+            out[k] = {"__weights__": base64.b64encode(to_bytes(v)).decode()}
+        elif isinstance(v, np.ndarray):
+            out[k] = {"__weights__": base64.b64encode(to_bytes([v])).decode(), "single": True}
+        else:
+            out[k] = v
+    return out
+
+
+def _decode_state(state: dict) -> dict:
+    import base64
+
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict) and "__weights__" in v:
+            arrays = from_bytes(base64.b64decode(v["__weights__"]))
+            out[k] = arrays[0] if v.get("single") else arrays
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,191 @@
+"""Sans-IO core of a federated run: configuration, persisted run state, client selection, the
+quorum-plus-deadline rule for a round, and the validated aggregation. No sockets, no TensorFlow; the
+clock is passed in.
+
+Round rule (stragglers): a round closes as soon as every selected client has answered; otherwise at
+its deadline it closes with what it has if at least ``min_clients`` valid updates arrived (the others
+are recorded as stragglers, "deadline"), and fails (to be retried) if fewer did. A client that dies
+or refuses is recorded with its reason and does not hold the round up.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..ml.strategies import BufferedAggregator, make_strategy, staleness_weight
+from ..ml.updates import ClientUpdate, UpdateRejected, delta_norm, norm_outliers, validate_update
+
+STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam")
+
+
+@dataclass
+class RunConfig:
+    model: str = "digits"
+    arch: dict = field(default_factory=dict)
+    dataset: str = "default"
+    rounds: int = 3
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    strategy: str = "fedavg"
+    strategy_options: dict = field(default_factory=dict)
+    mu: float = 0.0  # FedProx proximal term, applied by the clients
+    min_clients: int = 1
+    fraction: float = 1.0
+    round_timeout: float = 120.0
+    mode: str = "sync"  # or "async" (buffered)
+    buffer_k: int = 2
+    staleness_alpha: float = 0.5
+    compress: bool = False
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
+    max_norm_ratio: float = 10.0
+    outlier_z: float = 3.5
+    seed: int = 0
+    eval_dataset: str = ""  # optional dataset the master evaluates every version on
+
+    def validate(self) -> "RunConfig":
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
+        if self.mode not in ("sync", "async"):
+            raise ValueError("mode must be sync or async")
+        if self.rounds < 1 or self.epochs < 1 or self.batch_size < 1 or self.min_clients < 1:
+            raise ValueError("rounds, epochs, batch size and min clients must be at least 1")
+        if not 0 < self.fraction <= 1:
+            raise ValueError("fraction must be in (0, 1]")
+        if self.lr <= 0 or self.round_timeout <= 0:
+            raise ValueError("learning rate and round timeout must be positive")
+        if self.dp_clip < 0 or self.dp_noise < 0 or (self.dp_noise > 0 and self.dp_clip <= 0):
+            raise ValueError("differential privacy needs dp_clip > 0 when dp_noise > 0")
+        if self.strategy == "fedprox" and self.mu == 0:
+            self.mu = float(self.strategy_options.get("mu", 0.01))
+        return self
+
+    def make_strategy(self):
+        opts = dict(self.strategy_options)
+        if self.strategy == "fedprox":
+            opts.setdefault("mu", self.mu)
+        return make_strategy(self.strategy, **opts)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known).validate()
+
+
+@dataclass
+class RunState:
+    run_id: str
+    config: dict
+    status: str = "running"  # running | stopped | done | failed
+    round: int = 0  # last committed round
+    version: str = ""  # global model version after `round`
+    term: int = 0  # term of the master that committed the last round
+    history: list = field(default_factory=list)
+    ledger: dict = field(default_factory=dict)  # node -> {samples, accepted, rejected, rounds}
+    strategy_state: dict = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunState":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def credit(self, node: str, accepted: bool, samples: int = 0) -> None:
+        entry = self.ledger.setdefault(node, {"samples": 0, "accepted": 0, "rejected": 0, "rounds": 0})
+        entry["rounds"] += 1
+        if accepted:
+            entry["accepted"] += 1
+            entry["samples"] += int(samples)
+        else:
+            entry["rejected"] += 1
+
+
+def select_clients(candidates: list[str], fraction: float, min_clients: int, rng: random.Random) -> list[str]:
+    pool = sorted(candidates)
+    want = max(min_clients, int(np.ceil(fraction * len(pool))))
+    if want >= len(pool):
+        return pool
+    return sorted(rng.sample(pool, want))
+
+
+class RoundTracker:
+    """Who was asked, who answered, and when the round may close."""
+
+    def __init__(self, round_no: int, selected: list[str], now: float, timeout: float, min_clients: int) -> None:
+        self.round = round_no
+        self.selected = list(selected)
+        self.started = now
+        self.deadline = now + timeout
+        self.min_clients = min_clients
+        self.updates: dict[str, ClientUpdate] = {}
+        self.dropped: dict[str, str] = {}  # node -> reason (died, refused, rejected update, ...)
+
+    def add(self, update: ClientUpdate) -> None:
+        if update.node_id in self.selected and update.node_id not in self.dropped:
+            self.updates[update.node_id] = update
+
+    def drop(self, node: str, reason: str) -> None:
+        if node in self.selected and node not in self.updates:
+            self.dropped.setdefault(node, reason)
+
+    def answered(self) -> int:
+        return len(self.updates) + len(self.dropped)
+
+    def decide(self, now: float) -> str:
+        """'wait', 'aggregate' or 'fail'."""
+        everyone = self.answered() >= len(self.selected)
+        if everyone or now >= self.deadline:
+            return "aggregate" if len(self.updates) >= self.min_clients else "fail"
+        return "wait"
+
+    def stragglers(self) -> dict[str, str]:
+        late = {n: "deadline" for n in self.selected if n not in self.updates and n not in self.dropped}
+        return {**self.dropped, **late}
+
+
+def screen_updates(updates: list[ClientUpdate], reference: list[np.ndarray], max_norm_ratio: float,
+                   outlier_z: float) -> tuple[list[ClientUpdate], dict[str, str]]:
+    """Validate every update (shapes, NaN/Inf, norm) and drop norm outliers. Returns (kept, rejected)."""
+    kept, rejected = [], {}
+    for u in updates:
+        try:
+            validate_update(u, reference, max_norm_ratio=max_norm_ratio)
+            kept.append(u)
+        except UpdateRejected as exc:
+            rejected[u.node_id] = exc.reason
+    if len(kept) >= 3:
+        norms = [delta_norm(u.weights, reference) for u in kept]
+        flags = norm_outliers(norms, z=outlier_z)
+        for u, bad, n in zip(list(kept), flags, norms):
+            if bad:
+                rejected[u.node_id] = f"norm outlier (delta norm {n:.3g} vs median {float(np.median(norms)):.3g})"
+                kept.remove(u)
+    return kept, rejected
+
+
+def aggregate(strategy, reference: list[np.ndarray], updates: list[ClientUpdate], cfg: RunConfig,
+              version_index: dict[str, int] | None = None, current_index: int = 0):
+    """Screen, then aggregate (sync: the strategy; async: staleness-discounted buffer flush)."""
+    kept, rejected = screen_updates(updates, reference, cfg.max_norm_ratio, cfg.outlier_z)
+    if not kept:
+        return None, kept, rejected
+    if cfg.mode == "async":
+        buf = BufferedAggregator(strategy, k=len(kept), alpha=cfg.staleness_alpha)
+        for u in kept:
+            u.lag = max(0, current_index - (version_index or {}).get(u.base_version, current_index))
+            buf.add(u)
+        return buf.flush(reference), kept, rejected
+    return strategy.aggregate(reference, kept), kept, rejected
+
+
+__all__ = [
+    "RunConfig", "RunState", "RoundTracker", "select_clients", "screen_updates", "aggregate", "staleness_weight",
+]

@@ -1,0 +1,319 @@
+"""The federated-training service of a node: client on every node, run coordinator on the master.
+
+Messages (every master-issued, side-effecting one carries the master's term; stale terms are refused):
+  fl.start / fl.stop / fl.resume   any node -> master (requests)
+  fl.train   master -> client: blob of global weights; answer: blob of the update
+  fl.eval    master -> client: blob of weights; answer: held-out metrics
+  fl.commit  master -> all: blob of a new version + the run state (replication)
+  fl.state   master -> all: run state only (status changes)
+  fl.phase   client -> master: download / train / upload (for the UIs)
+  fl.data    node -> node: a dataset part, only by `collab data split` (explicit, for users who don't
+             need privacy); training itself never moves images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from ..ml.updates import ClientUpdate, decompress_delta, from_bytes
+from ..net.transport import BlobReply, Connection, ConnectionClosed, RemoteError
+from .client import TrainingClient
+from .commands import install_training_commands
+from .coordinator import RunCoordinator
+from .rounds import RunConfig, RunState
+from .runstore import RunStore
+
+log = logging.getLogger("collab.training")
+
+BUILTIN_MODELS = {
+    "digits": {"name": "small-cnn", "input_shape": [8, 8, 1], "num_classes": 10},
+    "mnist": {"name": "small-cnn", "input_shape": [28, 28, 1], "num_classes": 10},
+}
+
+
+class TrainingService:
+    def __init__(self, node) -> None:
+        from ..ml.datasets import DatasetRegistry
+        from ..ml.registry import ModelRegistry
+
+        self.node = node
+        self.registry = ModelRegistry(node.home)
+        self.datasets = DatasetRegistry(node.home)
+        self.runs = RunStore(node.home)
+        self.client = TrainingClient(self)
+        self.coordinators: dict[str, tuple[RunCoordinator, asyncio.Task]] = {}
+        self._task: asyncio.Task | None = None
+        self._sub = None
+        self.refresh_capabilities()
+        node.model_version = self.current_version
+        for t in ("fl.start", "fl.stop", "fl.resume", "fl.train", "fl.eval", "fl.commit", "fl.state", "fl.phase",
+                  "fl.data"):
+            node.register(t, self._on_message)
+
+    # ----------------------------------------------------------------- life cycle
+    async def start(self) -> None:
+        self._sub = self.node.events.subscribe({"master", "peer", "role"})
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._sub:
+            self._sub.close()
+        for coord, task in self.coordinators.values():
+            task.cancel()
+        self.client.ml.shutdown()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                try:
+                    ev = await self._sub.get(timeout=1.0)
+                except asyncio.TimeoutError:
+                    ev = None
+                if self.node.is_master:
+                    self._resume_runs()
+                    if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
+                        await self._catch_up(ev["node_id"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("training loop error")
+
+    def _resume_runs(self) -> None:
+        for st in self.runs.running():
+            entry = self.coordinators.get(st.run_id)
+            if entry is None or entry[1].done():
+                log.info("resuming run %s at round %d", st.run_id[:8], st.round + 1)
+                self._launch(st)
+
+    def _launch(self, st: RunState) -> None:
+        coord = RunCoordinator(self, st)
+        self.coordinators[st.run_id] = (coord, asyncio.get_running_loop().create_task(coord.run()))
+
+    async def _catch_up(self, peer: str) -> None:
+        """A node that joins mid-run gets the current model and run state."""
+        for st in self.runs.list():
+            if st.version:
+                await self._replicate_to(peer, st, st.version)
+
+    # ----------------------------------------------------------------- views used by the coordinator
+    def refresh_capabilities(self) -> None:
+        base = [c for c in self.node.capabilities if not c.startswith("data:")]
+        self.node.capabilities = sorted(set(base) | {"train"} | {f"data:{d['name']}" for d in self.datasets.list()})
+
+    def current_version(self) -> str | None:
+        runs = self.runs.list()
+        return runs[-1].version if runs else None
+
+    def train_candidates(self, dataset: str | None = None) -> list[str]:
+        want = {"train"} | ({f"data:{dataset}"} if dataset else set())
+        out = [self.node.node_id] if want <= set(self.node.capabilities) else []
+        alive = self.node.membership.alive_ids()
+        for p in self.node.membership.peers():
+            if p.node_id in alive and want <= set(p.capabilities or []):
+                out.append(p.node_id)
+        return out
+
+    def publish(self, st: RunState, what: str, **data) -> None:
+        event = {"run_id": st.run_id, "what": what, "status": st.status, "round": st.round,
+                 "rounds": st.config.get("rounds"), **data}
+        self.node.events.publish("fl", **event)
+
+    def phase(self, msg: dict, phase: str) -> None:
+        info = {"t": "fl.phase", "run_id": msg.get("run_id"), "round": msg.get("round"), "phase": phase}
+        master = self.node.election.master_id
+        if master and master != self.node.node_id:
+            asyncio.get_running_loop().create_task(self.node.peers.send(master, info))
+        self.node.events.publish("fl_phase", node_id=self.node.node_id, **{k: v for k, v in info.items() if k != "t"})
+
+    # ----------------------------------------------------------------- talking to clients
+    async def client_train(self, node: str, st: RunState, cfg: RunConfig, r: int, payload: bytes):
+        fields = {"kind": "fl.train", "run_id": st.run_id, "round": r, "version": st.version,
+                  "config": st.config, "term": self.node.election.term}
+        if node == self.node.node_id:
+            reply, data = await self.client.train({**fields, "data": payload})
+        else:
+            conn = self._conn(node)
+            reply = await conn.request_blob(fields, payload, timeout=cfg.round_timeout)
+            data = reply["data"]
+        weights = from_bytes(data)
+        if reply.get("compressed"):
+            weights = decompress_delta(weights, from_bytes(payload))
+        upd = ClientUpdate(node, weights, int(reply["num_examples"]), str(reply.get("base_version", "")),
+                           dict(reply.get("metrics") or {}))
+        ev = reply.get("eval")
+        return upd, len(payload) + len(data), ev
+
+    async def collect_evals(self, st: RunState, cfg: RunConfig) -> list[dict]:
+        from ..ml.updates import to_bytes
+
+        _, weights = self.registry.get(cfg.model, st.version)
+        payload = to_bytes(weights)
+        fields = {"kind": "fl.eval", "run_id": st.run_id, "config": st.config, "term": self.node.election.term}
+
+        async def one(node):
+            try:
+                if node == self.node.node_id:
+                    return (await self.client.evaluate({**fields, "data": payload}))["eval"]
+                return (await self._conn(node).request_blob(fields, payload, timeout=cfg.round_timeout)).get("eval")
+            except Exception as exc:
+                log.info("final evaluation on %s failed: %s", node[:12], exc)
+                return None
+
+        results = await asyncio.gather(*(one(n) for n in self.train_candidates(cfg.dataset)))
+        return [r for r in results if r]
+
+    async def evaluate_local(self, cfg: RunConfig, weights, dataset: str) -> dict:
+        from ..ml import mltasks
+        from ..ml.updates import to_bytes
+
+        return await self.client.ml.call(mltasks.evaluate_dataset, cfg.arch, to_bytes(weights), dataset)
+
+    def _conn(self, node: str) -> Connection:
+        conn = self.node.peers.conns.get(node)
+        if conn is None:
+            raise ConnectionError(f"node {node[:12]} is not connected")
+        return conn
+
+    # ----------------------------------------------------------------- replication
+    async def replicate(self, st: RunState, version: str | None) -> None:
+        peers = [p for p in self.node.membership.alive_ids()]
+        await asyncio.gather(*(self._replicate_to(p, st, version) for p in peers))
+
+    async def _replicate_to(self, peer: str, st: RunState, version: str | None) -> None:
+        conn = self.node.peers.conns.get(peer)
+        if conn is None:
+            return
+        fields = {"run": st.to_dict(), "term": self.node.election.term}
+        try:
+            if version:
+                meta, raw = self.registry.get_bytes(st.config["model"], version)
+                await conn.send_blob({**fields, "kind": "fl.commit", "meta": meta}, raw)
+            else:
+                await conn.send({**fields, "t": "fl.state"})
+        except (ConnectionClosed, OSError) as exc:
+            log.info("replication to %s failed: %s", peer[:12], exc)
+
+    # ----------------------------------------------------------------- runs (master)
+    async def start_run(self, args: dict) -> dict:
+        if not self.node.is_master:
+            return await self._forward("fl.start", args)
+        if not self.node.can_commit():
+            raise PermissionError("no majority of the cluster is visible: cannot start a run")
+        cfg = RunConfig.from_dict({k: v for k, v in args.items() if v is not None})
+        cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed)
+        st = RunState(run_id=secrets.token_hex(8), config=cfg.__dict__.copy(), version=version,
+                      term=self.node.election.term)
+        self.runs.commit(st)
+        await self.replicate(st, version)
+        self._launch(st)
+        self.publish(st, "started")
+        return {"run_id": st.run_id, "version": version, "master": self.node.node_id}
+
+    async def _initial_version(self, model: str, arch: dict, seed: int = 0) -> tuple[dict, str]:
+        if self.registry.latest(model):
+            meta, _ = self.registry.get(model)
+            return meta["arch"], meta["version"]
+        arch = arch or BUILTIN_MODELS.get(model)
+        if not arch:
+            raise LookupError(f"unknown model {model!r}: import one (collab models import) or use "
+                              f"{', '.join(BUILTIN_MODELS)}")
+
+        from ..ml import mltasks
+        from ..ml.updates import from_bytes
+
+        weights = from_bytes(await self.client.ml.call(mltasks.initial_weights, arch, seed))
+        version = self.registry.put(model, weights, arch, parent=None, run=None, round=0, contributors=[],
+                                    metrics={}, extra={"initial": True})
+        return arch, version
+
+    async def stop_run(self, run_id: str) -> dict:
+        if not self.node.is_master:
+            return await self._forward("fl.stop", {"run_id": run_id})
+        st = self.runs.get(run_id)
+        entry = self.coordinators.get(st.run_id)
+        if entry:
+            entry[0].stop_requested = True
+        else:
+            st.status = "stopped"
+            self.runs.commit(st)
+            await self.replicate(st, None)
+        return {"run_id": st.run_id, "stopping": True}
+
+    async def resume_run(self, run_id: str | None) -> dict:
+        if not self.node.is_master:
+            return await self._forward("fl.resume", {"run_id": run_id})
+        runs = [self.runs.get(run_id)] if run_id else [s for s in self.runs.list() if s.status in ("stopped", "failed")]
+        if not runs:
+            raise LookupError("no stopped or failed run to resume")
+        st = runs[-1]
+        if st.status == "done":
+            raise ValueError(f"run {st.run_id} is already done")
+        st.status, st.error = "running", ""
+        self.runs.commit(st)
+        self._launch(st)
+        return {"run_id": st.run_id, "round": st.round}
+
+    async def _forward(self, t: str, args: dict) -> dict:
+        master = self.node.election.master_id
+        if not master:
+            raise RuntimeError("no master elected yet")
+        try:
+            reply = await self._conn(master).request({"t": t, **args}, timeout=60.0)
+        except RemoteError as exc:
+            raise RuntimeError(str(exc)) from None
+        return {k: v for k, v in reply.items() if k not in ("t", "re", "ok")}
+
+    # ----------------------------------------------------------------- handlers
+    async def _on_message(self, conn: Connection, msg: dict):
+        t = msg["t"]
+        if t == "fl.start":
+            return await self.start_run({k: v for k, v in msg.items() if k not in ("t", "id")})
+        if t == "fl.stop":
+            return await self.stop_run(str(msg["run_id"]))
+        if t == "fl.resume":
+            return await self.resume_run(msg.get("run_id"))
+        if t in ("fl.train", "fl.eval", "fl.commit", "fl.state"):
+            term = msg.get("term")
+            if not isinstance(term, int) or not self.node.election.accepts(term):
+                raise PermissionError(f"stale term {term!r} (ours is {self.node.election.term})")
+        if t == "fl.train":
+            fields, data = await self.client.train(msg)
+            return BlobReply(fields, data)
+        if t == "fl.eval":
+            return await self.client.evaluate(msg)
+        if t == "fl.commit":
+            self.registry.put_raw(msg["meta"], msg["data"])
+            self.runs.accept_replica(msg["run"])
+            return None
+        if t == "fl.state":
+            self.runs.accept_replica(msg["run"])
+            return None
+        if t == "fl.phase":
+            self.node.events.publish("fl_phase", node_id=conn.peer_id, run_id=msg.get("run_id"),
+                                     round=msg.get("round"), phase=msg.get("phase"))
+            return None
+        if t == "fl.data":
+            return self.receive_data_part(msg)
+        raise ValueError(f"unknown training message {t!r}")
+
+    def receive_data_part(self, msg: dict) -> dict:
+        import io
+
+        import numpy as np
+
+        name = str(msg["name"])
+        with np.load(io.BytesIO(msg["data"]), allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+        path = self.node.home / "datasets" / f"{name}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=x, y=y, labels=np.array(msg.get("labels") or [], dtype=str))
+        self.datasets.add(name, {"kind": "npz", "path": str(path)})
+        self.refresh_capabilities()
+        return {"name": name, "count": int(len(y))}
+
+    def install_commands(self, ctl) -> None:
+        install_training_commands(self, ctl)
