@@ -60,8 +60,3 @@ def cli():
 @pytest.fixture(scope="session")
 def cli_json():
     return run_cli_json
-
-
-@pytest.fixture(scope="session")
-def waiter():
-    return wait_for

@@ -44,8 +44,7 @@ class JobMaster:
                     now - self.finished_at.get(tid, float("-inf")) >= REOPEN_AFTER:
                 self.sched.reopen(tid)
                 log.info("task %s: the submitter never got its outcome; queued again", tid)
-            tasks.append(Task(task_id_for(job_id, item_id), job_id, item_id, submitter, kind,
-                              int(item.get("size", 0))))
+            tasks.append(Task(tid, job_id, item_id, submitter, kind, int(item.get("size", 0))))
         return self.sched.submit(tasks, now)
 
     def on_done(self, worker: str, msg: dict) -> None:
