@@ -162,6 +162,8 @@ def _discovery(cluster: LocalCluster, probe: Probe) -> dict[str, list[float]]:
         t0, errors, threads = _start_together(cluster)
         try:
             _, t_agree = probe.wait(list(range(N)))
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}; start-up errors: {errors or 'none'}") from None
         finally:
             for t in threads:
                 t.join(AGREE_TIMEOUT + 5)

@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 no local node running, 4 refused by the no
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
@@ -129,6 +128,7 @@ def join(
     json_out: JsonOpt = False,
 ) -> None:
     """Join a cluster: check the CA pin, then send the secret and a CSR; receive a certificate."""
+    import asyncio
     import socket
 
     from .config import ConfigError, parse_hostport, write_config
@@ -212,6 +212,8 @@ def daemon(
     home: HomeOpt = None,
 ) -> None:
     """Run this node headless. SIGTERM = graceful leave (an immediate election if it was master)."""
+    import asyncio
+
     from .config import ConfigError, load_config
     from .net.identity import NotInitialized
     from .node.daemon import run_daemon

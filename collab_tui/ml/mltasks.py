@@ -34,13 +34,13 @@ def _datasets():
     return DatasetRegistry(Path(_state["home"]))
 
 
-def _local_data(name: str, seed: int) -> tuple:
-    key = (name, seed)
+def _local_data(name: str, seed: int, holdout: float = 0.2) -> tuple:
+    key = (name, seed, holdout)
     if key not in _state["data"]:
         from .datasets import split_holdout
 
         x, y, _ = _datasets().load(name)
-        _state["data"][key] = split_holdout(x, y, frac=0.2, seed=seed)
+        _state["data"][key] = split_holdout(x, y, frac=holdout, seed=seed)
     return _state["data"][key]
 
 
@@ -66,7 +66,7 @@ def train(cfg: dict, r: int, weights_bytes: bytes, version: str, client_index: i
 
     c = RunConfig.from_dict(cfg)
     weights = from_bytes(weights_bytes)
-    x, y, x_ho, y_ho = _local_data(c.dataset, c.seed)
+    x, y, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout)
     if len(x) == 0:
         raise ValueError(f"dataset {c.dataset!r} is empty on this node")
     t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def evaluate_holdout(cfg: dict, weights_bytes: bytes) -> dict | None:
     from .updates import from_bytes
 
     c = RunConfig.from_dict(cfg)
-    _, _, x_ho, y_ho = _local_data(c.dataset, c.seed)
+    _, _, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout)
     return evaluate(c.arch, from_bytes(weights_bytes), x_ho, y_ho) if len(x_ho) else None
 
 

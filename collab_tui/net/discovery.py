@@ -84,7 +84,8 @@ class MdnsDiscovery:
             properties=txt_record(self.node_id, self.cluster_id, self.port),
             server=f"collab-{self.node_id[:12]}.local.",
         )
-        await self._azc.async_register_service(self._info, allow_name_change=True)
+        # The instance name carries part of the node id, so it is unique: skip the ~1.2 s name probe.
+        await self._azc.async_register_service(self._info, allow_name_change=True, cooperating_responders=True)
         log.info("mDNS: advertising %s on %s", self.instance_name, self.interfaces or "all interfaces")
 
     def _on_change(self, zeroconf, service_type: str, name: str, state_change) -> None:

@@ -106,8 +106,8 @@ class ControlServer:
                     if not isinstance(exc, (ValueError, PermissionError, LookupError, RuntimeError)):
                         log.exception("control command %s failed", cmd)
                     await _send(writer, {"ok": False, "error": str(exc) or type(exc).__name__})
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass  # client went away, or the daemon is shutting down
         finally:
             writer.close()
 

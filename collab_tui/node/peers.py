@@ -32,6 +32,7 @@ class PeerTable:
         self.on_up: Callable[[Connection], Awaitable[None]] | None = None
         self.on_down: Callable[[Connection], Awaitable[None]] | None = None
         self.handshake_failures = 0
+        self._client_ctx = None
 
     # ----------------------------------------------------------------- helpers
     def spawn(self, coro) -> asyncio.Task:
@@ -64,11 +65,23 @@ class PeerTable:
     # ----------------------------------------------------------------- listening
     async def listen(self) -> int:
         cfg = self.node.cfg
-        ctx = ident_mod.server_ssl_context(self.node.ident)
-        self.server = await asyncio.start_server(
-            self._accept, cfg.host, cfg.port, ssl=ctx, ssl_handshake_timeout=cfg.handshake_timeout, limit=2**20
-        )
+        self._server_ctx = ident_mod.server_ssl_context(self.node.ident)
+        # TLS is started per connection (not by the server) so that a refused handshake (foreign CA,
+        # self-signed certificate, plaintext client) reaches our code and is logged with its reason.
+        self.server = await asyncio.start_server(self._accept_tcp, cfg.host, cfg.port, limit=2**20)
         return self.server.sockets[0].getsockname()[1]
+
+    async def _accept_tcp(self, reader, writer) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            await writer.start_tls(self._server_ctx, ssl_handshake_timeout=self.node.cfg.handshake_timeout)
+        except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            self.handshake_failures += 1
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            log.warning("refused TLS connection from %s: %s", peer, f"{reason} ({exc})" if str(exc) else reason)
+            writer.transport.abort()
+            return
+        await self._accept(reader, writer)
 
     async def _accept(self, reader, writer) -> None:
         conn = self._new_conn(reader, writer)
@@ -96,7 +109,9 @@ class PeerTable:
 
         host, port = parse_hostport(addr)
         n = self.node
-        ctx = ident_mod.client_ssl_context(n.ident)
+        if self._client_ctx is None:
+            self._client_ctx = ident_mod.client_ssl_context(n.ident)
+        ctx = self._client_ctx
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=ctx, ssl_handshake_timeout=n.cfg.handshake_timeout, limit=2**20),
@@ -137,15 +152,19 @@ class PeerTable:
             self._dialing.discard(addr)
 
     async def probe(self, addr: str) -> bool:
-        """Is anything listening at addr? (A refused TCP connect on loopback means the process is gone.)"""
+        """Is the peer's process still there? A refused TCP connect means it is gone. Right after a
+        SIGKILL its listening socket may still accept for a moment, so a peer counts as present only if
+        three connects over ~0.3 s all succeed."""
         from ..config import parse_hostport
 
         host, port = parse_hostport(addr)
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-        except (OSError, asyncio.TimeoutError):
-            return False
-        writer.close()
+        for delay in (0.0, 0.1, 0.2):
+            await asyncio.sleep(delay)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+            except (OSError, asyncio.TimeoutError):
+                return False
+            writer.close()
         return True
 
     # ----------------------------------------------------------------- the table

@@ -47,6 +47,7 @@ class RunConfig:
     outlier_z: float = 3.5
     seed: int = 0
     eval_dataset: str = ""  # optional dataset the master evaluates every version on
+    holdout: float = 0.2  # fraction of each client's data kept back for client-side eval (0 = train on all)
 
     def validate(self) -> "RunConfig":
         if self.strategy not in STRATEGIES:
@@ -59,6 +60,8 @@ class RunConfig:
             raise ValueError("fraction must be in (0, 1]")
         if self.lr <= 0 or self.round_timeout <= 0:
             raise ValueError("learning rate and round timeout must be positive")
+        if not 0 <= self.holdout < 1:
+            raise ValueError("holdout must be in [0, 1)")
         if self.dp_clip < 0 or self.dp_noise < 0 or (self.dp_noise > 0 and self.dp_clip <= 0):
             raise ValueError("differential privacy needs dp_clip > 0 when dp_noise > 0")
         if self.strategy == "fedprox" and self.mu == 0:
