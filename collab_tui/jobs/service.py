@@ -25,6 +25,7 @@ class JobService:
         self.master: JobMaster | None = None
         self._task: asyncio.Task | None = None
         self._sub = None
+        self._wake = asyncio.Event()
         node.queue_depth = self.worker.depth
         node.capabilities = sorted(set(node.capabilities) | {"jobs"})
         for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.result", "job.item_failed",
@@ -49,22 +50,37 @@ class JobService:
         await self.worker.stop()
         self.submitter.store.close()
 
+    def kick(self) -> None:
+        """Something changed (a submission, a finished task): schedule now, not at the next tick."""
+        self._wake.set()
+
+    def _drain_events(self) -> list[dict]:
+        out = []
+        while not self._sub.queue.empty():
+            out.append(self._sub.queue.get_nowait())
+        return out
+
     async def _loop(self) -> None:
-        tick = 0
+        loop = asyncio.get_running_loop()
+        next_resubmit = loop.time() + 5.0
         while True:
             try:
                 try:
-                    ev = await self._sub.get(timeout=0.1)
+                    await asyncio.wait_for(self._wake.wait(), 0.1)
                 except asyncio.TimeoutError:
-                    ev = None
+                    pass
+                self._wake.clear()
                 self._sync_role()
-                if ev and ev["kind"] == "peer" and ev["change"] in ("dead", "leave") and self.master:
-                    self.master.peer_dead(ev["node_id"])
+                events = self._drain_events()
+                for ev in events:
+                    if ev["kind"] == "peer" and ev["change"] in ("dead", "leave") and self.master:
+                        self.master.peer_dead(ev["node_id"])
                 if self.master:
                     await self.master.pump()
-                tick += 1
-                if (ev and ev["kind"] == "master") or tick % 50 == 0:
-                    await self.submitter.resubmit_all(force=tick % 50 == 0)
+                master_changed = any(ev["kind"] == "master" for ev in events)
+                if master_changed or loop.time() >= next_resubmit:
+                    await self.submitter.resubmit_all(force=not master_changed)
+                    next_resubmit = loop.time() + 5.0
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -166,7 +182,9 @@ class JobService:
         if t == "job.submit":
             if self.master is None:
                 raise PermissionError("not the master")
-            return {"accepted": self.master.on_submit(sender, msg), "term": self.node.election.term}
+            accepted = self.master.on_submit(sender, msg)
+            self.kick()
+            return {"accepted": accepted, "term": self.node.election.term}
         if t == "job.assign":
             if sender != self.node.election.master_id and sender != self.node.node_id:
                 if not self.node.election.accepts(int(msg.get("term", -1))):
@@ -176,6 +194,7 @@ class JobService:
         if t == "job.done":
             if self.master is not None:
                 self.master.on_done(sender, msg)
+                self.kick()
             return None
         if t == "job.fetch":
             data = await asyncio.to_thread(self.submitter.read_item, str(msg["job_id"]), str(msg["item_id"]))

@@ -102,7 +102,7 @@ class RunCoordinator:
         cfg, st = self.cfg, self.state
         failures = 0
         while True:
-            candidates = self.svc.train_candidates()
+            candidates = self.svc.train_candidates(cfg.dataset)
             if len(candidates) < cfg.min_clients:
                 self.svc.publish(st, "waiting", reason=f"{len(candidates)} client(s) available, need {cfg.min_clients}")
                 await asyncio.sleep(0.5)
@@ -184,7 +184,7 @@ class RunCoordinator:
             busy = set(inflight.values())
             _, weights = self.svc.registry.get(cfg.model, st.version)
             payload = None
-            for n in self.svc.train_candidates():
+            for n in self.svc.train_candidates(cfg.dataset):
                 if n not in busy:
                     payload = payload or to_bytes(weights)
                     inflight[asyncio.ensure_future(self.svc.client_train(n, st, cfg, st.round + 1, payload))] = n

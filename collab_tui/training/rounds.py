@@ -66,6 +66,7 @@ class RunConfig:
             raise ValueError("differential privacy needs dp_clip > 0 when dp_noise > 0")
         if self.strategy == "fedprox" and self.mu == 0:
             self.mu = float(self.strategy_options.get("mu", 0.01))
+        self.make_strategy()  # bad strategy options must fail here, not when a coordinator is launched
         return self
 
     def make_strategy(self):
@@ -113,7 +114,7 @@ class RunState:
 
 def select_clients(candidates: list[str], fraction: float, min_clients: int, rng: random.Random) -> list[str]:
     pool = sorted(candidates)
-    want = max(min_clients, int(np.ceil(fraction * len(pool))))
+    want = max(min_clients, int(np.ceil(round(fraction * len(pool), 9))))  # 0.07 * 100 is 7.000000000000001
     if want >= len(pool):
         return pool
     return sorted(rng.sample(pool, want))
