@@ -41,9 +41,10 @@ def _root(ctx: typer.Context, home: HomeOpt = None) -> None:
     from .config import resolve_home
 
     state.home = resolve_home(home)
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:  # no subcommand: the TUI (Textual is imported only here)
+        from .app import run_tui
+
+        raise typer.Exit(run_tui(state.home))
 
 
 def _home(home: Optional[Path]) -> Path:

@@ -56,6 +56,9 @@ class NodeConfig:
     request_timeout: float = 10.0
     max_frame: int = 4 * 1024 * 1024
     log_level: str = "INFO"
+    # threads running distributed-job tasks on this node: 0 = one per CPU; -1 = none (the node still submits
+    # jobs and, as master, schedules them, but is never given a task)
+    job_threads: int = 0
 
     @property
     def advertise_addr(self) -> str:
@@ -124,6 +127,8 @@ def load_config(home: Path, overrides: dict | None = None, env: dict | None = No
         raise ConfigError(f"port out of range: {cfg.port}")
     if cfg.heartbeat_interval <= 0 or cfg.suspect_after < 1 or cfg.dead_after <= cfg.suspect_after:
         raise ConfigError("need heartbeat_interval > 0 and dead_after > suspect_after >= 1")
+    if cfg.job_threads < -1:
+        raise ConfigError(f"job_threads: expected -1 (none), 0 (one per CPU) or a count, got {cfg.job_threads}")
     return cfg
 
 

@@ -74,8 +74,8 @@ class JobMaster:
     # ----------------------------------------------------------------- the loop
     def _refresh_capacity(self, now: float) -> None:
         res = local_resources()
-        me = WorkerCapacity(self.node.node_id, res["cpus"], res["load"], 0, True)
-        self.sched.update_worker(me, now)
+        if self.svc.worker.enabled:
+            self.sched.update_worker(WorkerCapacity(self.node.node_id, res["cpus"], res["load"], 0, True), now)
         alive = self.node.membership.alive_ids()
         for p in self.node.membership.peers():
             if p.node_id in alive and "jobs" in (p.capabilities or ["jobs"]):

@@ -8,28 +8,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..net.transport import BlobReply, Connection, ConnectionClosed, RemoteError
 from .master_side import JobMaster
-from .submitter_side import JobSubmitter
+from .submitter_side import INLINE_READ_BYTES, JobSubmitter
 from .worker_side import JobWorker
 
 log = logging.getLogger("collab.jobs")
+
+
+def _split_results(msg: dict) -> tuple[list[dict], list[bytes | None]]:
+    """A `job.results` blob: result fields plus the attachments, concatenated in order."""
+    results, sizes, data = list(msg["results"]), list(msg.get("sizes") or []), msg.get("data") or b""
+    if len(sizes) != len(results) or sum(sizes) != len(data) or any(n < 0 for n in sizes):
+        raise ValueError("malformed job.results message")
+    attachments: list[bytes | None] = []
+    pos = 0
+    for n in sizes:
+        attachments.append(data[pos:pos + n] if n else None)
+        pos += n
+    return results, attachments
 
 
 class JobService:
     def __init__(self, node) -> None:
         self.node = node
         self.submitter = JobSubmitter(self)
-        self.worker = JobWorker(self)
+        threads = int(getattr(getattr(node, "cfg", None), "job_threads", 0) or 0)
+        self.worker = JobWorker(self, threads=threads if threads > 0 else None, enabled=threads >= 0)
         self.master: JobMaster | None = None
         self._task: asyncio.Task | None = None
         self._sub = None
         self._wake = asyncio.Event()
         node.queue_depth = self.worker.depth
-        node.capabilities = sorted(set(node.capabilities) | {"jobs"})
-        for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.result", "job.item_failed",
-                  "job.cancel", "job.predict"):
+        if self.worker.enabled:  # the master gives tasks only to nodes that advertise "jobs"
+            node.capabilities = sorted(set(node.capabilities) | {"jobs"})
+        for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.result", "job.results",
+                  "job.item_failed", "job.cancel", "job.predict"):
             node.register(t, self._on_message)
 
     # ----------------------------------------------------------------- life cycle
@@ -87,6 +103,13 @@ class JobService:
                 log.exception("jobs loop error")
                 await asyncio.sleep(0.5)
 
+    async def _pump_now(self) -> None:
+        """Assign right away what a submission or a finished task made assignable (the loop would
+        get to it a few turns later)."""
+        self._sync_role()
+        if self.master is not None:
+            await self.master.pump()
+
     def _sync_role(self) -> None:
         if self.node.is_master and self.master is None:
             self.master = JobMaster(self)
@@ -113,27 +136,47 @@ class JobService:
             log.info("%s to %s failed: %s", msg["t"], node_id[:12], exc)
             return None
 
-    async def fetch(self, submitter: str, job_id: str, item_id: str) -> bytes:
+    async def _read_items(self, job_id: str, item_ids: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+        """Small batches are read on the loop (a thread hop costs more), big ones in a thread."""
+        if self.submitter.batch_bytes(job_id, item_ids) <= INLINE_READ_BYTES:
+            return self.submitter.read_items(job_id, item_ids)
+        return await asyncio.to_thread(self.submitter.read_items, job_id, item_ids)
+
+    async def fetch_many(self, submitter: str, job_id: str,
+                         item_ids: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The bytes of a batch from its submitter, in one request: ``({item_id: bytes}, {item_id: error})``.
+        Raises if the submitter cannot be asked at all."""
         if submitter == self.node.node_id:
-            return await asyncio.to_thread(self.submitter.read_item, job_id, item_id)
+            return await self._read_items(job_id, item_ids)
         conn = self.node.peers.conns.get(submitter)
         if conn is None:
             raise ConnectionError("submitter is not connected")
-        reply = await conn.request({"t": "job.fetch", "job_id": job_id, "item_id": item_id}, 60.0)
-        return reply["data"]
+        reply = await conn.request({"t": "job.fetch", "job_id": job_id, "item_ids": item_ids}, 60.0)
+        data, sizes, errors = reply["data"], reply.get("sizes") or [], dict(reply.get("errors") or {})
+        ok = [i for i in item_ids if i not in errors]
+        if len(sizes) != len(ok) or sum(sizes) != len(data):
+            raise ValueError("malformed job.data reply")
+        datas, pos = {}, 0
+        view = memoryview(data)
+        for item_id, size in zip(ok, sizes):
+            datas[item_id] = bytes(view[pos:pos + size])
+            pos += size
+        return datas, errors
 
-    async def deliver_result(self, submitter: str, payload: dict, attachment: bytes | None) -> bool:
-        """Send a result to its submitter; False if it could not be sent (the item must not count as done)."""
+    async def deliver_results(self, submitter: str, payloads: list[dict], attachments: list[bytes | None]) -> bool:
+        """Send results to their submitter in one message; False if they could not be sent (the items must
+        not count as done)."""
         if submitter == self.node.node_id:
-            self.submitter.on_result(payload, attachment)
+            self.submitter.on_results(payloads, attachments)
             return True
         conn = self.node.peers.conns.get(submitter)
         if conn is None:
             log.info("submitter %s gone; it will resubmit", submitter[:12])
             return False
-        fields = {k: v for k, v in payload.items() if k != "t"}
+        sizes = [len(a) if a else 0 for a in attachments]
         try:
-            await conn.send_blob({**fields, "kind": "job.result"}, attachment or b"")
+            await conn.send_blob({"kind": "job.results", "results": payloads, "sizes": sizes},
+                                 b"".join(a for a in attachments if a))
         except ConnectionClosed:
             return False
         return True
@@ -183,7 +226,7 @@ class JobService:
             if self.master is None:
                 raise PermissionError("not the master")
             accepted = self.master.on_submit(sender, msg)
-            self.kick()
+            await self._pump_now()
             return {"accepted": accepted, "term": self.node.election.term}
         if t == "job.assign":
             if sender != self.node.election.master_id and sender != self.node.node_id:
@@ -194,12 +237,22 @@ class JobService:
         if t == "job.done":
             if self.master is not None:
                 self.master.on_done(sender, msg)
-                self.kick()
+                await self._pump_now()
             return None
         if t == "job.fetch":
-            data = await asyncio.to_thread(self.submitter.read_item, str(msg["job_id"]), str(msg["item_id"]))
-            return BlobReply({"kind": "job.data"}, data)
-        if t == "job.result":
+            job_id = str(msg["job_id"])
+            if "item_ids" not in msg:  # one item (older workers)
+                data = await asyncio.to_thread(self.submitter.read_item, job_id, str(msg["item_id"]))
+                return BlobReply({"kind": "job.data"}, data)
+            item_ids = [str(i) for i in msg["item_ids"]]
+            datas, errors = await self._read_items(job_id, item_ids)
+            sizes = [len(datas[i]) for i in item_ids if i in datas]
+            return BlobReply({"kind": "job.data", "sizes": sizes, "errors": errors},
+                             b"".join(datas[i] for i in item_ids if i in datas))
+        if t == "job.results":
+            self.submitter.on_results(*_split_results(msg))
+            return None
+        if t == "job.result":  # one result (older workers)
             self.submitter.on_result(msg, msg.get("data") or None)
             return None
         if t == "job.item_failed":
@@ -245,7 +298,31 @@ class JobService:
         async def sched_stats(args):
             return self.master.stats() if self.master else None
 
+        async def job_probe(args):
+            """Benchmark aid (`bench/jobs_bench.py`): run `n` one-item jobs one after the other, each created
+            exactly as `submit` creates it, and time each from the call to the moment its result is recorded
+            here (the job's final "job" event). Returns the seconds; probe jobs are deleted unless `keep`."""
+            n = max(1, min(int(args.get("n", 1)), 100_000))
+            timeout = float(args.get("timeout", 10.0))
+            paths, task = list(args.get("paths") or []), str(args.get("task", "noop"))
+            events = self.node.events.subscribe({"job"}, maxsize=100_000)
+            samples: list[float] = []
+            try:
+                for _ in range(n):
+                    t0 = time.time()
+                    job_id = (await sub.create(paths, task, dict(args.get("options") or {}), None))["job_id"]
+                    while True:
+                        ev = await events.get(timeout=timeout)
+                        if ev.get("job_id") == job_id and ev.get("state") in ("done", "cancelled"):
+                            samples.append(ev["ts"] - t0)
+                            break
+                    if not args.get("keep"):
+                        sub.forget(job_id)
+            finally:
+                events.close()
+            return {"samples": samples}
+
         for name, fn in [("submit", submit), ("jobs", jobs), ("job_show", job_show), ("job_cancel", job_cancel),
-                         ("sched_stats", sched_stats)]:
+                         ("sched_stats", sched_stats), ("job_probe", job_probe)]:
             ctl.command(name, fn)
         ctl.stream("job_watch", job_watch)

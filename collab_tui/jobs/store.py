@@ -7,6 +7,10 @@ change, `unfinished_jobs` + `unfinished` give what must be resubmitted.
 
 Item ids are stored as text (``str(item_id)``). Item status: pending | done | error |
 cancelled. Job status: running | done (no pending item left) | cancelled.
+
+Progress is kept as counters on the job row (``n_done``, ``n_error``, ``n_cancelled``), updated in
+the same transaction as the items, so reading a job's counts costs one row, not a scan of its items
+(stores written before the counters existed are migrated when opened).
 """
 from __future__ import annotations
 
@@ -29,7 +33,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     total INTEGER NOT NULL,
     submitter TEXT,
     options_json TEXT NOT NULL DEFAULT '{}',
-    out_dir TEXT
+    out_dir TEXT,
+    n_done INTEGER NOT NULL DEFAULT 0,
+    n_error INTEGER NOT NULL DEFAULT 0,
+    n_cancelled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
@@ -48,6 +55,7 @@ CREATE INDEX IF NOT EXISTS items_status ON items(job_id, status);
 """
 
 ITEM_STATUSES = ("pending", "done", "error", "cancelled")
+_COUNTER = {"done": "n_done", "error": "n_error", "cancelled": "n_cancelled"}
 
 
 class JobStoreError(Exception):
@@ -81,6 +89,7 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
 
     # ------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -115,6 +124,21 @@ class JobStore:
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._conn().execute(sql, tuple(args)).fetchall()
+
+    def _migrate(self) -> None:
+        """Add the progress counters to a store created before they existed, and fill them in."""
+        cols = {r[1] for r in self._read("PRAGMA table_info(jobs)")}
+        missing = [c for c in _COUNTER.values() if c not in cols]
+        if not missing:
+            return
+
+        def fn(db: sqlite3.Connection) -> None:
+            for col in missing:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
+            for status, col in _COUNTER.items():
+                db.execute(f"UPDATE jobs SET {col}=(SELECT COUNT(*) FROM items i"
+                           f" WHERE i.job_id=jobs.job_id AND i.status=?)", (status,))
+        self._write(fn)
 
     def journal_mode(self) -> str:
         return str(self._read("PRAGMA journal_mode")[0][0]).lower()
@@ -155,22 +179,41 @@ class JobStore:
             return jid
         return self._write(fn)
 
+    def finish_items(self, job_id: str,
+                     outcomes: list[tuple[Any, str, str | None, str | None, str | None]]) -> list[bool]:
+        """Record several outcomes ``(item_id, status, result_json, error, worker)`` (status ``done`` or
+        ``error``) of one job in ONE transaction. Exactly once per item: an item that already has an
+        outcome (or appears twice) is left alone. Returns, per outcome, whether it was recorded."""
+        for o in outcomes:
+            if o[1] not in ("done", "error"):
+                raise JobStoreError(f"an outcome is done or error, not {o[1]!r}")
+        if not outcomes:
+            return []
+
+        def fn(db: sqlite3.Connection) -> list[bool]:
+            now = time.time()
+            fresh: list[bool] = []
+            added = {"done": 0, "error": 0}
+            for item_id, status, result_json, error, worker in outcomes:
+                cur = db.execute(
+                    "UPDATE items SET status=?, result_json=?, error=?, worker=?, finished_at=?"
+                    " WHERE job_id=? AND item_id=? AND status='pending'",
+                    (status, result_json, error, worker, now, job_id, str(item_id)))
+                ok = cur.rowcount == 1
+                fresh.append(ok)
+                if ok:
+                    added[status] += 1
+            if added["done"] or added["error"]:
+                db.execute("UPDATE jobs SET n_done=n_done+?, n_error=n_error+? WHERE job_id=?",
+                           (added["done"], added["error"], job_id))
+                db.execute("UPDATE jobs SET status='done' WHERE job_id=? AND status='running'"
+                           " AND n_done+n_error+n_cancelled>=total", (job_id,))
+            return fresh
+        return self._write(fn)
+
     def _finish_item(self, job_id: str, item_id: Any, status: str, result_json: str | None,
                      error: str | None, worker: str | None) -> bool:
-        def fn(db: sqlite3.Connection) -> bool:
-            cur = db.execute(
-                "UPDATE items SET status=?, result_json=?, error=?, worker=?, finished_at=?"
-                " WHERE job_id=? AND item_id=? AND status='pending'",
-                (status, result_json, error, worker, time.time(), job_id, str(item_id)))
-            if cur.rowcount != 1:
-                return False
-            left = db.execute("SELECT 1 FROM items WHERE job_id=? AND status='pending' LIMIT 1",
-                              (job_id,)).fetchone()
-            if left is None:
-                db.execute("UPDATE jobs SET status='done' WHERE job_id=? AND status='running'",
-                           (job_id,))
-            return True
-        return self._write(fn)
+        return self.finish_items(job_id, [(item_id, status, result_json, error, worker)])[0]
 
     def record_result(self, job_id: str, item_id: Any, result: dict, worker: str | None) -> bool:
         """Store an item's result once; False (nothing changed) if it already has an outcome."""
@@ -191,6 +234,7 @@ class JobStore:
                 raise UnknownJobError(f"unknown job {job_id!r}")
             n = db.execute("UPDATE items SET status='cancelled', finished_at=?"
                            " WHERE job_id=? AND status='pending'", (time.time(), job_id)).rowcount
+            db.execute("UPDATE jobs SET n_cancelled=n_cancelled+? WHERE job_id=?", (n, job_id))
             db.execute("UPDATE jobs SET status='cancelled' WHERE job_id=? AND status='running'",
                        (job_id,))
             return n
@@ -214,10 +258,8 @@ class JobStore:
     def _job_dict(self, row: sqlite3.Row) -> dict:
         d = dict(row)
         d["options"] = json.loads(d.pop("options_json") or "{}")
-        counts = {s: 0 for s in ITEM_STATUSES}
-        for r in self._read("SELECT status, COUNT(*) FROM items WHERE job_id=? GROUP BY status",
-                            (d["job_id"],)):
-            counts[r[0]] = r[1]
+        counts = {s: d.pop(_COUNTER[s]) if s in _COUNTER else 0 for s in ITEM_STATUSES}
+        counts["pending"] = d["total"] - counts["done"] - counts["error"] - counts["cancelled"]
         d["counts"] = counts
         d.update(counts)
         d["finished"] = counts["done"] + counts["error"] + counts["cancelled"]

@@ -1,7 +1,8 @@
 """The submitter's part: it owns each job durably (SQLite, WAL) until every item has a result.
 
-It serves the item bytes to workers (`job.fetch`, checked against the SHA-256 taken at submission),
-records results exactly once per item (`job.result`), writes annotated copies to the job's out dir,
+It serves the item bytes to workers (`job.fetch`, a whole batch per request, checked against the
+SHA-256 taken at submission), records results exactly once per item (`job.results`: a worker's results
+arrive together and are recorded in one transaction), writes annotated copies to the job's out dir,
 and resubmits whatever is unfinished whenever the master changes or the node restarts.
 """
 
@@ -11,21 +12,28 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
 from ..node.state import atomic_write
-from .store import JobStore
+from .store import JobStore, UnknownJobError
 from .types import get_type
 
 log = logging.getLogger("collab.jobs.submitter")
 
 MAX_ITEM_BYTES = 64 * 1024 * 1024
+# Reading this little (files at submission, item bytes for a worker) is done on the event loop: a
+# thread hop would cost more than the read itself.
+INLINE_READ_BYTES = 64 * 1024
+INLINE_FILES = 16
+IMAGE_KINDS = ("faces", "people", "classify", "ensemble", "ocr")
 
 
 def collect_paths(paths: list[str], kind: str) -> list[Path]:
     """Files, folders (recursive) and globs; folders keep only what the job type accepts."""
-    if kind in ("faces", "people", "classify", "ensemble", "ocr"):
+    if kind in IMAGE_KINDS:
         from ..ml.images import collect_images
 
         return collect_images(paths)
@@ -67,6 +75,27 @@ def _hash_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
+def _prepare(paths: list[str], kind: str) -> list[tuple[Path, int, str]]:
+    """The job's files with their sizes and SHA-256 digests."""
+    return [(f, *_hash_file(f)) for f in collect_paths(paths, kind)]
+
+
+def _few_small_files(paths: list[str], kind: str) -> bool:
+    """A handful of small files named explicitly (and nothing heavy to import first)."""
+    if len(paths) > INLINE_FILES or (kind in IMAGE_KINDS and "collab_tui.ml.images" not in sys.modules):
+        return False
+    total = 0
+    for raw in paths:
+        try:
+            st = os.stat(raw)
+        except OSError:
+            return False
+        if not os.path.isfile(raw):
+            return False
+        total += st.st_size
+    return total <= INLINE_READ_BYTES
+
+
 def _results_line(job_id: str, item_id: str, src: Path, result: dict) -> str:
     return json.dumps({"job_id": job_id, "item_id": item_id, "path": str(src), **result}, default=str)
 
@@ -82,13 +111,13 @@ class JobSubmitter:
     # ----------------------------------------------------------------- creating jobs
     async def create(self, paths: list[str], kind: str, options: dict, out_dir: str | None) -> dict:
         get_type(kind)  # unknown kinds fail here, before anything is stored
-        files = await asyncio.to_thread(collect_paths, paths, kind)
+        if _few_small_files(paths, kind):
+            files = _prepare(paths, kind)
+        else:
+            files = await asyncio.to_thread(_prepare, paths, kind)
         if not files:
             raise ValueError("no input files found")
-        items = []
-        for i, f in enumerate(files):
-            size, digest = await asyncio.to_thread(_hash_file, f)
-            items.append((f"{i:06d}", str(f.resolve()), size, digest))
+        items = [(f"{i:06d}", str(f.resolve()), size, digest) for i, (f, size, digest) in enumerate(files)]
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         job_id = self.store.create_job(kind, items, options, model=options.get("model"),
@@ -135,6 +164,13 @@ class JobSubmitter:
             raise LookupError(f"unknown item {job_id}:{item_id}")
         return self.items_cache[key]
 
+    def forget(self, job_id: str) -> None:
+        """Delete a job and everything about it from this node (benchmark probes)."""
+        self.store.delete_job(job_id)
+        self._sent_to.pop(job_id, None)
+        for key in [k for k in self.items_cache if k[0] == job_id]:
+            del self.items_cache[key]
+
     def cancel(self, job_id: str) -> int:
         """Cancel the pending items of a job; workers can no longer fetch them."""
         n = self.store.cancel(job_id)
@@ -153,45 +189,100 @@ class JobSubmitter:
             raise ValueError(f"{it['path']} changed since it was submitted")
         return data
 
+    def read_items(self, job_id: str, item_ids: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The bytes of several items (one worker's batch): ``({item_id: bytes}, {item_id: error})``."""
+        datas: dict[str, bytes] = {}
+        errors: dict[str, str] = {}
+        for item_id in item_ids:
+            try:
+                datas[item_id] = self.read_item(job_id, item_id)
+            except (LookupError, ValueError, OSError) as exc:
+                errors[item_id] = str(exc) or type(exc).__name__
+        return datas, errors
+
+    def batch_bytes(self, job_id: str, item_ids: list[str]) -> int:
+        """What reading these items would cost (unknown items count as nothing)."""
+        total = 0
+        for item_id in item_ids:
+            try:
+                total += int(self._item(job_id, item_id)["size"])
+            except LookupError:
+                pass
+        return total
+
     def on_result(self, msg: dict, attachment: bytes | None) -> bool:
-        job_id, item_id, worker = str(msg["job_id"]), str(msg["item_id"]), str(msg.get("worker", ""))
-        if msg.get("error"):
-            fresh = self.store.record_error(job_id, item_id, str(msg["error"]), worker)
-        else:
-            result = dict(msg.get("result") or {})
-            result["worker"] = worker
-            result["worker_name"] = msg.get("worker_name", "")
-            result["timings"] = {**result.get("timings", {}), **(msg.get("timings") or {})}
-            dest = self._annotated_path(job_id, item_id) if attachment else None
-            if dest is not None:
-                result["annotated"] = str(dest)  # stored too: `job show` points at the file
-            if fresh := self.store.record_result(job_id, item_id, result, worker):
-                self._write_outputs(job_id, item_id, result, attachment, dest)
-        if fresh:
-            self.items_cache.pop((job_id, item_id), None)
-            job = self.store.job(job_id)
-            self.node.events.publish("job_item", job_id=job_id, item_id=item_id, worker=worker,
-                                     error=msg.get("error"), result=msg.get("result"))
-            self.node.events.publish("job", job_id=job_id, state=job["status"], total=job["total"],
-                                     done=job["counts"].get("done", 0), errors=job["counts"].get("error", 0))
+        """Record one result (see `on_results`)."""
+        return self.on_results([msg], [attachment])[0]
+
+    def on_results(self, msgs: list[dict], attachments: list[bytes | None]) -> list[bool]:
+        """Record results (one worker's message) exactly once per item, one transaction per job; write
+        the outputs of the new ones, then publish a ``job_item`` event per new result and one ``job``
+        progress event per job. Returns, per result, whether it was new."""
+        by_job: dict[str, list[int]] = {}
+        for k, msg in enumerate(msgs):
+            by_job.setdefault(str(msg["job_id"]), []).append(k)
+        fresh = [False] * len(msgs)
+        for job_id, idxs in by_job.items():
+            try:
+                out = self.store.job(job_id).get("out_dir")
+            except UnknownJobError:
+                continue  # forgotten (or never ours): nothing to record
+            outcomes, kept = [], []
+            for k in idxs:
+                msg, attachment = msgs[k], attachments[k]
+                item_id, worker = str(msg["item_id"]), str(msg.get("worker", ""))
+                if msg.get("error"):
+                    outcomes.append((item_id, "error", None, str(msg["error"]), worker))
+                    kept.append((k, item_id, None, None, None))
+                    continue
+                result = dict(msg.get("result") or {})
+                result["worker"] = worker
+                result["worker_name"] = msg.get("worker_name", "")
+                result["timings"] = {**result.get("timings", {}), **(msg.get("timings") or {})}
+                dest = self._annotated_path(job_id, item_id, out) if attachment else None
+                if dest is not None:
+                    result["annotated"] = str(dest)  # stored too: `job show` points at the file
+                try:
+                    payload = json.dumps(result)
+                except (TypeError, ValueError) as exc:
+                    outcomes.append((item_id, "error", None, f"result is not JSON-serialisable: {exc}", worker))
+                    kept.append((k, item_id, None, None, None))
+                    continue
+                outcomes.append((item_id, "done", payload, None, worker))
+                kept.append((k, item_id, result, attachment, dest))
+            flags = self.store.finish_items(job_id, outcomes)
+            new = [entry for entry, ok in zip(kept, flags) if ok]
+            if out:
+                self._write_outputs(job_id, out, [e[1:] for e in new if e[2] is not None])
+            for k, item_id, _, _, _ in new:
+                fresh[k] = True
+                self.items_cache.pop((job_id, item_id), None)
+                msg = msgs[k]
+                self.node.events.publish("job_item", job_id=job_id, item_id=item_id, worker=str(msg.get("worker", "")),
+                                         error=msg.get("error"), result=msg.get("result"))
+            if new:
+                job = self.store.job(job_id)
+                self.node.events.publish("job", job_id=job_id, state=job["status"], total=job["total"],
+                                         done=job["counts"].get("done", 0), errors=job["counts"].get("error", 0))
         return fresh
 
-    def _annotated_path(self, job_id: str, item_id: str) -> Path | None:
-        out = self.store.job(job_id).get("out_dir")
+    def _annotated_path(self, job_id: str, item_id: str, out: str | None) -> Path | None:
         if not out:
             return None
         return Path(out) / f"{Path(self._item(job_id, item_id)['path']).stem}.{item_id}.annotated.png"
 
-    def _write_outputs(self, job_id: str, item_id: str, result: dict, attachment: bytes | None,
-                       dest: Path | None) -> None:
-        out = self.store.job(job_id).get("out_dir")
-        if not out:
+    def _write_outputs(self, job_id: str, out: str,
+                       done: list[tuple[str, dict, bytes | None, Path | None]]) -> None:
+        """Annotated copies, then one results line per new result (one append for the lot)."""
+        if not done:
             return
-        src = Path(self._item(job_id, item_id)["path"])
-        if attachment and dest is not None:
-            atomic_write(dest, attachment)
+        lines = []
+        for item_id, result, attachment, dest in done:
+            if attachment and dest is not None:
+                atomic_write(dest, attachment)
+            lines.append(_results_line(job_id, item_id, Path(self._item(job_id, item_id)["path"]), result) + "\n")
         with open(Path(out) / f"{job_id}.results.jsonl", "a") as fh:
-            fh.write(_results_line(job_id, item_id, src, result) + "\n")
+            fh.write("".join(lines))
 
     def repair_results_files(self) -> int:
         """Rewrite from the store (the truth) every results file that does not hold exactly one line per

@@ -1,8 +1,8 @@
 """Job types: a small plugin interface (split / run / merge).
 
 A job type is a class with a ``name``, ``accepts(path)`` (which files it takes from a folder),
-``run(data, options) -> JobOutput`` (on a worker, from the item's bytes) and ``merge(results) ->
-summary`` (on the submitter). Types are found through the ``collab.job_types`` entry-point group of
+``run(data, options) -> JobOutput`` (on a worker, from the item's bytes, in a worker thread unless the
+type sets ``inline``) and ``merge(results) -> summary`` (on the submitter). Types are found through the ``collab.job_types`` entry-point group of
 the packages installed on each node: code is never sent over the wire, so a worker without a type
 refuses its tasks with a clear error and the master retries them elsewhere.
 
@@ -34,6 +34,7 @@ class JobOutput:
 class JobType:
     name = ""
     description = ""
+    inline = False  # True: run() takes microseconds, so workers call it on their event loop (no thread hop)
 
     def accepts(self, path: Path) -> bool:
         return True
@@ -98,6 +99,7 @@ class Classify(JobType):
 class Noop(JobType):
     name = "noop"
     description = "does nothing (scheduler benchmarks)"
+    inline = True
 
     def run(self, data: bytes, options: dict) -> JobOutput:
         return JobOutput({"bytes": len(data)})

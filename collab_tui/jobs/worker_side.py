@@ -1,6 +1,11 @@
-"""A worker's part of distributed jobs: accept assignments (fenced by term), fetch each item's bytes
-straight from its submitter, run the job type in a thread, send the result to the submitter and a
-tiny acknowledgement to the master.
+"""A worker's part of distributed jobs: accept assignments (fenced by term), fetch each batch's bytes
+straight from its submitter (one request per batch), run the job type in a thread, send the results to
+the submitter and a tiny acknowledgement to the master.
+
+Results that finish together travel together: each finished item goes to a per-submitter outbox that is
+flushed on the next turn of the event loop, as one `job.results` message (attachments concatenated),
+followed by one `job.done` to the master. A lone item still leaves at once; a batch of no-op items
+leaves as one message instead of sixteen.
 
 Per-item errors (a corrupt image, a text file that is not text) are final results: the job goes on.
 Infrastructure errors (the bytes could not be fetched, the type is unknown here) go back to the master,
@@ -35,18 +40,22 @@ def _one_cv_thread() -> None:
 
 
 class JobWorker:
-    def __init__(self, service, threads: int | None = None) -> None:
+    def __init__(self, service, threads: int | None = None, enabled: bool = True) -> None:
         self.svc = service
         self.node = service.node
+        self.enabled = enabled  # False (config job_threads = -1): this node runs no task
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="collab-job", initializer=_one_cv_thread)
         self.queue: asyncio.Queue = asyncio.Queue()
         self.running = 0
+        self.fetching = 0  # items whose bytes are on the way
         self._runners: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._outbox: dict[str, list[tuple[str, dict, bytes | None]]] = {}  # submitter -> finished items
         self.done_count = 0
 
     def depth(self) -> int:
-        return self.queue.qsize() + self.running
+        return self.queue.qsize() + self.running + self.fetching
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -55,36 +64,74 @@ class JobWorker:
     async def stop(self) -> None:
         for r in self._runners:
             r.cancel()
+        for t in list(self._tasks):
+            t.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def on_assign(self, sender: str, msg: dict) -> None:
         term = msg.get("term")
         if not isinstance(term, int) or not self.node.election.accepts(term):
             log.warning("refused job.assign from %s with stale term %r", sender[:12], term)
             return
-        for item in msg.get("items", []):
-            self.queue.put_nowait((sender, msg, str(item["item_id"])))
+        item_ids = [str(item["item_id"]) for item in msg.get("items", [])]
+        if not item_ids:
+            return
+        if not self.enabled:
+            why = "this node runs no job tasks (job_threads = -1)"
+            self._spawn(self._ack([], [{"task_id": task_id_for(msg["job_id"], i), "error": why} for i in item_ids]))
+            return
+        self.fetching += len(item_ids)
+        self._spawn(self._prepare(msg, item_ids))
+
+    async def _prepare(self, msg: dict, item_ids: list[str]) -> None:
+        """Fetch the bytes of a whole batch in one request, then queue its items for the runners."""
+        job_id = msg["job_id"]
+        t0 = time.perf_counter()
+        try:
+            try:
+                get_type(msg["kind"])
+                datas, errors = await self.svc.fetch_many(msg["submitter"], job_id, item_ids)
+            except Exception as exc:  # cannot even start: let the master retry elsewhere
+                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": str(exc)} for i in item_ids])
+                return
+            fetch_ms = round((time.perf_counter() - t0) * 1000, 2)
+            if errors:
+                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": e} for i, e in errors.items()])
+            for item_id in item_ids:
+                if item_id in datas:
+                    self.queue.put_nowait((msg, item_id, datas[item_id], fetch_ms))
+        finally:
+            self.fetching -= len(item_ids)
 
     async def _runner(self) -> None:
         while True:
-            sender, msg, item_id = await self.queue.get()
+            msg, item_id, data, fetch_ms = await self.queue.get()
             self.running += 1
             try:
-                await self._run_one(sender, msg, item_id)
+                await self._run_one(msg, item_id, data, fetch_ms)
             except Exception:
                 log.exception("task %s:%s crashed", msg.get("job_id"), item_id)
             finally:
                 self.running -= 1
 
     async def _run_type(self, jtype, data: bytes, options: dict) -> tuple[dict, bytes | None]:
-        """OpenCV types run in this process's threads; Keras types in the node's ML process."""
+        """OpenCV types run in this process's threads; Keras types in the node's ML process; types that
+        declare ``inline`` (microseconds of work, e.g. noop) on the event loop itself."""
         task = getattr(jtype, "ml_task", None)
         if task:
             from ..ml import mltasks
             from ..ml.mlproc import for_node
 
             return await for_node(self.node.home).call(getattr(mltasks, task), data, options), None
-        out = await asyncio.get_running_loop().run_in_executor(self.pool, jtype.run, data, options)
+        if getattr(jtype, "inline", False):
+            out = jtype.run(data, options)
+        else:
+            out = await asyncio.get_running_loop().run_in_executor(self.pool, jtype.run, data, options)
         return out.result, out.attachment
 
     async def _ack(self, done: list[str], failed: list[dict]) -> None:
@@ -93,25 +140,17 @@ class JobWorker:
         if master:
             await self.svc.send_to(master, {"t": "job.done", "done": done, "failed": failed})
 
-    async def _run_one(self, assigner: str, msg: dict, item_id: str) -> None:
+    async def _run_one(self, msg: dict, item_id: str, data: bytes, fetch_ms: float) -> None:
         job_id, submitter, kind = msg["job_id"], msg["submitter"], msg["kind"]
         options = msg.get("options") or {}
         tid = task_id_for(job_id, item_id)
-        t0 = time.perf_counter()
-        try:
-            jtype = get_type(kind)
-            data = await self.svc.fetch(submitter, job_id, item_id)
-        except Exception as exc:  # cannot even start: let the master retry elsewhere
-            await self._ack([], [{"task_id": tid, "error": str(exc)}])
-            return
         t1 = time.perf_counter()
         result, attachment, error = None, None, None
-        loop = asyncio.get_running_loop()
         try:
             if kind == "ensemble":
                 result = await self.svc.ensemble(data, options)
             else:
-                result, attachment = await self._run_type(jtype, data, options)
+                result, attachment = await self._run_type(get_type(kind), data, options)
         except FINAL_ERRORS as exc:
             code = getattr(exc, "code", type(exc).__name__)
             error = str(exc) if str(exc).startswith(f"{code}:") else f"{code}: {exc}"
@@ -121,12 +160,31 @@ class JobWorker:
             return
         t2 = time.perf_counter()
         payload = {
-            "t": "job.result", "job_id": job_id, "item_id": item_id, "worker": self.node.node_id,
+            "job_id": job_id, "item_id": item_id, "worker": self.node.node_id,
             "worker_name": self.node.name, "result": result, "error": error,
-            "timings": {"fetch_ms": round((t1 - t0) * 1000, 2), "run_ms": round((t2 - t1) * 1000, 2)},
+            "timings": {"fetch_ms": fetch_ms, "run_ms": round((t2 - t1) * 1000, 2)},
         }
-        if not await self.svc.deliver_result(submitter, payload, attachment):
-            await self._ack([], [{"task_id": tid, "error": "the result could not be sent to the submitter"}])
+        self._post(submitter, tid, payload, attachment)
+
+    # ----------------------------------------------------------------- results out
+    def _post(self, submitter: str, tid: str, payload: dict, attachment: bytes | None) -> None:
+        box = self._outbox.get(submitter)
+        if box is None:  # first result since the last flush: flush on the next turn of the loop
+            box = self._outbox[submitter] = []
+            self._spawn(self._flush(submitter))
+        box.append((tid, payload, attachment))
+
+    async def _flush(self, submitter: str) -> None:
+        """Send what the outbox holds for one submitter as one message, then acknowledge it to the master
+        (an item counts as done only once its result is on its way to the submitter)."""
+        await asyncio.sleep(0)  # let the items finishing in this turn of the loop join
+        box = self._outbox.pop(submitter, [])
+        if not box:
             return
-        self.done_count += 1
-        await self._ack([tid], [])
+        tids = [tid for tid, _, _ in box]
+        if await self.svc.deliver_results(submitter, [p for _, p, _ in box], [a for _, _, a in box]):
+            self.done_count += len(tids)
+            await self._ack(tids, [])
+        else:
+            why = "the result could not be sent to the submitter"
+            await self._ack([], [{"task_id": tid, "error": why} for tid in tids])

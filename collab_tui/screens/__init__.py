@@ -1,1 +1,1 @@
-"""collab_tui.screens."""
+"""collab_tui.screens: one module per screen of the TUI (+ its .tcss). Kept free of imports on purpose."""

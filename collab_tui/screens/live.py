@@ -38,6 +38,6 @@ class LiveState:
         if not st:
             return "not connected"
         master = st.get("master")
-        who = "this node" if master == st.get("node_id") else (self.name_of(master) if master else "none yet")
-        return (f"{st.get('name', '?')} {st.get('short_id', '')} · {st.get('role', '?')} · term {st.get('term', 0)}"
-                f" · master {who} · {st.get('peers_alive', 0) + 1}/{st.get('cluster_size', 1)} up")
+        who = "" if master == st.get("node_id") else f" · master {self.name_of(master) if master else 'none yet'}"
+        return (f"{st.get('name', '?')} · {st.get('role', '?')} · term {st.get('term', 0)}{who}"
+                f" · {st.get('peers_alive', 0) + 1}/{st.get('cluster_size', 1)} up")

@@ -19,6 +19,7 @@ import numpy as np
 from ..ml.strategies import BufferedAggregator, make_strategy, staleness_weight
 from ..ml.updates import ClientUpdate, UpdateRejected, delta_norm, norm_outliers, validate_update
 
+OUTLIER_MIN_RATIO = 3.0  # a norm outlier must also be this many times the round's median norm
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam")
 
 
@@ -166,10 +167,13 @@ def screen_updates(updates: list[ClientUpdate], reference: list[np.ndarray], max
         except UpdateRejected as exc:
             rejected[u.node_id] = exc.reason
     if len(kept) >= 3:
+        # Honest clients on non-IID data differ a lot in update size, and a MAD z-score over a handful
+        # of norms is jumpy: flag only updates that are robust outliers AND several times the median.
         norms = [delta_norm(u.weights, reference) for u in kept]
         flags = norm_outliers(norms, z=outlier_z)
+        median = float(np.median(norms))
         for u, bad, n in zip(list(kept), flags, norms):
-            if bad:
+            if bad and n > OUTLIER_MIN_RATIO * median:
                 rejected[u.node_id] = f"norm outlier (delta norm {n:.3g} vs median {float(np.median(norms)):.3g})"
                 kept.remove(u)
     return kept, rejected

@@ -1,0 +1,234 @@
+"""Jobs: submit files or folders, watch the progress, read the results, preview annotated images."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DirectoryTree, Footer, Header, Label, ProgressBar
+
+from ..tui_client import CLIENT_ERRORS, describe_error
+from ..widgets.batch import BatchReady, Batcher
+from ..widgets.jobs import ResultsTable, SubmitForm
+from ..widgets.preview import ImagePreview
+from .base import CollabScreen
+
+SHOW_EVERY = 1.0  # seconds between `job_show` calls while a job runs (file names, annotated paths)
+
+
+class JobsScreen(CollabScreen):
+    CSS_PATH = "jobs.tcss"
+    TITLE = "Jobs"
+    AUTO_FOCUS = "#job-tree"
+    BINDINGS = [
+        Binding("ctrl+s", "submit", "Submit", id="jobs.submit"),
+        Binding("b", "browse", "Browse", id="jobs.browse"),
+        Binding("x", "cancel_job", "Cancel job", id="jobs.cancel"),
+    ]
+
+    @dataclass
+    class JobStarted(Message):
+        job: dict
+
+    @dataclass
+    class JobShown(Message):
+        job: dict
+
+    @dataclass
+    class Failed(Message):
+        what: str
+        error: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.job: dict | None = None
+        self.items: dict[str, dict] = {}
+        self.previewed: str | None = None
+        self._last_show = 0.0
+        self._latest_loaded = False
+        self.events = Batcher(self, self._apply_events, every=0.1)
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        yield SubmitForm(id="jobs-form")
+        with Horizontal(id="jobs-body"):
+            tree = DirectoryTree(self.app.browse_root, id="job-tree")
+            tree.border_title = "Browse"
+            yield tree
+            with Vertical(id="jobs-right"):
+                with Horizontal(id="job-progress-row"):
+                    yield Label("no job yet", id="job-state")
+                    yield ProgressBar(total=None, show_eta=False, id="job-progress")
+                yield ResultsTable(id="job-results")
+                preview = ImagePreview("results appear here; pick a row to preview its image", id="job-preview")
+                preview.border_title = "Preview"
+                yield preview
+        yield Footer(compact=True)
+
+    # ----------------------------------------------------------------- loading
+    def refresh_data(self) -> None:
+        if self.job is None and not self._latest_loaded:
+            self._latest_loaded = True
+            self._load_latest()
+
+    @work(group="jobs-load", exclusive=True)
+    async def _load_latest(self) -> None:
+        try:
+            jobs = await self.client.call("jobs")
+            if not jobs:
+                return
+            job = await self.client.call("job_show", job_id=jobs[-1]["job_id"])
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("loading jobs", describe_error(exc)))
+            return
+        self.post_message(self.JobShown(job))
+
+    @work(group="jobs-show", exclusive=True)
+    async def _show_job(self, job_id: str) -> None:
+        try:
+            job = await self.client.call("job_show", job_id=job_id)
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("reading the job", describe_error(exc)))
+            return
+        self.post_message(self.JobShown(job))
+
+    # ----------------------------------------------------------------- submitting
+    def action_submit(self) -> None:
+        self.query_one(SubmitForm).submit()
+
+    def action_browse(self) -> None:
+        self.query_one(DirectoryTree).focus()
+
+    def on_submit_form_submitted(self, message: SubmitForm.Submitted) -> None:
+        out = self.app.home / "results" / f"tui-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.query_one("#job-state", Label).update(f"submitting {Path(message.path).name} ({message.task}) …")
+        self._submit(message.path, message.task, str(out))
+
+    @work(group="jobs-submit", exclusive=True)
+    async def _submit(self, path: str, task: str, out: str) -> None:
+        options = {"method": "mean"} if task == "ensemble" else {}
+        try:
+            job = await self.client.call("submit", paths=[path], task=task, options=options, out=out, timeout=120.0)
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("submit refused", describe_error(exc)))
+            return
+        self.post_message(self.JobStarted(job))
+
+    def on_jobs_screen_job_started(self, message: JobStarted) -> None:
+        self._set_job(message.job)
+        self.notify(f"job {message.job['job_id']}: {message.job['total']} item(s)")
+        self._watch(message.job["job_id"])
+
+    @work(group="jobs-watch", exclusive=True)
+    async def _watch(self, job_id: str) -> None:
+        try:
+            async for event in self.client.stream("job_watch", job_id=job_id):
+                self.events.add(event)
+                if event.get("kind") == "job_finished":
+                    return
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("watching the job", describe_error(exc)))
+
+    def on_batch_ready(self, message: BatchReady) -> None:
+        message.batcher.ready()
+
+    def action_cancel_job(self) -> None:
+        if self.job and self.job.get("status") not in ("done", "cancelled"):
+            self._cancel(self.job["job_id"])
+
+    @work(group="jobs-cancel")
+    async def _cancel(self, job_id: str) -> None:
+        try:
+            await self.client.call("job_cancel", job_id=job_id)
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("cancel refused", describe_error(exc)))
+
+    def on_jobs_screen_failed(self, message: Failed) -> None:
+        self.fail(message.what, message.error)
+        if self.job is None:
+            self.query_one("#job-state", Label).update(f"{message.what}: {message.error}")
+
+    # ----------------------------------------------------------------- showing
+    def _set_job(self, job: dict) -> None:
+        self.job = job
+        self.items = {}
+        self.previewed = None
+        self.query_one(ResultsTable).clear()
+        self._progress(job.get("counts", {}).get("done", job.get("done", 0)),
+                       job.get("counts", {}).get("error", job.get("error", 0)), job.get("total", 0), job.get("status", ""))
+
+    def _progress(self, done: int, errors: int, total: int, state: str) -> None:
+        bar = self.query_one(ProgressBar)
+        bar.update(total=max(total, 1), progress=done + errors)
+        job_id = self.job["job_id"] if self.job else ""
+        self.query_one("#job-state", Label).update(
+            f"{job_id[:12]} {self.job.get('task', '') if self.job else ''} {state}: {done}/{total}"
+            + (f" · {errors} err" if errors else ""))
+
+    def on_jobs_screen_job_shown(self, message: JobShown) -> None:
+        job = message.job
+        if self.job is None or self.job.get("job_id") != job.get("job_id"):
+            self._set_job(job)
+        else:
+            self.job.update({k: v for k, v in job.items() if k != "items"})
+        for item in job.get("items", []):
+            self._upsert(item)
+        counts = job.get("counts", {})
+        self._progress(counts.get("done", 0), counts.get("error", 0), job.get("total", 0), job.get("status", ""))
+
+    def _apply_events(self, events: list[dict]) -> None:
+        if self.job is None:
+            return
+        job_id, new_items, finished = self.job["job_id"], False, None
+        for ev in events:
+            if ev.get("job_id") != job_id:
+                continue
+            kind = ev.get("kind")
+            if kind == "job":
+                self.job["status"] = ev.get("state", self.job.get("status"))
+                self._progress(ev.get("done", 0), ev.get("errors", 0), ev.get("total", 0), ev.get("state", ""))
+            elif kind == "job_item":
+                new_items = True
+                self._upsert({"item_id": ev["item_id"], "status": "error" if ev.get("error") else "done",
+                              "error": ev.get("error"), "result": ev.get("result"), "worker": ev.get("worker")})
+            elif kind == "job_finished":
+                finished = ev
+        if finished is not None:
+            self.post_message(self.JobShown(finished))
+            summary = finished.get("summary") or {}
+            self.notify(f"job {job_id[:12]} {finished.get('status')}: {summary}")
+        elif new_items and time.monotonic() - self._last_show >= SHOW_EVERY:
+            self._last_show = time.monotonic()
+            self._show_job(job_id)
+
+    def _upsert(self, item: dict) -> None:
+        merged = {**self.items.get(item["item_id"], {}), **{k: v for k, v in item.items() if v is not None}}
+        if isinstance(merged.get("result"), dict) and isinstance(item.get("result"), dict):
+            merged["result"] = {**(self.items.get(item["item_id"], {}).get("result") or {}), **item["result"]}
+        self.items[item["item_id"]] = merged
+        res = merged.get("result") or {}
+        node = res.get("worker_name") or self.live.name_of(merged.get("worker") or res.get("worker") or "")
+        self.query_one(ResultsTable).upsert(merged, node)
+        if self.previewed is None and (res.get("annotated") or merged.get("path")) and merged.get("status") == "done":
+            self._preview(item["item_id"])
+
+    def on_results_table_item_chosen(self, message: ResultsTable.ItemChosen) -> None:
+        self._preview(message.item_id)
+
+    def _preview(self, item_id: str) -> None:
+        item = self.items.get(item_id) or {}
+        path = (item.get("result") or {}).get("annotated") or item.get("path")
+        if path and path != self.previewed:
+            self.previewed = path
+            self.query_one(ImagePreview).show(path)
+
+    @on(DirectoryTree.FileSelected)
+    @on(DirectoryTree.DirectorySelected)
+    def _picked(self, event: DirectoryTree.FileSelected | DirectoryTree.DirectorySelected) -> None:
+        self.query_one(SubmitForm).set_path(event.path)

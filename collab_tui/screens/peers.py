@@ -1,0 +1,169 @@
+"""Peers & trust: make invite tokens, see joined and revoked nodes, revoke one (with confirmation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Button, Footer, Header, Label, Static
+
+from ..tui_client import CLIENT_ERRORS, describe_error
+from ..widgets.peers import InviteForm, TrustTable
+from .base import CollabScreen
+from .confirm import ConfirmRevoke
+
+TRUST_KINDS = {"denylist", "member_joined", "peer"}
+
+
+class PeersScreen(CollabScreen):
+    CSS_PATH = "peers.tcss"
+    TITLE = "Peers & trust"
+    AUTO_FOCUS = "#trust-table"
+    BINDINGS = [
+        Binding("i", "invite", "Invite", id="peers.invite"),
+        Binding("r", "revoke", "Revoke", id="peers.revoke"),
+        Binding("c", "copy_token", "Copy token", id="peers.copy"),
+    ]
+
+    @dataclass
+    class Invited(Message):
+        token: str
+        addr: str
+
+    @dataclass
+    class TrustListed(Message):
+        members: list
+        version: int
+
+    @dataclass
+    class Revoked(Message):
+        result: dict
+
+    @dataclass
+    class Failed(Message):
+        what: str
+        error: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token: str | None = None
+        self.members: list[dict] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        with Vertical(id="invite-panel") as panel:
+            panel.border_title = "Invite a node"
+            yield InviteForm(id="invite-form")
+            yield Static("no token yet: press Make invite (needs the node that holds the cluster CA)",
+                         id="invite-token")
+        table = TrustTable(id="trust-table")
+        table.border_title = "Members and revoked nodes"
+        yield table
+        with Horizontal(id="trust-actions"):
+            yield Button("Revoke…", id="trust-revoke", variant="error", compact=True)
+            yield Label("", id="trust-version")
+        yield Footer(compact=True)
+
+    # ----------------------------------------------------------------- trust list
+    def refresh_data(self) -> None:
+        self._load()
+
+    @work(group="trust-list", exclusive=True)
+    async def _load(self) -> None:
+        try:
+            res = await self.client.call("trust_list")
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("reading the trust list", describe_error(exc)))
+            return
+        self.post_message(self.TrustListed(res.get("members", []), int(res.get("denylist_version", 0))))
+
+    def on_peers_screen_trust_listed(self, message: TrustListed) -> None:
+        self.members = message.members
+        self._show()
+        self.query_one("#trust-version", Label).update(
+            f" deny-list version {message.version} · {sum(1 for m in self.members if m.get('revoked'))} revoked")
+
+    def _show(self) -> None:
+        states = {r["node_id"]: r.get("state", "") for r in self.live.nodes}
+        self.query_one(TrustTable).show(self.members, states)
+
+    def cluster_polled(self, status: dict, nodes: list[dict]) -> None:
+        if self.members:
+            self._show()
+
+    def node_events(self, events: list[dict]) -> None:
+        if any(ev.get("kind") in TRUST_KINDS for ev in events):
+            self._load()
+
+    # ----------------------------------------------------------------- invite
+    def action_invite(self) -> None:
+        self.query_one(InviteForm).request()
+
+    def on_invite_form_requested(self, message: InviteForm.Requested) -> None:
+        self._invite(message.ttl, message.uses)
+
+    @work(group="invite", exclusive=True)
+    async def _invite(self, ttl: float, uses: int) -> None:
+        try:
+            res = await self.client.call("invite", ttl=ttl, uses=uses)
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("invite refused", describe_error(exc)))
+            return
+        self.post_message(self.Invited(res["token"], res.get("addr", "")))
+
+    def on_peers_screen_invited(self, message: Invited) -> None:
+        self.token = message.token
+        text = Text()
+        text.append(message.token, style="bold")
+        text.append(f"\njoin with:  collab join TOKEN --peer {message.addr}   (c copies the token)", style="dim")
+        self.query_one("#invite-token", Static).update(text)
+
+    def action_copy_token(self) -> None:
+        if self.token:
+            self.app.copy_to_clipboard(self.token)
+            self.notify("token copied to the clipboard")
+
+    # ----------------------------------------------------------------- revoke
+    @on(Button.Pressed, "#trust-revoke")
+    def action_revoke(self) -> None:
+        table = self.query_one(TrustTable)
+        node_id = table.chosen()
+        member = next((m for m in self.members if m["node_id"] == node_id), None)
+        if member is None:
+            self.notify("pick a node in the table first", severity="warning")
+            return
+        if member.get("revoked"):
+            self.notify(f"{member.get('name') or member['short_id']} is already revoked", severity="warning")
+            return
+        if node_id == self.live.status.get("node_id"):
+            self.notify("a node cannot revoke itself", severity="warning")
+            return
+
+        def done(reason: str | None) -> None:
+            if reason is not None:
+                self._revoke(node_id, reason)
+
+        self.app.push_screen(ConfirmRevoke(member.get("name", ""), member.get("short_id", "")), done)
+
+    @work(group="revoke")
+    async def _revoke(self, node_id: str, reason: str) -> None:
+        try:
+            res = await self.client.call("revoke", node=node_id, reason=reason)
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed("revoke refused", describe_error(exc)))
+            return
+        self.post_message(self.Revoked(res))
+
+    def on_peers_screen_revoked(self, message: Revoked) -> None:
+        self.notify(f"revoked {message.result.get('revoked', '')[:12]} (deny-list v{message.result.get('version')})")
+        self._load()
+
+    def on_peers_screen_failed(self, message: Failed) -> None:
+        self.fail(message.what, message.error)
+        if message.what == "invite refused":
+            self.query_one("#invite-token", Static).update(Text(message.error, style="red"))

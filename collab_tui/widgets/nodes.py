@@ -1,0 +1,131 @@
+"""Widgets of the Nodes screen: the live table, one load sparkline per node, the details panel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Label, Sparkline, Static
+
+from ..cli_output import human_bytes
+from ..screens.live import short
+
+COLUMNS = [("name", "Name"), ("short_id", "ID"), ("addr", "Address"), ("role", "Role"), ("term", "Term"),
+           ("state", "State"), ("cpus", "CPU"), ("load", "Load"), ("mem", "Mem free"), ("queue", "Queue"),
+           ("model", "Model")]
+
+STATE_STYLE = {"self": "bold", "alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+ROLE_STYLE = {"master": "bold magenta", "candidate": "yellow"}
+
+
+def cells(row: dict) -> list:
+    state, role = str(row.get("state", "")), str(row.get("role", ""))
+    return [
+        str(row.get("name", "")), row.get("short_id") or short(row.get("node_id", "")), str(row.get("addr", "")),
+        Text(role, style=ROLE_STYLE.get(role, "")), str(row.get("term", "")),
+        Text(state, style=STATE_STYLE.get(state, "")), str(row.get("cpus", "")),
+        f"{float(row.get('load') or 0):.2f}", human_bytes(row.get("mem_free")), str(row.get("queue", "")),
+        (row.get("model_version") or "")[:12],
+    ]
+
+
+class NodeTable(DataTable):
+    """One row per node, keyed by node id; the cursor stays on its node across refreshes."""
+
+    @dataclass
+    class NodeChosen(Message):
+        """The cursor moved to (or Enter selected) a node."""
+
+        node_id: str
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def show_rows(self, rows: list[dict]) -> None:
+        keys = [r["node_id"] for r in rows]
+        current = [k.value for k in self.rows]
+        if keys == current:
+            for r in rows:
+                for (col, _), value in zip(COLUMNS, cells(r)):
+                    self.update_cell(r["node_id"], col, value)
+            return
+        chosen = self.chosen()
+        self.clear()
+        for r in rows:
+            self.add_row(*cells(r), key=r["node_id"])
+        if chosen in keys:
+            self.move_cursor(row=keys.index(chosen))
+
+    def chosen(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:  # noqa: BLE001 - cursor outside the table
+            return None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        if event.row_key.value:
+            self.post_message(self.NodeChosen(event.row_key.value))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value:
+            self.post_message(self.NodeChosen(event.row_key.value))
+
+
+class LoadSparklines(VerticalScroll):
+    """Load average history, one sparkline per node (newest sample on the right)."""
+
+    def show(self, history: dict[str, Iterable[float]], names: dict[str, str], order: list[str]) -> None:
+        for nid in order:
+            data = list(history.get(nid, ())) or [0.0]
+            wid = f"spark-{nid[:16]}"
+            found = self.query(f"#{wid}")
+            if found:
+                line = found.first(Horizontal)
+                line.query_one(Sparkline).data = data
+                line.query_one(".spark-value", Label).update(f"{data[-1]:5.2f}")
+            else:
+                self.mount(Horizontal(
+                    Label(names.get(nid, short(nid))[:10], classes="spark-name"),
+                    Sparkline(data, summary_function=max),
+                    Label(f"{data[-1]:5.2f}", classes="spark-value"),
+                    id=wid, classes="spark-line",
+                ))
+        for line in self.query(".spark-line"):
+            if line.id and line.id[len("spark-"):] not in {n[:16] for n in order}:
+                line.remove()
+
+
+class NodeDetails(Static):
+    """Every field of the chosen node."""
+
+    def show(self, row: dict | None, is_master: bool = False) -> None:
+        if not row:
+            self.update("Select a node to see its details.")
+            return
+        t = Text()
+        t.append(f"{row.get('name', '')}", style="bold")
+        t.append(f"  {row.get('short_id') or short(row.get('node_id', ''))}\n")
+        seen = "now" if row.get("state") == "self" else f"{row.get('last_seen', '')} s ago"
+        fields = [
+            ("address", row.get("addr", "")),
+            ("role", f"{row.get('role', '')} · term {row.get('term', '')} · prio {row.get('priority', '')}"),
+            ("state", f"{row.get('state', '')}, seen {seen}"),
+            ("cpu / load", f"{row.get('cpus', '')} cpus, load {row.get('load', '')}"),
+            ("memory", f"{human_bytes(row.get('mem_free'))} free"),
+            ("queue", f"{row.get('queue', '')} task(s)"),
+            ("model", row.get("model_version") or "none"),
+        ]
+        for label, value in fields:
+            t.append(f"{label:<11}", style="dim")
+            t.append(f"{value}\n")
+        self.update(t)

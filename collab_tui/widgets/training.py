@@ -1,0 +1,197 @@
+"""Widgets of the Training screen: the run form, the curves, per-round, per-client and ledger tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
+from textual_plotext import PlotextPlot
+
+# Same names as collab_tui.training.rounds.STRATEGIES (not imported: that module pulls numpy and ml/).
+STRATEGIES = ["fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam"]
+PHASE_STYLE = {"train": "yellow", "upload": "cyan", "selected": "dim", "aggregated": "green", "left out": "red",
+               "rejected": "red"}
+
+
+class TrainForm(VerticalScroll):
+    """Model, rounds, epochs, strategy, min clients, dataset. Posts `Start` with validated arguments."""
+
+    @dataclass
+    class Start(Message):
+        args: dict
+
+    def compose(self) -> ComposeResult:
+        yield Label("Model")
+        yield Input("digits", id="train-model", compact=True)
+        yield Label("Dataset (on each client)")
+        yield Input("default", id="train-dataset", compact=True)
+        yield Label("Rounds")
+        yield Input("3", id="train-rounds", type="integer", compact=True)
+        yield Label("Epochs per round")
+        yield Input("1", id="train-epochs", type="integer", compact=True)
+        yield Label("Strategy")
+        yield Select([(s, s) for s in STRATEGIES], value="fedavg", allow_blank=False, id="train-strategy",
+                     compact=True)
+        yield Label("Min clients")
+        yield Input("1", id="train-min-clients", type="integer", compact=True)
+        yield Button("Start run", id="train-start", variant="primary", compact=True)
+        yield Static("", id="train-form-status")
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#train-form-status", Static)
+        status.update(Text(text, style="bold red" if error else ""))
+
+    def _int(self, wid: str, label: str, low: int = 1) -> int:
+        raw = self.query_one(f"#{wid}", Input).value.strip()
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{label} must be a whole number") from None
+        if value < low:
+            raise ValueError(f"{label} must be at least {low}")
+        return value
+
+    @on(Button.Pressed, "#train-start")
+    @on(Input.Submitted)
+    def start(self, event: Message | None = None) -> None:
+        if event is not None:
+            event.stop()
+        try:
+            model = self.query_one("#train-model", Input).value.strip()
+            dataset = self.query_one("#train-dataset", Input).value.strip()
+            if not model:
+                raise ValueError("model is required (e.g. digits)")
+            if not dataset:
+                raise ValueError("dataset is required (add one with `collab data add`)")
+            args = {"model": model, "dataset": dataset, "rounds": self._int("train-rounds", "rounds"),
+                    "epochs": self._int("train-epochs", "epochs"),
+                    "strategy": str(self.query_one("#train-strategy", Select).value),
+                    "min_clients": self._int("train-min-clients", "min clients")}
+        except ValueError as exc:
+            self.set_status(str(exc), error=True)
+            return
+        self.set_status("starting …")
+        self.post_message(self.Start(args))
+
+
+def _acc_loss(entry: dict) -> tuple[float | None, float | None]:
+    ev = entry.get("client_eval") or entry.get("server_eval") or {}
+    m = entry.get("metrics") or {}
+    acc = ev.get("accuracy", m.get("train_accuracy"))
+    loss = ev.get("loss", m.get("train_loss"))
+    return acc, loss
+
+
+class MetricsPlot(PlotextPlot):
+    """Accuracy and loss per round (held-out when known, else training)."""
+
+    def show(self, history: list[dict]) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("accuracy & loss per round")
+        plt.xlabel("round")
+        rounds = [int(e.get("round", i + 1)) for i, e in enumerate(history)]
+        series = {
+            "train acc": [(e.get("metrics") or {}).get("train_accuracy") for e in history],
+            "train loss": [(e.get("metrics") or {}).get("train_loss") for e in history],
+            "held-out acc": [(e.get("client_eval") or e.get("server_eval") or {}).get("accuracy") for e in history],
+        }
+        for label, values in series.items():
+            pts = [(r, v) for r, v in zip(rounds, values) if v is not None]
+            if pts:
+                plt.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker="braille")
+        if rounds:
+            plt.xticks(rounds)
+        self.refresh()
+
+
+class RoundsTable(DataTable):
+    COLUMNS = [("round", "Round"), ("clients", "Clients"), ("samples", "Samples"), ("mb", "MB"),
+               ("secs", "Secs"), ("acc", "Acc"), ("loss", "Loss"), ("left", "Left out (why)")]
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, history: list[dict], name_of) -> None:
+        self.clear()
+        for e in history:
+            acc, loss = _acc_loss(e)
+            left = {**(e.get("stragglers") or {}), **(e.get("rejected") or {})}
+            why = "; ".join(f"{name_of(n)}: {reason}" for n, reason in left.items())
+            self.add_row(str(e.get("round", "")), str(len(e.get("clients") or [])), str(e.get("samples", "")),
+                         f"{(e.get('bytes') or 0) / 1e6:.2f}", f"{e.get('wall_seconds', 0):.1f}",
+                         "" if acc is None else f"{acc:.3f}", "" if loss is None else f"{loss:.3f}",
+                         Text(why or "-", style="red" if why else "dim"), key=str(e.get("round", "")))
+
+
+class PhaseTable(DataTable):
+    """Each client's current phase in the watched run (from fl_phase / fl events)."""
+
+    COLUMNS = [("node", "Client"), ("phase", "Phase"), ("round", "Round"), ("note", "Note")]
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, phases: dict[str, dict], name_of) -> None:
+        self.clear()
+        for nid, p in sorted(phases.items(), key=lambda kv: name_of(kv[0])):
+            phase = p.get("phase", "")
+            self.add_row(name_of(nid), Text(phase, style=PHASE_STYLE.get(phase, "")), str(p.get("round", "")),
+                         p.get("note", ""), key=nid)
+
+
+class LedgerTable(DataTable):
+    """The run's contribution ledger: what each client gave and how much of it was accepted."""
+
+    COLUMNS = [("node", "Client"), ("samples", "Samples"), ("accepted", "Accepted"), ("rejected", "Rejected"),
+               ("rounds", "Rounds")]
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, ledger: dict[str, dict], name_of) -> None:
+        self.clear()
+        for nid, e in sorted(ledger.items(), key=lambda kv: name_of(kv[0])):
+            self.add_row(name_of(nid), str(e.get("samples", 0)), str(e.get("accepted", 0)),
+                         str(e.get("rejected", 0)), str(e.get("rounds", 0)), key=nid)
+
+
+class RunsTable(DataTable):
+    """Runs known to this node; Enter or click watches one."""
+
+    COLUMNS = [("run", "Run"), ("model", "Model"), ("strategy", "Strategy"), ("status", "Status"),
+               ("round", "Round"), ("acc", "Acc")]
+
+    @dataclass
+    class RunChosen(Message):
+        run_id: str
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, runs: list[dict]) -> None:
+        self.clear()
+        for r in reversed(runs):
+            acc = r.get("accuracy")
+            self.add_row(r["run_id"][:12], str(r.get("model", "")), str(r.get("strategy", "")),
+                         str(r.get("status", "")), f"{r.get('round', 0)}/{r.get('rounds', '?')}",
+                         "" if acc is None else f"{acc:.3f}", key=r["run_id"])
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value:
+            self.post_message(self.RunChosen(event.row_key.value))
