@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..fsutil import atomic_write
+
 log = logging.getLogger("collab.ml.datasets")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -298,13 +300,7 @@ class DatasetRegistry:
         return data.get("datasets", {}) if isinstance(data, dict) else {}
 
     def _write(self, items: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"datasets": items}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"datasets": items}, indent=1, sort_keys=True).encode())
 
     def add(self, name: str, spec: dict) -> dict:
         if not isinstance(name, str) or not _NAME_RE.match(name):

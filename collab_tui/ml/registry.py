@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from collab_tui.ml.updates import from_bytes, to_bytes, weight_stats
+from ..fsutil import atomic_write
+from .updates import from_bytes, to_bytes, weight_stats
 
 FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -67,23 +68,7 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
+    atomic_write(path, data)
 
 
 def _jsonable(value: Any) -> Any:

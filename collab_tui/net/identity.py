@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..fsutil import atomic_write
+
 __all__ = [
     "NotInitialized", "IdentityError", "NodeIdentity",
     "node_id_of", "short_id", "ca_pin", "cluster_id_of", "validate_name",
@@ -121,33 +123,7 @@ def validate_name(name: str, what: str = "name") -> str:
 # --------------------------------------------------------------------------- atomic files
 
 def _atomic_write(path: Path | str, data: bytes, mode: int) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates the file 0600 (O_EXCL); fchmod makes the final mode exact regardless of umask
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    atomic_write(path, data, mode)
 
 
 def write_private(path: Path | str, data: bytes) -> None:
