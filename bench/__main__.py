@@ -49,6 +49,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:.1f} {unit}"
     if unit == "x":
         return f"{value:.2f}"
+    if abs(value) >= 10_000:
+        return f"{value:,.0f} {unit}".strip()
     return f"{value:.4g} {unit}".strip()
 
 

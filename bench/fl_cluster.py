@@ -129,6 +129,7 @@ class Watch(threading.Thread):
         self.run_id, self.rounds, self.roots = run_id, rounds, roots
         self.rounds_at: dict[int, float] = {}
         self.events: list[dict] = []
+        self.marks: list[tuple[float, str, int, str]] = []  # (time, round_started|train|upload, round, node)
         self.rss: tuple[float, int, dict] | None = None
         self.final: dict | None = None
         self.error: str | None = None
@@ -136,6 +137,10 @@ class Watch(threading.Thread):
     def run(self) -> None:
         try:
             for ev in self.client.stream("run_watch", run_id=self.run_id):
+                now = time.monotonic()
+                if ev.get("kind") == "fl_phase" or ev.get("what") == "round_started":
+                    self.marks.append((now, ev.get("what") or ev.get("phase"), int(ev.get("round") or 0),
+                                       str(ev.get("node_id") or "")))
                 if ev.get("kind") == "fl" and ev.get("what") == "round":
                     r = int(ev["round"])
                     self.rounds_at[r] = time.monotonic()
@@ -160,7 +165,11 @@ class Watch(threading.Thread):
         self.client.close()
 
 
-def run_federated(fc: FLCluster, name: str, strategy: str, options: dict, deadline: float) -> dict:
+NO_SCREEN = 1e9  # outlier_z: the protocol aggregates every client's update (see fl_bench.py)
+
+
+def run_federated(fc: FLCluster, name: str, strategy: str, options: dict, deadline: float,
+                  outlier_z: float = NO_SCREEN) -> dict:
     """One protocol run; returns history, round timestamps, RSS at the end of training, timings."""
     proto, c = fc.proto, fc.cluster
     tr, fed = proto["training"], proto["federation"]
@@ -170,7 +179,7 @@ def run_federated(fc: FLCluster, name: str, strategy: str, options: dict, deadli
             "batch_size": int(tr["batch_size"]), "lr": float(tr["learning_rate"]), "strategy": strategy,
             "strategy_options": options, "min_clients": int(fed["clients_per_round"]),
             "fraction": float(fed["fraction_fit"]), "eval_dataset": EVAL_DS, "holdout": 0.0,
-            "seed": int(tr["base_seed"]), "round_timeout": 120.0}
+            "seed": int(tr["base_seed"]), "round_timeout": 120.0, "outlier_z": float(outlier_z)}
     if strategy == "fedprox":
         args["mu"] = float(options.get("mu", 0.01))
     t_train = time.monotonic()
@@ -191,4 +200,24 @@ def run_federated(fc: FLCluster, name: str, strategy: str, options: dict, deadli
                            f"{'; watcher: ' + watch.error if watch.error else ''}"
                            f"{'; bench deadline reached' if time.monotonic() >= deadline else ''}")
     return {"history": st["history"], "rounds_at": watch.rounds_at, "t_train": t_train, "rss": watch.rss,
+            "breakdown": breakdown(watch.marks, st["history"]),
             "config": args, "run_id": res["run_id"]}
+
+
+def breakdown(marks: list[tuple[float, str, int, str]], history: list[dict]) -> dict[str, list[float]]:
+    """Per round, from the event times seen by the bench: ``dispatch`` = round_started -> the last client
+    began (its `train` phase), ``call`` = the longest client's train -> upload (ML-process call, incl. the
+    fit), ``tail`` = wall_seconds - (round_started -> last upload) (last reply in, decode, screen, aggregate)."""
+    out: dict[str, list[float]] = {"dispatch": [], "call": [], "tail": []}
+    for h in history:
+        r = int(h["round"])
+        started = [t for t, what, rr, _ in marks if rr == r and what == "round_started"]
+        train = {n: t for t, what, rr, n in marks if rr == r and what == "train"}
+        upload = {n: t for t, what, rr, n in marks if rr == r and what == "upload"}
+        if not started or not train or set(train) != set(upload):
+            continue
+        t0 = started[-1]
+        out["dispatch"].append(max(train.values()) - t0)
+        out["call"].append(max(upload[n] - train[n] for n in train))
+        out["tail"].append(float(h["wall_seconds"]) - (max(upload.values()) - t0))
+    return out

@@ -11,7 +11,6 @@ Heavy modules (TensorFlow, OpenCV) never load here: the image preview imports cv
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from textual import work
@@ -22,12 +21,13 @@ from .screens.commands import CollabCommands
 from .screens.jobs import JobsScreen
 from .screens.live import LiveState
 from .screens.logs import LogsScreen
-from .screens.messages import ClusterPolled, EventsPending, NodeConnected, NodeEvents, NodeMissing
+from .screens.messages import ClusterPolled, NodeConnected, NodeEvents, NodeMissing
 from .screens.nodes import NodesScreen
 from .screens.peers import PeersScreen
 from .screens.start import StartScreen
 from .screens.training import TrainingScreen
 from .tui_client import CLIENT_ERRORS, NodeClient, connect, describe_error
+from .widgets.batch import BatchReady, Batcher
 
 MODE_NAMES = {"nodes": "Nodes", "jobs": "Jobs", "training": "Training", "peers": "Peers & trust", "logs": "Logs"}
 DARK, LIGHT = "textual-dark", "textual-light"
@@ -67,9 +67,7 @@ class CollabApp(App[None]):
         self.live = LiveState()
         self.listeners: set = set()  # mounted mode screens; they get every event batch and poll
         self.connected = False
-        self._pending: list[dict] = []
-        self._flush_at = 0.0
-        self._flush_scheduled = False
+        self.events = Batcher(self, self._flush_events, every=FLUSH_EVERY)
         self._polling = False
         self.theme = theme
 
@@ -113,29 +111,19 @@ class CollabApp(App[None]):
 
     @work(group="events", exclusive=True)
     async def follow_events(self) -> None:
-        """Buffer the node's event stream; `EventsPending` is coalesced, the flush is rate-limited."""
+        """Buffer the node's event stream; the screens get it in batches, at most every FLUSH_EVERY s."""
         try:
             async for event in self.client.stream("subscribe"):
-                self._pending.append(event)
-                if len(self._pending) == 1:
-                    self.post_message(EventsPending())
+                self.events.add(event)
         except CLIENT_ERRORS:
             pass
         self.connected = False
         self.check_node(delay=0.3)
 
-    def on_events_pending(self, message: EventsPending) -> None:
-        if self._flush_scheduled:
-            return
-        self._flush_scheduled = True
-        self.set_timer(max(0.0, self._flush_at + FLUSH_EVERY - time.monotonic()), self._flush_events)
+    def on_batch_ready(self, message: BatchReady) -> None:
+        message.batcher.ready()
 
-    def _flush_events(self) -> None:
-        self._flush_scheduled = False
-        self._flush_at = time.monotonic()
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
+    def _flush_events(self, batch: list[dict]) -> None:
         if any(ev.get("kind") in ("master", "role", "peer", "denylist", "member_joined") for ev in batch):
             self.poll_now()
         for screen in list(self.listeners):

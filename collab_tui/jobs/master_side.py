@@ -3,6 +3,11 @@
 Submitters send `job.submit` (idempotent); the master assigns batches with `job.assign` (carrying its
 term: workers refuse stale terms); workers report `job.done`. Capacity comes from heartbeats. A new
 master starts with an empty scheduler and is refilled by the submitters' resubmissions.
+
+Tiny items travel inline: a first submission may carry the bytes of items of at most a few KiB
+(``"data"``, base64, read while the submitter hashed them); the master keeps them until the task is
+finished and passes them along in `job.assign`, which saves the worker a fetch round trip. Bigger items,
+and every item of a resubmission, are fetched by the worker from the submitter.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ log = logging.getLogger("collab.jobs.master")
 # afterwards lost its outcome on the way (the submitter restarted or was cut off): it is queued again.
 # Results are recorded once per item by the submitter, so a rerun never duplicates a result.
 REOPEN_AFTER = 3.0
+CAPACITY_EVERY = 0.1  # seconds between two capacity refreshes (heartbeats come every ~0.25 s)
 
 
 class JobMaster:
-    def __init__(self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4) -> None:
+    def __init__(self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4,
+                 min_inflight: int = 2) -> None:
         self.svc = service
         self.node = service.node
-        self.sched = Scheduler(inflight_per_worker=inflight_per_worker, task_timeout=task_timeout)
+        # min_inflight 2: even a busy worker holds a second batch, fetched while the first one runs, so it
+        # never waits for a round trip to the master between two batches
+        self.sched = Scheduler(inflight_per_worker=inflight_per_worker, task_timeout=task_timeout,
+                               min_inflight=min_inflight)
         self.jobs: dict[str, dict] = {}  # job_id -> {submitter, kind, options}
         self.finished_at: dict[str, float] = {}  # task_id -> when it was done or given up (monotonic)
+        self.inline: dict[str, dict[str, str]] = {}  # job_id -> item_id -> bytes (base64) of live tasks
+        self._capacity_at = float("-inf")
 
     # ----------------------------------------------------------------- inputs
     def on_submit(self, submitter: str, msg: dict) -> int:
@@ -45,19 +57,32 @@ class JobMaster:
                 self.sched.reopen(tid)
                 log.info("task %s: the submitter never got its outcome; queued again", tid)
             tasks.append(Task(tid, job_id, item_id, submitter, kind, int(item.get("size", 0))))
-        return self.sched.submit(tasks, now)
+        added = self.sched.submit(tasks, now)
+        for item in msg.get("items", []):
+            data = item.get("data")
+            if isinstance(data, str) and self.sched.status(task_id_for(job_id, str(item["item_id"]))) == "pending":
+                self.inline.setdefault(job_id, {})[str(item["item_id"])] = data
+        return added
+
+    def _drop_inline(self, task_id: str) -> None:
+        job_id, item_id = split_task_id(task_id)
+        held = self.inline.get(job_id)
+        if held is not None and held.pop(item_id, None) is not None and not held:
+            del self.inline[job_id]
 
     def on_done(self, worker: str, msg: dict) -> None:
         now = time.monotonic()
         for tid in msg.get("done", []):
             if self.sched.complete(str(tid), worker, now):
                 self.finished_at[str(tid)] = now
+                self._drop_inline(str(tid))
         for item in msg.get("failed", []):
             self.sched.fail(str(item["task_id"]), worker, str(item.get("error", "")), now)
 
     def on_cancel(self, job_id: str) -> None:
         self.sched.cancel_job(job_id)
         self.jobs.pop(job_id, None)
+        self.inline.pop(job_id, None)
 
     def peer_dead(self, node_id: str) -> None:
         self.sched.worker_dead(node_id, time.monotonic())
@@ -66,6 +91,7 @@ class JobMaster:
         for job_id in [j for j, meta in self.jobs.items() if meta["submitter"] == node_id]:
             self.sched.forget_job(job_id)
             del self.jobs[job_id]
+            self.inline.pop(job_id, None)
             prefix = task_id_for(job_id, "")
             for tid in [t for t in self.finished_at if t.startswith(prefix)]:
                 del self.finished_at[tid]
@@ -73,6 +99,11 @@ class JobMaster:
 
     # ----------------------------------------------------------------- the loop
     def _refresh_capacity(self, now: float) -> None:
+        """Capacity reports (heartbeats, every ~0.25 s) into the scheduler, at most every CAPACITY_EVERY s:
+        pump runs after every submission and every finished batch."""
+        if now - self._capacity_at < CAPACITY_EVERY:
+            return
+        self._capacity_at = now
         res = local_resources()
         if self.svc.worker.enabled:
             self.sched.update_worker(WorkerCapacity(self.node.node_id, res["cpus"], res["load"], 0, True), now)
@@ -80,8 +111,15 @@ class JobMaster:
         for p in self.node.membership.peers():
             if p.node_id in alive and "jobs" in (p.capabilities or ["jobs"]):
                 self.sched.update_worker(WorkerCapacity(p.node_id, max(1, p.cpus), p.load, 0, True), now)
-            elif p.node_id in self.sched.stats()["inflight"]:
+            elif self.sched.free_slots(p.node_id) or self.sched.inflight_of(p.node_id):
                 self.sched.worker_dead(p.node_id, now)
+
+    def _item(self, job_id: str, task: Task) -> dict:
+        item = {"item_id": task.item_id, "size": task.size_bytes}
+        data = self.inline.get(job_id, {}).get(task.item_id)
+        if data is not None:
+            item["data"] = data
+        return item
 
     async def pump(self) -> None:
         """Assign what can be assigned; report items that failed for good to their submitters."""
@@ -95,13 +133,14 @@ class JobMaster:
             msg = {
                 "t": "job.assign", "term": self.node.election.term, "job_id": job_id,
                 "submitter": meta["submitter"], "kind": meta["kind"], "options": meta["options"],
-                "items": [{"item_id": t.item_id, "size": t.size_bytes} for t in a.tasks],
+                "items": [self._item(job_id, t) for t in a.tasks],
             }
             if not await self.svc.send_to(a.worker, msg):
                 self.sched.worker_dead(a.worker, now)
         for ev in self.sched.take_events():
             if ev[0] == "failed":
                 self.finished_at[ev[1]] = now
+                self._drop_inline(ev[1])
                 job_id, item_id = split_task_id(ev[1])
                 meta = self.jobs.get(job_id)
                 if meta:

@@ -47,18 +47,19 @@ class WorkerCapacity:
     alive: bool = True
 
 
-def slots(cap: WorkerCapacity, per_cpu: int = 1, max_inflight: int = 4) -> int:
+def slots(cap: WorkerCapacity, per_cpu: int = 1, max_inflight: int = 4, min_inflight: int = 1) -> int:
     """Free task slots of a worker.
 
     ``free = floor(cpus * per_cpu - load - queue)`` clamped to ``[low, max_inflight]``
-    where ``low`` is 1 when nothing is queued on the worker (so every live node,
-    the master included, always works on at least one task even when its load is
-    high) and 0 otherwise. Dead workers and workers with ``cpus < 1`` have 0 slots.
+    where ``low`` is ``min_inflight`` (at most ``max_inflight``) when nothing is queued
+    on the worker (so every live node, the master included, always works on at least
+    one task even when its load is high; with 2, the next batch is already there when
+    one finishes) and 0 otherwise. Dead workers and workers with ``cpus < 1`` have 0 slots.
     """
     if not cap.alive or cap.cpus < 1:
         return 0
     raw = math.floor(cap.cpus * per_cpu - max(0.0, cap.load) - max(0, cap.queue))
-    low = 1 if cap.queue <= 0 else 0
+    low = min(min_inflight, max_inflight) if cap.queue <= 0 else 0
     return max(low, min(max_inflight, raw))
 
 
@@ -106,10 +107,11 @@ class Scheduler:
 
     def __init__(self, inflight_per_worker: int = 4, task_timeout: float = 30.0,
                  batch_bytes: int = 256 * 1024, max_batch: int = 16,
-                 max_attempts: int = 5, per_cpu: int = 1) -> None:
-        if min(inflight_per_worker, max_batch, max_attempts, per_cpu) < 1 or task_timeout <= 0:
+                 max_attempts: int = 5, per_cpu: int = 1, min_inflight: int = 1) -> None:
+        if min(inflight_per_worker, max_batch, max_attempts, per_cpu, min_inflight) < 1 or task_timeout <= 0:
             raise SchedulerError("counts must be >= 1 and task_timeout > 0")
         self.inflight_per_worker = inflight_per_worker
+        self.min_inflight = min_inflight
         self.task_timeout = float(task_timeout)
         self.batch_bytes = int(batch_bytes)
         self.max_batch = max_batch
@@ -158,7 +160,7 @@ class Scheduler:
             return 0
         r = self._own_at_report.get(node_id, 0)
         adj = WorkerCapacity(node_id, cap.cpus, max(0.0, cap.load - r), max(0, cap.queue - r))
-        return slots(adj, self.per_cpu, self.inflight_per_worker) - self._own(node_id)
+        return slots(adj, self.per_cpu, self.inflight_per_worker, self.min_inflight) - self._own(node_id)
 
     def _own(self, node_id: str) -> int:
         return sum(1 for b in self._batches.values() if b.worker == node_id)

@@ -223,6 +223,7 @@ class JobService:
     async def _handle(self, sender: str, msg: dict):
         t = msg["t"]
         if t == "job.submit":
+            self._sync_role()  # just elected: schedule now rather than refuse until the loop notices
             if self.master is None:
                 raise PermissionError("not the master")
             accepted = self.master.on_submit(sender, msg)

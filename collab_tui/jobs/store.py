@@ -184,13 +184,19 @@ class JobStore:
         """Record several outcomes ``(item_id, status, result_json, error, worker)`` (status ``done`` or
         ``error``) of one job in ONE transaction. Exactly once per item: an item that already has an
         outcome (or appears twice) is left alone. Returns, per outcome, whether it was recorded."""
+        return self.record_outcomes(job_id, outcomes)[0]
+
+    def record_outcomes(self, job_id: str, outcomes: list[tuple[Any, str, str | None, str | None, str | None]]
+                        ) -> tuple[list[bool], dict | None]:
+        """`finish_items`, plus the job as it is after the transaction (read inside it; None if no
+        outcome was new, or the job is unknown)."""
         for o in outcomes:
             if o[1] not in ("done", "error"):
                 raise JobStoreError(f"an outcome is done or error, not {o[1]!r}")
         if not outcomes:
-            return []
+            return [], None
 
-        def fn(db: sqlite3.Connection) -> list[bool]:
+        def fn(db: sqlite3.Connection) -> tuple[list[bool], dict | None]:
             now = time.time()
             fresh: list[bool] = []
             added = {"done": 0, "error": 0}
@@ -203,12 +209,14 @@ class JobStore:
                 fresh.append(ok)
                 if ok:
                     added[status] += 1
-            if added["done"] or added["error"]:
-                db.execute("UPDATE jobs SET n_done=n_done+?, n_error=n_error+? WHERE job_id=?",
-                           (added["done"], added["error"], job_id))
-                db.execute("UPDATE jobs SET status='done' WHERE job_id=? AND status='running'"
-                           " AND n_done+n_error+n_cancelled>=total", (job_id,))
-            return fresh
+            if not (added["done"] or added["error"]):
+                return fresh, None
+            n = added["done"] + added["error"]
+            db.execute("UPDATE jobs SET n_done=n_done+?, n_error=n_error+?, status=CASE WHEN status='running'"
+                       " AND n_done+n_error+n_cancelled+?>=total THEN 'done' ELSE status END WHERE job_id=?",
+                       (added["done"], added["error"], n, job_id))
+            row = db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            return fresh, (self._job_dict(row) if row is not None else None)
         return self._write(fn)
 
     def _finish_item(self, job_id: str, item_id: Any, status: str, result_json: str | None,

@@ -9,6 +9,7 @@ and resubmits whatever is unfinished whenever the master changes or the node res
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..node.state import atomic_write
 from .store import JobStore, UnknownJobError
-from .types import get_type
+from .types import JobType, get_type
 
 log = logging.getLogger("collab.jobs.submitter")
 
@@ -28,56 +29,111 @@ MAX_ITEM_BYTES = 64 * 1024 * 1024
 # thread hop would cost more than the read itself.
 INLINE_READ_BYTES = 64 * 1024
 INLINE_FILES = 16
+# Items this small travel inline with the first submission (see master_side): no fetch round trip.
+INLINE_ITEM_BYTES = 4 * 1024
+INLINE_JOB_BYTES = 1024 * 1024
 IMAGE_KINDS = ("faces", "people", "classify", "ensemble", "ocr")
 
 
 def collect_paths(paths: list[str], kind: str) -> list[Path]:
     """Files, folders (recursive) and globs; folders keep only what the job type accepts."""
+    return [Path(p) for p, _ in _collect(paths, kind)]
+
+
+def _walk_folder(folder: Path, accepts) -> list[tuple[str, str]]:
+    """Every file under ``folder`` that ``accepts`` takes, like ``sorted(folder.rglob("*"))`` (symlinked
+    folders are not entered, symlinked files are kept), each with its resolved path. One `scandir` per
+    folder and no `realpath` per file: below a resolved folder only a symlink needs resolving."""
+    real = os.path.realpath(folder)
+    if getattr(accepts, "__func__", None) is JobType.accepts:
+        accepts = None  # takes everything: no Path to build per file
+    found: list[tuple[tuple[str, ...], str, str]] = []
+    stack: list[tuple[str, str, tuple[str, ...]]] = [(str(folder), real, ())]
+    while stack:
+        path, real_dir, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except PermissionError:
+            continue
+        for e in entries:
+            try:
+                if e.is_dir():
+                    if not e.is_symlink():
+                        stack.append((e.path, os.path.join(real_dir, e.name), rel + (e.name,)))
+                elif e.is_file():
+                    if accepts is None or accepts(Path(e.path)):
+                        key = os.path.realpath(e.path) if e.is_symlink() else os.path.join(real_dir, e.name)
+                        found.append((rel + (e.name,), e.path, key))
+            except OSError:
+                continue
+    found.sort(key=lambda t: t[0])
+    return [(f, key) for _, f, key in found]
+
+
+def _collect(paths: list[str], kind: str) -> list[tuple[str, str]]:
+    """`collect_paths` as strings, each with its resolved form (the key that removes repeats)."""
     if kind in IMAGE_KINDS:
         from ..ml.images import collect_images
 
-        return collect_images(paths)
+        return [(str(p), os.path.realpath(p)) for p in collect_images(paths)]
     import glob
 
     jtype = get_type(kind)
-    out: list[Path] = []
+    out: list[tuple[str, str]] = []
     for raw in paths:
         p = Path(raw).expanduser()
         if p.is_file():
-            out.append(p)
+            out.append((str(p), os.path.realpath(p)))
         elif p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and jtype.accepts(f))
+            out += _walk_folder(p, jtype.accepts)
         else:
             hits = sorted(glob.glob(raw, recursive=True))
             if not hits:
                 raise FileNotFoundError(f"no such file, folder or pattern: {raw}")
             for h in map(Path, hits):  # a folder matched by a pattern is walked like a named folder
                 if h.is_dir():
-                    out += sorted(f for f in h.rglob("*") if f.is_file() and jtype.accepts(f))
+                    out += _walk_folder(h, jtype.accepts)
                 elif h.is_file() and jtype.accepts(h):
-                    out.append(h)
+                    out.append((str(h), os.path.realpath(h)))
     seen, unique = set(), []
-    for p in out:
-        key = p.resolve()
+    for p, key in out:
         if key not in seen:
             seen.add(key)
-            unique.append(p)
+            unique.append((p, key))
     return unique
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
+def _hash_file(path: Path | str) -> tuple[int, str, bytes | None]:
+    """Size, SHA-256 and, for a file of at most INLINE_ITEM_BYTES, its bytes (exactly those hashed)."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
+    first = b""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while chunk := os.read(fd, 1 << 20):
             h.update(chunk)
+            if not size:
+                first = chunk
             size += len(chunk)
-    return size, h.hexdigest()
+    finally:
+        os.close(fd)
+    return size, h.hexdigest(), first if size <= INLINE_ITEM_BYTES else None
 
 
-def _prepare(paths: list[str], kind: str) -> list[tuple[Path, int, str]]:
-    """The job's files with their sizes and SHA-256 digests."""
-    return [(f, *_hash_file(f)) for f in collect_paths(paths, kind)]
+def _prepare(paths: list[str], kind: str) -> list[tuple[str, int, str, bytes | None]]:
+    """The job's files (resolved) with their sizes, SHA-256 digests and (tiny ones, up to
+    INLINE_JOB_BYTES in all) their bytes."""
+    out = []
+    budget = INLINE_JOB_BYTES
+    for _, real in _collect(paths, kind):
+        size, digest, data = _hash_file(real)
+        if data is not None and len(data) <= budget:
+            budget -= len(data)
+        else:
+            data = None
+        out.append((real, size, digest, data))
+    return out
 
 
 def _few_small_files(paths: list[str], kind: str) -> bool:
@@ -107,6 +163,7 @@ class JobSubmitter:
         self.store = JobStore(self.node.home / "state" / "jobs.db")
         self._sent_to: dict[str, str] = {}  # job_id -> master it was last submitted to
         self.items_cache: dict[tuple[str, str], dict] = {}
+        self._out_dirs: dict[str, str | None] = {}
 
     # ----------------------------------------------------------------- creating jobs
     async def create(self, paths: list[str], kind: str, options: dict, out_dir: str | None) -> dict:
@@ -117,20 +174,25 @@ class JobSubmitter:
             files = await asyncio.to_thread(_prepare, paths, kind)
         if not files:
             raise ValueError("no input files found")
-        items = [(f"{i:06d}", str(f.resolve()), size, digest) for i, (f, size, digest) in enumerate(files)]
+        items = [(f"{i:06d}", path, size, digest) for i, (path, size, digest, _) in enumerate(files)]
+        inline = {f"{i:06d}": data for i, (_, _, _, data) in enumerate(files) if data is not None}
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         job_id = self.store.create_job(kind, items, options, model=options.get("model"),
                                        submitter=self.node.node_id,
                                        out_dir=str(Path(out_dir).resolve()) if out_dir else None)
+        self._out_dirs[job_id] = str(Path(out_dir).resolve()) if out_dir else None
         self.node.events.publish("job", job_id=job_id, state="submitted", total=len(items), done=0, errors=0)
-        await self.resubmit(job_id)
+        sent = [{"item_id": iid, "size": size} for iid, _, size, _ in items]
+        for item in sent:
+            if item["item_id"] in inline:
+                item["data"] = base64.b64encode(inline[item["item_id"]]).decode("ascii")
+        await self._submit(job_id, kind, options, sent)
         return self.store.job(job_id)
 
     async def resubmit(self, job_id: str) -> bool:
         """Send the unfinished items to the current master (idempotent on its side)."""
-        master = self.node.election.master_id
-        if not master:
+        if not self.node.election.master_id:
             return False
         job = self.store.job(job_id)
         if job["status"] in ("done", "cancelled"):
@@ -138,8 +200,14 @@ class JobSubmitter:
         pending = self.store.unfinished(job_id)
         if not pending:
             return True
-        msg = {"t": "job.submit", "job_id": job_id, "kind": job["task"], "options": job.get("options") or {},
-               "items": [{"item_id": it["item_id"], "size": it["size"]} for it in pending]}
+        return await self._submit(job_id, job["task"], job.get("options") or {},
+                                  [{"item_id": it["item_id"], "size": it["size"]} for it in pending])
+
+    async def _submit(self, job_id: str, kind: str, options: dict, items: list[dict]) -> bool:
+        master = self.node.election.master_id
+        if not master:
+            return False
+        msg = {"t": "job.submit", "job_id": job_id, "kind": kind, "options": options, "items": items}
         ok = await self.svc.request(master, msg)
         if ok:
             self._sent_to[job_id] = master
@@ -168,6 +236,7 @@ class JobSubmitter:
         """Delete a job and everything about it from this node (benchmark probes)."""
         self.store.delete_job(job_id)
         self._sent_to.pop(job_id, None)
+        self._out_dirs.pop(job_id, None)
         for key in [k for k in self.items_cache if k[0] == job_id]:
             del self.items_cache[key]
 
@@ -224,7 +293,7 @@ class JobSubmitter:
         fresh = [False] * len(msgs)
         for job_id, idxs in by_job.items():
             try:
-                out = self.store.job(job_id).get("out_dir")
+                out = self._out_dir(job_id)
             except UnknownJobError:
                 continue  # forgotten (or never ours): nothing to record
             outcomes, kept = [], []
@@ -250,7 +319,7 @@ class JobSubmitter:
                     continue
                 outcomes.append((item_id, "done", payload, None, worker))
                 kept.append((k, item_id, result, attachment, dest))
-            flags = self.store.finish_items(job_id, outcomes)
+            flags, job = self.store.record_outcomes(job_id, outcomes)
             new = [entry for entry, ok in zip(kept, flags) if ok]
             if out:
                 self._write_outputs(job_id, out, [e[1:] for e in new if e[2] is not None])
@@ -260,11 +329,16 @@ class JobSubmitter:
                 msg = msgs[k]
                 self.node.events.publish("job_item", job_id=job_id, item_id=item_id, worker=str(msg.get("worker", "")),
                                          error=msg.get("error"), result=msg.get("result"))
-            if new:
-                job = self.store.job(job_id)
+            if new and job is not None:
                 self.node.events.publish("job", job_id=job_id, state=job["status"], total=job["total"],
                                          done=job["counts"].get("done", 0), errors=job["counts"].get("error", 0))
         return fresh
+
+    def _out_dir(self, job_id: str) -> str | None:
+        """The job's out dir (fixed at creation, so cached); UnknownJobError for a job we do not hold."""
+        if job_id not in self._out_dirs:
+            self._out_dirs[job_id] = self.store.job(job_id).get("out_dir")
+        return self._out_dirs[job_id]
 
     def _annotated_path(self, job_id: str, item_id: str, out: str | None) -> Path | None:
         if not out:

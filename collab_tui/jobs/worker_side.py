@@ -1,6 +1,6 @@
 """A worker's part of distributed jobs: accept assignments (fenced by term), fetch each batch's bytes
-straight from its submitter (one request per batch), run the job type in a thread, send the results to
-the submitter and a tiny acknowledgement to the master.
+straight from its submitter (one request per batch; tiny items come inline with the assignment), run
+the job type in a thread, send the results to the submitter and a tiny acknowledgement to the master.
 
 Results that finish together travel together: each finished item goes to a per-submitter outbox that is
 flushed on the next turn of the event loop, as one `job.results` message (attachments concatenated),
@@ -15,6 +15,7 @@ which retries the item on another worker.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import time
@@ -78,24 +79,32 @@ class JobWorker:
         if not isinstance(term, int) or not self.node.election.accepts(term):
             log.warning("refused job.assign from %s with stale term %r", sender[:12], term)
             return
-        item_ids = [str(item["item_id"]) for item in msg.get("items", [])]
+        items = msg.get("items", [])
+        item_ids = [str(item["item_id"]) for item in items]
         if not item_ids:
             return
         if not self.enabled:
             why = "this node runs no job tasks (job_threads = -1)"
             self._spawn(self._ack([], [{"task_id": task_id_for(msg["job_id"], i), "error": why} for i in item_ids]))
             return
+        inline = {str(item["item_id"]): item["data"] for item in items if isinstance(item.get("data"), str)}
         self.fetching += len(item_ids)
-        self._spawn(self._prepare(msg, item_ids))
+        self._spawn(self._prepare(msg, item_ids, inline))
 
-    async def _prepare(self, msg: dict, item_ids: list[str]) -> None:
-        """Fetch the bytes of a whole batch in one request, then queue its items for the runners."""
+    async def _prepare(self, msg: dict, item_ids: list[str], inline: dict[str, str]) -> None:
+        """Fetch the bytes of a whole batch in one request (tiny items came inline), then queue its items
+        for the runners."""
         job_id = msg["job_id"]
         t0 = time.perf_counter()
         try:
             try:
                 get_type(msg["kind"])
-                datas, errors = await self.svc.fetch_many(msg["submitter"], job_id, item_ids)
+                datas = {i: base64.b64decode(inline[i], validate=True) for i in item_ids if i in inline}
+                errors: dict[str, str] = {}
+                missing = [i for i in item_ids if i not in datas]
+                if missing:
+                    fetched, errors = await self.svc.fetch_many(msg["submitter"], job_id, missing)
+                    datas.update(fetched)
             except Exception as exc:  # cannot even start: let the master retry elsewhere
                 await self._ack([], [{"task_id": task_id_for(job_id, i), "error": str(exc)} for i in item_ids])
                 return
@@ -175,9 +184,9 @@ class JobWorker:
         box.append((tid, payload, attachment))
 
     async def _flush(self, submitter: str) -> None:
-        """Send what the outbox holds for one submitter as one message, then acknowledge it to the master
-        (an item counts as done only once its result is on its way to the submitter)."""
-        await asyncio.sleep(0)  # let the items finishing in this turn of the loop join
+        """Send what the outbox holds for one submitter as one message (what finished before this task
+        got its turn on the loop), then acknowledge it to the master (an item counts as done only once its
+        result is on its way to the submitter)."""
         box = self._outbox.pop(submitter, [])
         if not box:
             return

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Input
 
+from ..widgets.batch import BatchReady
 from .live import LiveState
 from .messages import ClusterPolled, NodeEvents
 
@@ -19,12 +20,6 @@ class CollabScreen(Screen):
     """A mode screen. Subclasses override `refresh_data`, `node_events` and `cluster_polled`."""
 
     app: "CollabApp"
-
-    def compose_header(self):
-        yield Header(icon="◆")
-
-    def compose_footer(self):
-        yield Footer()
 
     @property
     def client(self) -> "NodeClient":
@@ -52,6 +47,9 @@ class CollabScreen(Screen):
         if any(ev.get("kind") == "dropped" for ev in message.events):
             self.refresh_data()  # the node dropped events for us: reload in full
         self.node_events(message.events)
+
+    def on_batch_ready(self, message: BatchReady) -> None:
+        message.batcher.ready()
 
     def on_cluster_polled(self, message: ClusterPolled) -> None:
         self.cluster_polled(message.status, message.nodes)

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widgets import DirectoryTree, Footer, Header, Label, ProgressBar
 
 from ..tui_client import CLIENT_ERRORS, describe_error
-from ..widgets.batch import BatchReady, Batcher
+from ..widgets.batch import Batcher
 from ..widgets.jobs import ResultsTable, SubmitForm
 from ..widgets.preview import ImagePreview
 from .base import CollabScreen
@@ -135,9 +135,6 @@ class JobsScreen(CollabScreen):
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("watching the job", describe_error(exc)))
 
-    def on_batch_ready(self, message: BatchReady) -> None:
-        message.batcher.ready()
-
     def action_cancel_job(self) -> None:
         if self.job and self.job.get("status") not in ("done", "cancelled"):
             self._cancel(self.job["job_id"])
@@ -171,10 +168,20 @@ class JobsScreen(CollabScreen):
             f"{job_id[:12]} {self.job.get('task', '') if self.job else ''} {state}: {done}/{total}"
             + (f" · {errors} err" if errors else ""))
 
+    def node_events(self, events: list[dict]) -> None:
+        """A job submitted elsewhere (the CLI) is shown when this screen is not busy with another."""
+        for ev in events:
+            if ev.get("kind") == "job" and ev.get("state") == "submitted":
+                busy = self.job is not None and self.job.get("status") not in ("done", "cancelled")
+                if not busy and (self.job is None or ev.get("job_id") != self.job.get("job_id")):
+                    self._show_job(ev["job_id"])
+
     def on_jobs_screen_job_shown(self, message: JobShown) -> None:
         job = message.job
         if self.job is None or self.job.get("job_id") != job.get("job_id"):
             self._set_job(job)
+            if job.get("status") not in ("done", "cancelled"):
+                self._watch(job["job_id"])
         else:
             self.job.update({k: v for k, v in job.items() if k != "items"})
         for item in job.get("items", []):

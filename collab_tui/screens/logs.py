@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import Footer, Header, RichLog
 
 from ..tui_client import CLIENT_ERRORS, describe_error
-from ..widgets.batch import BatchReady, Batcher
+from ..widgets.batch import Batcher
 from ..widgets.logs import LogFilter, LogFilterBar, format_record
 from .base import CollabScreen
 
@@ -62,9 +62,6 @@ class LogsScreen(CollabScreen):
             self.post_message(self.StreamFailed(describe_error(exc)))
             return
         self.post_message(self.StreamFailed("the node closed the log stream"))
-
-    def on_batch_ready(self, message: BatchReady) -> None:
-        message.batcher.ready()
 
     def on_logs_screen_stream_failed(self, message: StreamFailed) -> None:
         self._following = False  # followed again on the next resume / reconnect

@@ -26,14 +26,6 @@ class NodeMissing(Message):
 
 
 @dataclass
-class EventsPending(Message):
-    """New runtime events wait in the app's buffer. Coalesced: a newer one replaces a queued one."""
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, EventsPending)
-
-
-@dataclass
 class NodeEvents(Message, bubble=False):
     """A batch of runtime events (kinds: peer, master, role, denylist, member_joined, job, job_item, fl,
     fl_phase, node_started, node_stopped; "dropped" when the node's queue overflowed)."""

@@ -118,14 +118,14 @@ class NodeDetails(Static):
         seen = "now" if row.get("state") == "self" else f"{row.get('last_seen', '')} s ago"
         fields = [
             ("address", row.get("addr", "")),
-            ("role", f"{row.get('role', '')} · term {row.get('term', '')} · prio {row.get('priority', '')}"),
+            ("role", f"{row.get('role', '')}, term {row.get('term', '')}"),
             ("state", f"{row.get('state', '')}, seen {seen}"),
+            ("priority", row.get("priority", "")),
             ("cpu / load", f"{row.get('cpus', '')} cpus, load {row.get('load', '')}"),
-            ("memory", f"{human_bytes(row.get('mem_free'))} free"),
-            ("queue", f"{row.get('queue', '')} task(s)"),
+            ("mem / queue", f"{human_bytes(row.get('mem_free'))} free, {row.get('queue', '')} queued"),
             ("model", row.get("model_version") or "none"),
         ]
         for label, value in fields:
-            t.append(f"{label:<11}", style="dim")
+            t.append(f"{label:<12}", style="dim")
             t.append(f"{value}\n")
         self.update(t)
