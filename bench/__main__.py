@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import Figure, progress
 
-ORDER = ["net", "jobs", "fl"]  # groups listed here run first, in this order; others follow by name
+ORDER = ["net", "jobs", "fl", "tui"]  # groups listed here run first, in this order; others follow by name
 
 
 def discover() -> list[str]:

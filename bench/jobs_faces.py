@@ -1,10 +1,10 @@
 """Face-detection corpus and the standalone single-thread baseline for the `jobs` group.
 
 `make_corpus` writes PNG variants of scikit-image's astronaut (one face) and cat (none); `standalone`
-runs `python -m bench.jobs_faces DIR` in a fresh process: ``cv2.setNumThreads(1)``, all image bytes
-read first, one warm-up pass over a few images, then ``collab_tui.ml.detectors.run_task("faces", bytes)``
-over every image once, timed. That process is what one worker thread of the cluster does without the
-cluster around it.
+runs `python -m bench.jobs_faces DIR` in fresh processes (one, or two at the same moment):
+``cv2.setNumThreads(1)``, all image bytes read first, a warm-up over a few images, then
+``collab_tui.ml.detectors.run_task("faces", bytes)`` over every image once, timed. Such a process is
+what one worker thread of the cluster does without the cluster around it.
 """
 
 from __future__ import annotations
@@ -42,13 +42,30 @@ def make_corpus(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def standalone(folder: Path, timeout: float = 300.0) -> dict:
-    """One pass of the single-thread standalone loop in a fresh process: {"images", "seconds", "faces"}."""
-    proc = subprocess.run([sys.executable, "-m", "bench.jobs_faces", str(folder)], capture_output=True, text=True,
-                          timeout=timeout, cwd=Path(__file__).resolve().parents[1])
-    if proc.returncode != 0:
-        raise RuntimeError(f"standalone run failed: {proc.stderr[-1000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def standalone(folder: Path, copies: int = 1, timeout: float = 300.0) -> list[dict]:
+    """One pass of the single-thread standalone loop in ``copies`` fresh processes started at the same
+    moment: one {"images", "seconds", "faces"} each."""
+    cmd = [sys.executable, "-m", "bench.jobs_faces", str(folder)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1]) for _ in range(copies)]
+    out = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            if proc.returncode != 0:
+                raise RuntimeError(f"standalone run failed: {stderr[-1000:]}")
+            out.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:  # only on an error: ours, by PID
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    return out
+
+
+def rate(runs: list[dict]) -> float:
+    """Summed throughput (images/s) of standalone runs made at the same time."""
+    return sum(r["images"] / r["seconds"] for r in runs)
 
 
 def _main(folder: str) -> None:

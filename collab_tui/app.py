@@ -11,6 +11,7 @@ Heavy modules (TensorFlow, OpenCV) never load here: the image preview imports cv
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from textual import work
@@ -21,7 +22,7 @@ from .screens.commands import CollabCommands
 from .screens.jobs import JobsScreen
 from .screens.live import LiveState
 from .screens.logs import LogsScreen
-from .screens.messages import ClusterPolled, NodeConnected, NodeEvents, NodeMissing
+from .screens.messages import ClusterPolled, NodeConnected, NodeEvents, NodeLost, NodeMissing
 from .screens.nodes import NodesScreen
 from .screens.peers import PeersScreen
 from .screens.start import StartScreen
@@ -81,8 +82,6 @@ class CollabApp(App[None]):
     @work(group="connect", exclusive=True)
     async def check_node(self, delay: float = 0.0) -> None:
         if delay:
-            import asyncio
-
             await asyncio.sleep(delay)
         try:
             status = await self.client.call("status", timeout=5.0)
@@ -117,6 +116,9 @@ class CollabApp(App[None]):
                 self.events.add(event)
         except CLIENT_ERRORS:
             pass
+        self.post_message(NodeLost())
+
+    def on_node_lost(self, message: NodeLost) -> None:
         self.connected = False
         self.check_node(delay=0.3)
 
@@ -145,12 +147,14 @@ class CollabApp(App[None]):
             status = await self.client.call("status", timeout=10.0)
             nodes = await self.client.call("nodes", timeout=10.0)
         except CLIENT_ERRORS:
-            self._polling = False
+            self.post_message(ClusterPolled({}, [], ok=False))
             return
         self.post_message(ClusterPolled(status, nodes))
 
     def on_cluster_polled(self, message: ClusterPolled) -> None:
         self._polling = False
+        if not message.ok:
+            return
         self.live.update(message.status, message.nodes)
         self.sub_title = self.live.summary()
         for screen in list(self.listeners):

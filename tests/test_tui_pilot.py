@@ -247,3 +247,22 @@ async def test_start_screen_starts_a_node(tmp_path):
                 await asyncio.sleep(0.1)
             if os.path.exists(f"/proc/{pid}"):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_peers_screen_revokes_a_node_after_confirmation(cluster):
+    """Kept last in the module: node1 stays revoked afterwards."""
+    app = new_app(cluster.homes[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await open_mode(app, pilot, "peers")
+        table = app.screen.query_one("#trust-table")
+        await wait_until(pilot, lambda: table.row_count == 2, 15, "the two members")
+        table.move_cursor(row=cells(table, "name").index("node1"))
+        await pilot.press("r")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ConfirmRevoke", 5, "the confirmation")
+        await pilot.press(*"test")
+        await pilot.click("#confirm-yes")
+        await wait_until(pilot, lambda: "revoked" in cells(table, "trust"), 15, "node1 shown as revoked")
+        assert dict(zip(cells(table, "name"), cells(table, "trust")))["node1"] == "revoked"
+        await wait_until(pilot, lambda: not any(r["node_id"] == cluster.node_id(1) and r["state"] == "alive"
+                                                for r in app.live.nodes), 15, "node1 cut off")
+    assert cluster.call(0, "trust_list")["denylist_version"] == 1

@@ -86,7 +86,7 @@ def fake_data() -> dict:
                   "rounds": 3, "version": run["version"], "accuracy": 0.84, "created": T0}],
         "run_show": run, "trust_list": {"members": members, "denylist_version": 1},
         "invite": {"token": "collab1.PINPINPINPIN.TOKENID.SECRETSECRETSECRET", "addr": "127.0.0.1:7373"},
-        "logs_follow": logs,
+        "logs_follow": logs, "revoke": {"version": 2, "revoked": ID["node1"]},
     }
 
 
@@ -223,6 +223,7 @@ async def test_screen_snapshot(workdir, mode):
         await app.switch_mode(mode)
         await settle(pilot, lambda: READY[mode](app), mode)
         compare(mode, app.export_screenshot(), screen_text(app))
+        assert {cmd for cmd, _ in app.client.calls} <= set(app.client.data)  # no error toast in the picture
 
 
 async def test_start_screen_snapshot(workdir):
@@ -253,3 +254,62 @@ async def test_light_theme_snapshot(workdir):
         await pilot.press("t")
         await settle(pilot, lambda: app.theme == "textual-light", "light theme")
         compare("nodes-light", app.export_screenshot(), screen_text(app))
+
+
+# --------------------------------------------------------------------------- behaviour with the fake client
+async def test_command_palette_makes_an_invite(workdir):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: READY["nodes"](app), "nodes")
+        await pilot.press("ctrl+p")
+        await settle(pilot, lambda: type(app.screen).__name__ == "CommandPalette", "the palette")
+        await pilot.press(*"invite token")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot, lambda: type(app.screen).__name__ == "PeersScreen" and app.screen.token, "a token")
+        assert app.screen.token == fake_data()["invite"]["token"]
+        assert ("invite", {"ttl": 3600.0, "uses": 1}) in app.client.calls
+
+
+async def test_logs_filter_by_level_and_node(workdir):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.connected and app.live.nodes, "connected")
+        await app.switch_mode("logs")
+        await settle(pilot, lambda: READY["logs"](app), "logs")
+        view = app.screen.query_one("#log-view")
+        app.screen.query_one("#log-level").value = "WARNING"
+        await settle(pilot, lambda: len(view.lines) == 2, "warnings and errors only")
+        app.screen.query_one("#log-level").value = "DEBUG"
+        app.screen.query_one("#log-node").value = ID["node2"]
+        await settle(pilot, lambda: len(view.lines) == 2, "the lines about node2")
+        assert "suspect" in screen_text(app) and "left out" in screen_text(app)
+
+
+async def test_revoke_after_confirmation_calls_the_node(workdir):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.connected and app.live.nodes, "connected")
+        await app.switch_mode("peers")
+        await settle(pilot, lambda: READY["peers"](app), "peers")
+        app.screen.query_one("#trust-table").move_cursor(row=1)
+        await pilot.press("r")
+        await settle(pilot, lambda: type(app.screen).__name__ == "ConfirmRevoke", "confirm")
+        await pilot.press(*"lost laptop")
+        await pilot.click("#confirm-yes")
+        await settle(pilot, lambda: ("revoke", {"node": ID["node1"], "reason": "lost laptop"}) in app.client.calls,
+                     "the revoke call")
+        assert type(app.screen).__name__ == "PeersScreen"
+
+
+def test_app_import_stays_light():
+    """The TUI's import path loads Textual but neither OpenCV nor TensorFlow (the preview loads cv2 lazily)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; import collab_tui.app; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'cv2', 'tensorflow', 'keras'})))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == []

@@ -69,3 +69,4 @@ def test_tui_runs_in_a_real_terminal(tmp_path):
         finally:
             _tmux(sock, "kill-session", "-t", session, check=False)
             _tmux(sock, "kill-server", check=False)
+            (Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / sock).unlink(missing_ok=True)

@@ -25,9 +25,9 @@ from .types import JobType, get_type
 log = logging.getLogger("collab.jobs.submitter")
 
 MAX_ITEM_BYTES = 64 * 1024 * 1024
-# Reading this little (files at submission, item bytes for a worker) is done on the event loop: a
-# thread hop would cost more than the read itself.
-INLINE_READ_BYTES = 64 * 1024
+# Reading this little (files at submission, a batch's bytes for a worker: batches are at most 256 KiB
+# unless one item is bigger) is done on the event loop: a thread hop would cost about as much.
+INLINE_READ_BYTES = 256 * 1024
 INLINE_FILES = 16
 # Items this small travel inline with the first submission (see master_side): no fetch round trip.
 INLINE_ITEM_BYTES = 4 * 1024
@@ -187,7 +187,7 @@ class JobSubmitter:
         for item in sent:
             if item["item_id"] in inline:
                 item["data"] = base64.b64encode(inline[item["item_id"]]).decode("ascii")
-        await self._submit(job_id, kind, options, sent)
+        await self._submit(job_id, kind, options, sent, wait=False)
         return self.store.job(job_id)
 
     async def resubmit(self, job_id: str) -> bool:
@@ -203,12 +203,16 @@ class JobSubmitter:
         return await self._submit(job_id, job["task"], job.get("options") or {},
                                   [{"item_id": it["item_id"], "size": it["size"]} for it in pending])
 
-    async def _submit(self, job_id: str, kind: str, options: dict, items: list[dict]) -> bool:
+    async def _submit(self, job_id: str, kind: str, options: dict, items: list[dict], wait: bool = True) -> bool:
+        """`job.submit` to the current master. A new job's first submission does not wait for the answer
+        (``wait=False``): the master starts assigning before it would answer, and an answer crossing the
+        first results only delays them. A submission that gets lost or refused is sent again like any
+        other: at the next master change or within 5 s (`resubmit_all`)."""
         master = self.node.election.master_id
         if not master:
             return False
         msg = {"t": "job.submit", "job_id": job_id, "kind": kind, "options": options, "items": items}
-        ok = await self.svc.request(master, msg)
+        ok = bool(await self.svc.request(master, msg)) if wait else await self.svc.send_to(master, msg)
         if ok:
             self._sent_to[job_id] = master
         return ok

@@ -20,6 +20,7 @@ from ..widgets.preview import ImagePreview
 from .base import CollabScreen
 
 SHOW_EVERY = 1.0  # seconds between `job_show` calls while a job runs (file names, annotated paths)
+ROWS_EVERY = 0.5  # seconds between results-table updates: a flood of results re-renders the table at most 2/s
 
 
 class JobsScreen(CollabScreen):
@@ -52,7 +53,11 @@ class JobsScreen(CollabScreen):
         self.previewed: str | None = None
         self._last_show = 0.0
         self._latest_loaded = False
-        self.events = Batcher(self, self._apply_events, every=0.1)
+        self._stale = False
+        self._hidden_rows: set[str] = set()  # rows that changed while the screen was hidden
+        self._counts: tuple | None = None
+        self.events = Batcher(self, self._apply_events, every=0.1)  # progress: 10 updates/s at most
+        self.rows = Batcher(self, self._sync_rows, every=ROWS_EVERY)  # ids of items whose row changed
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -64,7 +69,7 @@ class JobsScreen(CollabScreen):
             with Vertical(id="jobs-right"):
                 with Horizontal(id="job-progress-row"):
                     yield Label("no job yet", id="job-state")
-                    yield ProgressBar(total=None, show_eta=False, id="job-progress")
+                    yield ProgressBar(total=1, show_eta=False, id="job-progress")
                 yield ResultsTable(id="job-results")
                 preview = ImagePreview("results appear here; pick a row to preview its image", id="job-preview")
                 preview.border_title = "Preview"
@@ -73,6 +78,12 @@ class JobsScreen(CollabScreen):
 
     # ----------------------------------------------------------------- loading
     def refresh_data(self) -> None:
+        if self._stale:
+            self._stale = False
+            hidden, self._hidden_rows = self._hidden_rows, set()
+            self._sync_rows(list(hidden))
+            if self._counts:
+                self._progress(*self._counts)
         if self.job is None and not self._latest_loaded:
             self._latest_loaded = True
             self._load_latest()
@@ -155,18 +166,23 @@ class JobsScreen(CollabScreen):
     def _set_job(self, job: dict) -> None:
         self.job = job
         self.items = {}
+        self._hidden_rows = set()
         self.previewed = None
         self.query_one(ResultsTable).clear()
         self._progress(job.get("counts", {}).get("done", job.get("done", 0)),
                        job.get("counts", {}).get("error", job.get("error", 0)), job.get("total", 0), job.get("status", ""))
 
     def _progress(self, done: int, errors: int, total: int, state: str) -> None:
+        self._counts = (done, errors, total, state)
+        if not self.is_current:
+            self._stale = True
+            return
         bar = self.query_one(ProgressBar)
         bar.update(total=max(total, 1), progress=done + errors)
         job_id = self.job["job_id"] if self.job else ""
         self.query_one("#job-state", Label).update(
             f"{job_id[:12]} {self.job.get('task', '') if self.job else ''} {state}: {done}/{total}"
-            + (f" · {errors} err" if errors else ""))
+            + (f" · {errors} err" if errors else ""), layout=False)
 
     def node_events(self, events: list[dict]) -> None:
         """A job submitted elsewhere (the CLI) is shown when this screen is not busy with another."""
@@ -192,20 +208,22 @@ class JobsScreen(CollabScreen):
     def _apply_events(self, events: list[dict]) -> None:
         if self.job is None:
             return
-        job_id, new_items, finished = self.job["job_id"], False, None
+        job_id, new_items, finished, counts = self.job["job_id"], False, None, None
         for ev in events:
             if ev.get("job_id") != job_id:
                 continue
             kind = ev.get("kind")
             if kind == "job":
                 self.job["status"] = ev.get("state", self.job.get("status"))
-                self._progress(ev.get("done", 0), ev.get("errors", 0), ev.get("total", 0), ev.get("state", ""))
+                counts = (ev.get("done", 0), ev.get("errors", 0), ev.get("total", 0), ev.get("state", ""))
             elif kind == "job_item":
                 new_items = True
                 self._upsert({"item_id": ev["item_id"], "status": "error" if ev.get("error") else "done",
                               "error": ev.get("error"), "result": ev.get("result"), "worker": ev.get("worker")})
             elif kind == "job_finished":
                 finished = ev
+        if counts is not None:
+            self._progress(*counts)
         if finished is not None:
             self.post_message(self.JobShown(finished))
             summary = finished.get("summary") or {}
@@ -215,15 +233,31 @@ class JobsScreen(CollabScreen):
             self._show_job(job_id)
 
     def _upsert(self, item: dict) -> None:
-        merged = {**self.items.get(item["item_id"], {}), **{k: v for k, v in item.items() if v is not None}}
+        before = self.items.get(item["item_id"], {})
+        merged = {**before, **{k: v for k, v in item.items() if v is not None}}
         if isinstance(merged.get("result"), dict) and isinstance(item.get("result"), dict):
-            merged["result"] = {**(self.items.get(item["item_id"], {}).get("result") or {}), **item["result"]}
+            merged["result"] = {**(before.get("result") or {}), **item["result"]}
+        if merged == before:
+            return
         self.items[item["item_id"]] = merged
-        res = merged.get("result") or {}
-        node = res.get("worker_name") or self.live.name_of(merged.get("worker") or res.get("worker") or "")
-        self.query_one(ResultsTable).upsert(merged, node)
-        if self.previewed is None and (res.get("annotated") or merged.get("path")) and merged.get("status") == "done":
-            self._preview(item["item_id"])
+        self.rows.add(item["item_id"])
+
+    def _sync_rows(self, item_ids: list[str]) -> None:
+        """Bring the results table up to date (batched: one table re-render for many results)."""
+        if not self.is_current:
+            self._stale = True  # hidden: these rows are synced when the screen shows again
+            self._hidden_rows.update(item_ids)
+            return
+        table = self.query_one(ResultsTable)
+        for item_id in dict.fromkeys(item_ids):
+            merged = self.items.get(item_id)
+            if merged is None:
+                continue  # an item of a previous job
+            res = merged.get("result") or {}
+            node = res.get("worker_name") or self.live.name_of(merged.get("worker") or res.get("worker") or "")
+            table.upsert(merged, node)
+            if self.previewed is None and (res.get("annotated") or merged.get("path")) and merged.get("status") == "done":
+                self._preview(item_id)
 
     def on_results_table_item_chosen(self, message: ResultsTable.ItemChosen) -> None:
         self._preview(message.item_id)

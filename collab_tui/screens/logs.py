@@ -40,6 +40,7 @@ class LogsScreen(CollabScreen):
         self.filter = LogFilter()
         self.lines = Batcher(self, self._append, every=0.1)
         self._following = False
+        self._stale = False
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -48,6 +49,8 @@ class LogsScreen(CollabScreen):
         yield Footer(compact=True)
 
     def refresh_data(self) -> None:
+        if self._stale:
+            self._rewrite()
         if not self._following:
             self._following = True
             self._follow()
@@ -77,17 +80,24 @@ class LogsScreen(CollabScreen):
     def _append(self, records: list[dict]) -> None:
         view = self.query_one(RichLog)
         keys = self._node_keys()
+        hidden = not self.is_current
         for rec in records:
             key = (float(rec.get("ts", 0)), int(rec.get("seq", 0)))
             if key <= self.last_key:
                 continue  # already shown (a re-followed stream replays its backlog)
             self.last_key = key
             self.records.append(rec)
-            if self.filter.matches(rec, keys):
+            if hidden:
+                self._stale = True
+            elif self.filter.matches(rec, keys):
                 view.write(format_record(rec))
 
     def on_log_filter_bar_changed(self, message: LogFilterBar.Changed) -> None:
         self.filter = message.filter
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        self._stale = False
         view = self.query_one(RichLog)
         view.clear()
         keys = self._node_keys()

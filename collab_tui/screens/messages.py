@@ -26,6 +26,11 @@ class NodeMissing(Message):
 
 
 @dataclass
+class NodeLost(Message):
+    """The node's event stream ended (the node stopped, or the socket broke)."""
+
+
+@dataclass
 class NodeEvents(Message, bubble=False):
     """A batch of runtime events (kinds: peer, master, role, denylist, member_joined, job, job_item, fl,
     fl_phase, node_started, node_stopped; "dropped" when the node's queue overflowed)."""
@@ -39,3 +44,4 @@ class ClusterPolled(Message, bubble=False):
 
     status: dict
     nodes: list[dict]
+    ok: bool = True  # False: the poll failed (nothing to show; the event stream notices a lost node)

@@ -33,6 +33,8 @@ class NodesScreen(CollabScreen):
         self.app.poll_now()
 
     def cluster_polled(self, status: dict, nodes: list[dict]) -> None:
+        if not self.is_current:
+            return  # rendered from app.live when the screen shows again
         table = self.query_one(NodeTable)
         table.show_rows(nodes)
         self.query_one(LoadSparklines).show(self.live.load_history, self.live.names, [r["node_id"] for r in nodes])

@@ -93,12 +93,12 @@ class PeersScreen(CollabScreen):
         self.query_one(TrustTable).show(self.members, states)
 
     def cluster_polled(self, status: dict, nodes: list[dict]) -> None:
-        if self.members:
+        if self.members and self.is_current:
             self._show()
 
     def node_events(self, events: list[dict]) -> None:
-        if any(ev.get("kind") in TRUST_KINDS for ev in events):
-            self._load()
+        if self.is_current and any(ev.get("kind") in TRUST_KINDS for ev in events):
+            self._load()  # (a hidden screen reloads when it shows again)
 
     # ----------------------------------------------------------------- invite
     def action_invite(self) -> None:

@@ -29,6 +29,7 @@ class StartScreen(Screen):
     class Progress(Message):
         text: str
         failed: bool = False
+        launched: bool = False
         up: bool = False
 
     def __init__(self, home: Path, reason: str) -> None:
@@ -96,8 +97,7 @@ class StartScreen(Screen):
         except (OSError, RuntimeError, ValueError) as exc:
             self.post_message(self.Progress(f"could not start the node: {exc}", failed=True))
             return
-        self.post_message(self.Progress(f"node started (pid {pid}); waiting for its control socket …"))
-        self._wait_up()
+        self.post_message(self.Progress(f"node started (pid {pid}); waiting for its control socket …", launched=True))
 
     @work(group="start-wait", exclusive=True)
     async def _wait_up(self) -> None:
@@ -119,5 +119,7 @@ class StartScreen(Screen):
         self.query_one("#start-status", Static).update(message.text)
         if message.failed:
             self.starting = False
+        elif message.launched:
+            self._wait_up()
         elif message.up:
             self.app.check_node()

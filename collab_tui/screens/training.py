@@ -53,6 +53,7 @@ class TrainingScreen(CollabScreen):
         self.run_id: str | None = None
         self.run: dict | None = None
         self.phases: dict[str, dict] = {}
+        self._rendered: dict | None = None  # the run state last drawn (a hidden screen draws on resume)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -79,12 +80,17 @@ class TrainingScreen(CollabScreen):
 
     # ----------------------------------------------------------------- loading
     def refresh_data(self) -> None:
+        if self.run is not None and self.run is not self._rendered:
+            self._render_run()
+        if self.phases:
+            self.query_one(PhaseTable).show(self.phases, self.live.name_of)
         self._list_runs()
         if self.run_id:
             self._load_run(self.run_id)
 
     def _poll_run(self) -> None:
-        if self.run_id and self.run and self.run.get("status") == "running" and self.app.poll_interval > 0:
+        if (self.run_id and self.run and self.run.get("status") == "running" and self.app.poll_interval > 0
+                and self.is_current):
             self._load_run(self.run_id)
 
     @work(group="train-runs", exclusive=True)
@@ -173,6 +179,16 @@ class TrainingScreen(CollabScreen):
             return
         before = (self.run or {}).get("status")
         self.run = st
+        if before == "running" and st.get("status") in FINAL:
+            self.notify(f"run {st['run_id'][:12]} {st['status']}",
+                        severity="error" if st["status"] == "failed" else "information")
+            self._list_runs()
+        if self.is_current:
+            self._render_run()
+
+    def _render_run(self) -> None:
+        self._rendered = self.run
+        st = self.run or {}
         cfg = st.get("config") or {}
         line = Text()
         line.append(f"run {st['run_id'][:8]}", style="bold")
@@ -188,9 +204,6 @@ class TrainingScreen(CollabScreen):
         self.query_one(MetricsPlot).show(history)
         self.query_one(RoundsTable).show(history, self.live.name_of)
         self.query_one(LedgerTable).show(st.get("ledger") or {}, self.live.name_of)
-        if before == "running" and status in FINAL:
-            self.notify(f"run {st['run_id'][:12]} {status}", severity="error" if status == "failed" else "information")
-            self._list_runs()
 
     def node_events(self, events: list[dict]) -> None:
         reload, relist, phases_changed = False, False, False
@@ -204,14 +217,14 @@ class TrainingScreen(CollabScreen):
                         self.watch_run(run_id, tries=25)
                 if run_id != self.run_id:
                     continue
-                reload = True
+                reload = reload or self.is_current or what in FINAL
                 if what in FINAL:
                     relist = True
                 phases_changed |= self._phase_from_fl(ev)
             elif kind == "fl_phase" and run_id == self.run_id:
                 self.phases[ev.get("node_id", "")] = {"phase": ev.get("phase", ""), "round": ev.get("round", "")}
                 phases_changed = True
-        if phases_changed:
+        if phases_changed and self.is_current:
             self.query_one(PhaseTable).show(self.phases, self.live.name_of)
         if reload and self.run_id:
             self._load_run(self.run_id)

@@ -92,7 +92,7 @@ class LoadSparklines(VerticalScroll):
             if found:
                 line = found.first(Horizontal)
                 line.query_one(Sparkline).data = data
-                line.query_one(".spark-value", Label).update(f"{data[-1]:5.2f}")
+                line.query_one(".spark-value", Label).update(f"{data[-1]:5.2f}", layout=False)
             else:
                 self.mount(Horizontal(
                     Label(names.get(nid, short(nid))[:10], classes="spark-name"),
@@ -128,4 +128,4 @@ class NodeDetails(Static):
         for label, value in fields:
             t.append(f"{label:<12}", style="dim")
             t.append(f"{value}\n")
-        self.update(t)
+        self.update(t, layout=False)

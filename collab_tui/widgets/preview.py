@@ -97,7 +97,7 @@ class ImagePreview(Static):
         message.stop()
         if message.path != self.path:
             return
-        self.update(message.image if message.image is not None else f"preview failed: {message.error}")
+        self.update(message.image if message.image is not None else f"preview failed: {message.error}", layout=False)
         self.border_subtitle = Path(message.path).name
 
     def on_resize(self) -> None:

@@ -184,6 +184,9 @@ class RunsTable(DataTable):
             self.add_column(label, key=key)
 
     def show(self, runs: list[dict]) -> None:
+        if runs == getattr(self, "_shown", None):
+            return
+        self._shown = runs
         self.clear()
         for r in reversed(runs):
             acc = r.get("accuracy")
