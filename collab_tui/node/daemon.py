@@ -86,7 +86,8 @@ def install_commands(ctl: ControlServer, node: Node, ring: RingHandler) -> None:
             if not queue.full():
                 queue.put_nowait(item)
 
-        for item in list(ring.records)[-int(args.get("n", 20)):]:
+        n = int(args.get("n", 20))
+        for item in (list(ring.records)[-n:] if n > 0 else []):
             yield item
         ring.listeners.append(push)
         try:

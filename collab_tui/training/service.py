@@ -122,6 +122,14 @@ class TrainingService:
                  "rounds": st.config.get("rounds"), **data}
         self.node.events.publish("fl", **event)
 
+    def _publish_replica(self, data: dict, what: str | None) -> None:
+        """Followers publish what the master published, so UIs attached to any node see the run."""
+        st = RunState.from_dict(data)
+        if what == "round" and st.history:
+            self.publish(st, "round", **st.history[-1])
+        elif st.status != "running":
+            self.publish(st, st.status)
+
     def phase(self, msg: dict, phase: str) -> None:
         info = {"t": "fl.phase", "run_id": msg.get("run_id"), "round": msg.get("round"), "phase": phase}
         master = self.node.election.master_id
@@ -204,6 +212,8 @@ class TrainingService:
         if not self.node.can_commit():
             raise PermissionError("no majority of the cluster is visible: cannot start a run")
         cfg = RunConfig.from_dict({k: v for k, v in args.items() if v is not None})
+        if not self.train_candidates(cfg.dataset):
+            raise LookupError(f"no live node holds a dataset named {cfg.dataset!r} (collab data add on the clients)")
         cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed)
         st = RunState(run_id=secrets.token_hex(8), config=cfg.__dict__.copy(), version=version,
                       term=self.node.election.term)
@@ -287,10 +297,12 @@ class TrainingService:
             return await self.client.evaluate(msg)
         if t == "fl.commit":
             self.registry.put_raw(msg["meta"], msg["data"])
-            self.runs.accept_replica(msg["run"])
+            if self.runs.accept_replica(msg["run"]):
+                self._publish_replica(msg["run"], "round")
             return None
         if t == "fl.state":
-            self.runs.accept_replica(msg["run"])
+            if self.runs.accept_replica(msg["run"]):
+                self._publish_replica(msg["run"], None)
             return None
         if t == "fl.phase":
             self.node.events.publish("fl_phase", node_id=conn.peer_id, run_id=msg.get("run_id"),
