@@ -2,11 +2,12 @@
 (../shared/bench/README.md): no-op round trip, pipelined no-op throughput, Haar face-detection dispatch
 efficiency, start-up / processes / memory. Definitions: bench/README.md.
 
-Two clusters on 127.0.0.1, provisioned for real (init + token joins), started and ended by PID:
+Three clusters on 127.0.0.1, provisioned for real (init + token joins), started and ended by PID:
 
 * **noop**, 3 nodes: node0 submits (``job_threads = -1``: it runs no task), node2 is the master
   (highest priority; ``job_threads = -1``: it only schedules), node1 is the only worker. Every task goes
   submitter -> master's scheduler -> a worker on a third node -> results back to the submitter.
+* **rt2**, 2 nodes: node0 submits (runs nothing), node1 is the master and runs the tasks itself.
 * **faces**, 2 nodes with ``job_threads = 1`` each (2 worker threads in all, Ray's "2 workers"): node1
   is the master and works too, node0 submits and works.
 
@@ -31,7 +32,8 @@ RT_WARMUP = 200
 RT_N = 2000
 TP_ITEMS = 20_000
 TP_REPS = 3
-FACES_N = 240
+FACES_N = 400
+FACES_WARMUP = 8  # images of a first, untimed cluster job (each worker loads its cascade)
 FACES_REPS = 3
 REF = {
     "rt50": "Ray 2.60: 1.71 ms", "rt99": "Ray 2.60: 3.29 ms", "tp": "Ray 2.60: 1,818 tasks/s",
@@ -62,17 +64,22 @@ def _startup_figures(c, start: dict) -> list[Figure]:
         Figure(G, "jobs.startup_s", "start-up, 3 daemons (first Popen -> one agreed master)", start["ready_s"], "s",
                reference=REF["start"], detail="all 3 started at once on 2 cores; includes Python start-up and imports"),
         Figure(G, "jobs.processes", "processes of the 3-node cluster", float(len(pids)), "",
-               reference=REF["procs"], detail="the daemons and their children, 1 s after start-up"),
+               reference=REF["procs"], detail="the daemons and their children, 2 s after start-up"),
         Figure(G, "jobs.rss_mib", "memory of the 3-node cluster (sum of RSS)", rss, "MiB", reference=REF["rss"],
                detail=f"VmRSS summed over {len(pids)} processes, idle, 2 s after start-up"),
     ]
 
 
-def _roundtrip_figures(c, tiny: Path) -> list[Figure]:
-    progress(f"jobs: no-op round trip, {RT_WARMUP} warm-up + {RT_N} one-item jobs, one at a time")
+def _probe(c, tiny: Path) -> list[float]:
+    """Round trips (ms) of RT_N one-item no-op jobs submitted one at a time on node0, after RT_WARMUP."""
     c.call(0, "job_probe", timeout=120.0, paths=[str(tiny)], task="noop", n=RT_WARMUP)
     samples = c.call(0, "job_probe", timeout=300.0, paths=[str(tiny)], task="noop", n=RT_N)["samples"]
-    ms = [s * 1000 for s in samples]
+    return [s * 1000 for s in samples]
+
+
+def _roundtrip_figures(c, tiny: Path) -> list[Figure]:
+    progress(f"jobs: no-op round trip, {RT_WARMUP} warm-up + {RT_N} one-item jobs, one at a time")
+    ms = _probe(c, tiny)
     p50, p99 = statistics.median(ms), jc.percentile(ms, 99)
     where = f"{len(ms)} jobs, min {min(ms):.2f} max {max(ms):.2f} ms, {_load()}"
     return [
@@ -132,6 +139,25 @@ def _noop_cluster(base: Path) -> list[Figure]:
     return figs
 
 
+def _roundtrip_two_nodes(base: Path) -> list[Figure]:
+    """The same probe on 2 nodes: node0 submits (runs nothing), node1 is the master and the worker, i.e.
+    Ray's layout (a driver, and a node whose raylet schedules onto its own workers)."""
+    progress("jobs: 2-node cluster (submitter; master that also works), no-op round trip")
+    c = jc.provision(2, [0, 1], [-1, 0], base / "rt2")
+    try:
+        jc.start_timed(c)
+        time.sleep(2.0)
+        tiny = base / "tiny2.txt"
+        tiny.write_bytes(b"noop\n")
+        ms = _probe(c, tiny)
+    finally:
+        c.close()
+    return [Figure(G, "jobs.rt2_p50_ms", "no-op round trip p50, worker on the master (2 nodes)", statistics.median(ms),
+                   "ms", reference=REF["rt50"],
+                   detail=f"p99 {jc.percentile(ms, 99):.2f} ms; {len(ms)} jobs, submitter->master (schedules and "
+                   f"runs it)->submitter, min {min(ms):.2f} ms, {_load()}", samples=ms)]
+
+
 # ----------------------------------------------------------------------------- faces cluster
 def _faces_cluster(base: Path) -> list[Figure]:
     from . import jobs_faces as jf
@@ -139,11 +165,16 @@ def _faces_cluster(base: Path) -> list[Figure]:
     progress(f"jobs: {FACES_N} face images; provisioning a 2-node cluster (1 job thread each)")
     images = base / "faces"
     jf.make_corpus(images, FACES_N)
+    warm = base / "faces-warmup"
+    warm.mkdir()
+    for path in sorted(images.glob("*.png"))[:FACES_WARMUP]:
+        shutil.copy(path, warm / path.name)
     c = jc.provision(2, [0, 1], [1, 1], base / "faces-cluster")
     pairs, singles, cluster, runs = [], [], [], []
     try:
         jc.start_timed(c)
         time.sleep(2.0)
+        jc.run_job(c, 0, [str(warm)], "faces", {"annotate": False}, timeout=120.0)  # untimed warm-up
         progress("jobs: standalone: one process alone, then two at once")
         singles.append(jf.rate(jf.standalone(images)))
         pairs.append(jf.rate(jf.standalone(images, copies=2)))
@@ -167,7 +198,8 @@ def _faces_cluster(base: Path) -> list[Figure]:
         Figure(G, "jobs.faces_efficiency", "Haar faces: cluster / 2 standalone 1-thread processes at once",
                statistics.median(effs), "x", 0.9, op=">=", reference=REF["eff"],
                detail=f"median of {len(effs)} ({', '.join(f'{e:.3f}' for e in effs)}); 2 nodes x 1 job thread, "
-               f"{FACES_N} PNGs 192-256 px, 1 image = 1 task (batches of 1-2), items per worker {split}; {_load()}",
+               f"{FACES_N} PNGs 192-256 px, 1 image = 1 task (batches of 1-2), items per worker {split}, "
+               f"{statistics.median(r['submit_s'] for r in runs):.2f} s until `submit` answered; {_load()}",
                samples=effs),
         Figure(G, "jobs.faces_efficiency_alone", "Haar faces: cluster / (2 x one standalone process alone)",
                statistics.median(strict), "x", reference=REF["eff"],
@@ -193,12 +225,17 @@ def run() -> list[Figure]:
                              ("jobs.noop_tasks_per_s", "pipelined no-op tasks", 5000.0, "tasks/s", ">=", REF["tp"])],
                             exc)
         try:
+            figs += _roundtrip_two_nodes(base)
+        except Exception as exc:
+            figs += _failed([("jobs.rt2_p50_ms", "no-op round trip p50, worker on the master", None, "ms", "<=",
+                              REF["rt50"])], exc)
+        try:
             figs += _faces_cluster(base)
         except Exception as exc:
             figs += _failed([("jobs.faces_efficiency", "Haar faces dispatch efficiency", 0.9, "x", ">=", REF["eff"])],
                             exc)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    order = ["rt_p50", "rt_p99", "noop", "faces_efficiency", "faces_efficiency_alone", "faces_cl", "faces_st",
+    order = ["rt_p50", "rt_p99", "rt2", "noop", "faces_efficiency", "faces_efficiency_alone", "faces_cl", "faces_st",
              "startup", "processes", "rss"]
     return sorted(figs, key=lambda f: next((k for k, o in enumerate(order) if f.key[5:].startswith(o)), len(order)))

@@ -162,9 +162,10 @@ async def test_training_form_validates_and_shows_the_nodes_error(cluster):
         await wait_until(pilot, lambda: "rounds must be at least 1" in str(status.render()), 5, "a form error")
         assert screen.run_id is None
         screen.query_one("#train-rounds").value = "1"
-        screen.query_one("#train-model").value = "no-such-model"
+        screen.query_one("#train-dataset").value = "no-such-dataset"
         await pilot.press("ctrl+r")  # the Start binding (a second click within 0.2 s is ignored by Button)
-        await wait_until(pilot, lambda: "unknown model" in str(status.render()), 30, "the node's refusal")
+        await wait_until(pilot, lambda: "no live node holds a dataset" in str(status.render()), 30,
+                         "the node's refusal")
         assert screen.run_id is None
 
 

@@ -10,7 +10,8 @@ cancelled. Job status: running | done (no pending item left) | cancelled.
 
 Progress is kept as counters on the job row (``n_done``, ``n_error``, ``n_cancelled``), updated in
 the same transaction as the items, so reading a job's counts costs one row, not a scan of its items
-(stores written before the counters existed are migrated when opened).
+(stores written before the counters existed are migrated when opened). A background thread checkpoints
+the WAL, so that no commit pays for it.
 """
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ CREATE INDEX IF NOT EXISTS items_status ON items(job_id, status);
 """
 
 ITEM_STATUSES = ("pending", "done", "error", "cancelled")
+CHECKPOINT_EVERY = 0.5  # seconds between two looks at the WAL's size
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # checkpoint (in the background) past this much WAL
+SAFETY_CHECKPOINT_PAGES = 16384  # the writer checkpoints itself only past this (64 MiB of 4 KiB pages)
 _COUNTER = {"done": "n_done", "error": "n_error", "cancelled": "n_cancelled"}
 
 
@@ -88,15 +92,45 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_CHECKPOINT_PAGES}")
         self._db.executescript(_SCHEMA)
         self._migrate()
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="collab-jobs-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
 
     # ------------------------------------------------------------ plumbing
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer.is_alive() and self._checkpointer is not threading.current_thread():
+            self._checkpointer.join(5.0)
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database from this thread, with its own connection, whenever it
+        has grown past CHECKPOINT_BYTES. SQLite would otherwise do it inside a commit (every ~1,000
+        pages), fsync included, stalling the writer (the node's event loop) for milliseconds. A PASSIVE
+        checkpoint never blocks writers; the writer's own automatic checkpoint stays as a safety net."""
+        wal = f"{self.path}-wal"
+        db: sqlite3.Connection | None = None
+        try:
+            while not self._stop.wait(CHECKPOINT_EVERY):
+                try:
+                    if os.path.getsize(wal) < CHECKPOINT_BYTES:
+                        continue
+                    if db is None:
+                        db = sqlite3.connect(str(self.path), timeout=1.0, isolation_level=None,
+                                             check_same_thread=False)
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except (OSError, sqlite3.Error):
+                    continue  # no WAL yet, or busy: next time
+        finally:
+            if db is not None:
+                db.close()
 
     def __enter__(self) -> "JobStore":
         return self

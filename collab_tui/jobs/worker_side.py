@@ -40,6 +40,12 @@ def _one_cv_thread() -> None:
         pass
 
 
+def _timed(fn, *args):
+    """Run ``fn`` (in a pool thread) and say how long it took there."""
+    t0 = time.perf_counter()
+    return fn(*args), time.perf_counter() - t0
+
+
 class JobWorker:
     def __init__(self, service, threads: int | None = None, enabled: bool = True) -> None:
         self.svc = service
@@ -59,8 +65,10 @@ class JobWorker:
         return self.queue.qsize() + self.running + self.fetching
 
     async def start(self) -> None:
+        # one runner more than threads: while a thread runs an item, the next one already waits in the
+        # pool's queue, so the thread goes on without waiting for the event loop to hand it over
         loop = asyncio.get_running_loop()
-        self._runners = [loop.create_task(self._runner()) for _ in range(self.threads)]
+        self._runners = [loop.create_task(self._runner()) for _ in range(self.threads + 1)]
 
     async def stop(self) -> None:
         for r in self._runners:
@@ -138,20 +146,21 @@ class JobWorker:
             finally:
                 self.running -= 1
 
-    async def _run_type(self, jtype, data: bytes, options: dict) -> tuple[dict, bytes | None]:
+    async def _run_type(self, jtype, data: bytes, options: dict) -> tuple[dict, bytes | None, float | None]:
         """OpenCV types run in this process's threads; Keras types in the node's ML process; types that
-        declare ``inline`` (microseconds of work, e.g. noop) on the event loop itself."""
+        declare ``inline`` (microseconds of work, e.g. noop) on the event loop itself. Also returns the
+        seconds the pool thread spent on it (None elsewhere): the item may wait in the pool's queue."""
         task = getattr(jtype, "ml_task", None)
         if task:
             from ..ml import mltasks
             from ..ml.mlproc import for_node
 
-            return await for_node(self.node.home).call(getattr(mltasks, task), data, options), None
+            return await for_node(self.node.home).call(getattr(mltasks, task), data, options), None, None
         if getattr(jtype, "inline", False):
             out = jtype.run(data, options)
-        else:
-            out = await asyncio.get_running_loop().run_in_executor(self.pool, jtype.run, data, options)
-        return out.result, out.attachment
+            return out.result, out.attachment, None
+        out, seconds = await asyncio.get_running_loop().run_in_executor(self.pool, _timed, jtype.run, data, options)
+        return out.result, out.attachment, seconds
 
     async def _ack(self, done: list[str], failed: list[dict]) -> None:
         """Tell the current master (which may have changed since the assignment)."""
@@ -164,12 +173,12 @@ class JobWorker:
         options = msg.get("options") or {}
         tid = task_id_for(job_id, item_id)
         t1 = time.perf_counter()
-        result, attachment, error = None, None, None
+        result, attachment, error, seconds = None, None, None, None
         try:
             if kind == "ensemble":
                 result = await self.svc.ensemble(data, options)
             else:
-                result, attachment = await self._run_type(get_type(kind), data, options)
+                result, attachment, seconds = await self._run_type(get_type(kind), data, options)
         except FINAL_ERRORS as exc:
             code = getattr(exc, "code", type(exc).__name__)
             error = str(exc) if str(exc).startswith(f"{code}:") else f"{code}: {exc}"
@@ -178,6 +187,8 @@ class JobWorker:
             await self._ack([], [{"task_id": tid, "error": str(exc)}])
             return
         t2 = time.perf_counter()
+        if seconds is not None:
+            t1 = t2 - seconds
         payload = {
             "job_id": job_id, "item_id": item_id, "worker": self.node.node_id,
             "worker_name": self.node.name, "result": result, "error": error,
@@ -201,7 +212,12 @@ class JobWorker:
         if not box:
             return
         tids = [tid for tid, _, _ in box]
-        if await self.svc.deliver_results(submitter, [p for _, p, _ in box], [a for _, _, a in box]):
+        try:
+            sent = await self.svc.deliver_results(submitter, [p for _, p, _ in box], [a for _, _, a in box])
+        except Exception:
+            log.exception("delivering %d results to %s failed", len(tids), submitter[:12])
+            sent = False
+        if sent:
             self.done_count += len(tids)
             await self._ack(tids, [])
         else:
