@@ -162,3 +162,45 @@ def test_master_killed_after_round_one_the_run_completes_on_the_new_master(clust
     shown = run_cli_json("run", "show", run_id, "--home", c.homes[MASTER])
     assert shown["status"] == "done" and _rounds(shown) == _rounds(st)
     assert run_id in {r["run_id"] for r in run_cli_json("runs", "--home", c.homes[MASTER])}
+
+
+def _live(c: LocalCluster) -> int:
+    """A running node to talk to (the fail-over scenario may have restarted nodes)."""
+    return c.running()[0]
+
+
+def test_async_buffered_run_completes(cluster):
+    """Async mode: every client trains continuously; each aggregation of K=2 buffered updates (stale
+    ones discounted) makes one version."""
+    c = cluster
+    i = _live(c)
+    res = c.call(i, "train", timeout=60, model="digits", rounds=3, epochs=2, lr=0.1, min_clients=2,
+                 mode="async", buffer_k=2)
+    st = _wait_status(c, i, res["run_id"], 120)
+    hist = st["history"]
+    assert [h["round"] for h in hist] == [1, 2, 3]
+    assert len({h["version"] for h in hist}) == 3
+    for h in hist:
+        assert len(h["clients"]) >= 1 and set(h["lags"]) == set(h["clients"])
+        assert all(lag >= 0 for lag in h["lags"].values())
+
+
+def test_stop_then_resume_continues_at_the_last_committed_round(cluster):
+    c = cluster
+    i = _live(c)
+    res = c.call(i, "train", timeout=60, model="digits", rounds=6, epochs=1, lr=0.1, min_clients=2)
+    run_id = res["run_id"]
+    wait_for(lambda: _show(c, i, run_id)["round"] >= 1, 90, "round 1 committed", poll=0.1)
+    c.call(i, "run_stop", timeout=30, run_id=run_id)
+    stopped = _wait_status(c, i, run_id, 90, status="stopped")
+    assert 1 <= stopped["round"] < 6
+    time.sleep(1.0)
+    assert _show(c, i, run_id)["round"] == stopped["round"]  # nothing runs while stopped
+
+    resumed = c.call(i, "train_resume", timeout=30, run_id=run_id)
+    assert resumed["round"] == stopped["round"]
+    st = _wait_status(c, i, run_id, 120)
+    assert [h["round"] for h in st["history"]] == list(range(1, 7))
+    assert len({h["version"] for h in st["history"]}) == 6
+    # the rounds committed before the stop are kept as they were
+    assert _rounds(st)[: stopped["round"]] == _rounds(stopped)

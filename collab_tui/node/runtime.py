@@ -2,7 +2,8 @@
 
 The runtime never imports Textual or TensorFlow. Frontends (CLI, TUI) talk to it through the control
 socket (`control.py`) or, in-process, through its methods and its event bus. Services (jobs, training)
-plug in with `register(type_prefix, handler)` and `on_peer_event(...)`.
+plug in with `register(msg_type, handler)` for their wire messages and subscribe to the event bus
+(`peer`, `master`, `role` events) for membership changes.
 """
 
 from __future__ import annotations

@@ -264,6 +264,7 @@ class TrainingService:
             raise ValueError(f"run {st.run_id} is already done")
         st.status, st.error = "running", ""
         self.runs.commit(st)
+        await self.replicate(st, None)
         self._launch(st)
         return {"run_id": st.run_id, "round": st.round}
 
