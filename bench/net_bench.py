@@ -45,7 +45,7 @@ def _tls_figures(a, b) -> list[Figure]:
                detail=f"median of {f.n}, min {f.min * 1000:.2f} max {f.max * 1000:.2f} ms; until the dialer holds the ACK",
                samples=[x * 1000 for x in full]),
         Figure(G, "net.client_ctx_ms", "client_ssl_context() build (once per dial)", c.median * 1000, "ms",
-               detail=f"median of {c.n}; PeerTable.dial builds a new one for every dial",
+               detail=f"median of {c.n}; built once per node and cached by PeerTable",
                samples=[x * 1000 for x in ctx]),
     ]
 
