@@ -44,7 +44,7 @@ def _tls_figures(a, b) -> list[Figure]:
         Figure(G, "net.tls_hello_ms", "mTLS 1.3 handshake + HELLO/ACK", f.median * 1000, "ms",
                detail=f"median of {f.n}, min {f.min * 1000:.2f} max {f.max * 1000:.2f} ms; until the dialer holds the ACK",
                samples=[x * 1000 for x in full]),
-        Figure(G, "net.client_ctx_ms", "client_ssl_context() build (once per dial)", c.median * 1000, "ms",
+        Figure(G, "net.client_ctx_ms", "client_ssl_context() build (once per node)", c.median * 1000, "ms",
                detail=f"median of {c.n}; built once per node and cached by PeerTable",
                samples=[x * 1000 for x in ctx]),
     ]
