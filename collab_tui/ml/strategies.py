@@ -4,7 +4,7 @@ A strategy has a ``name`` and ``aggregate(global_weights, updates, weights=None)
 new global weights (same shapes and dtypes as ``global_weights``). ``weights`` optionally overrides
 the per-update aggregation weight (default: ``num_examples``); the async BufferedAggregator uses
 it for staleness discounts. Strategies raise ValueError on empty or malformed input. All are
-stateless except FedAdam, which carries its moment estimates across rounds.
+stateless except FedAdam and FedAvgM, which carry their moment / momentum estimates across rounds.
 """
 
 from __future__ import annotations
@@ -242,6 +242,58 @@ class FedAdam(Strategy):
         self._m, self._v, self._rounds = m, v, rounds
 
 
+class FedAvgM(Strategy):
+    """FedAvg with server momentum (Hsu, Qi, Brown 2019, "Measuring the effects of non-identical
+    data distribution for federated visual classification").
+
+    delta = weighted_avg(updates) - global; v = beta*v + delta; new = global + server_lr * v.
+    v starts at zero and persists across rounds; use ``state_dict``/``load_state_dict`` to carry
+    it to another master. beta=0 and server_lr=1 is plain FedAvg.
+    """
+
+    name = "fedavgm"
+
+    def __init__(self, beta: float = 0.9, server_lr: float = 1.0) -> None:
+        if not (0 <= beta < 1 and server_lr > 0 and math.isfinite(server_lr)):
+            raise ValueError(f"bad FedAvgM hyper-parameters beta={beta} server_lr={server_lr}")
+        self.beta, self.server_lr = float(beta), float(server_lr)
+        self._v: list[np.ndarray] | None = None
+        self._rounds = 0
+
+    def aggregate(self, global_weights, updates, weights=None) -> Weights:
+        _check(global_weights, updates)
+        avg = weighted_average(updates, _agg_weights(updates, weights))
+        g = [np.asarray(x, np.float64) for x in global_weights]
+        delta = [a - b for a, b in zip(avg, g)]
+        if self._v is None:
+            self._v = [np.zeros_like(d) for d in delta]
+        elif [x.shape for x in self._v] != [d.shape for d in delta]:
+            raise ValueError("FedAvgM state does not match the model's tensor shapes")
+        v = [self.beta * vi + d for vi, d in zip(self._v, delta)]
+        new = [gi + self.server_lr * vi for gi, vi in zip(g, v)]
+        self._v = v
+        self._rounds += 1
+        return _cast_like(new, global_weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyper-parameters, round count and a copy of the momentum v (list of float64 arrays or None)."""
+        return {"name": self.name, "beta": self.beta, "server_lr": self.server_lr, "rounds": self._rounds,
+                "v": None if self._v is None else [x.copy() for x in self._v]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from ``state_dict()`` output; raises ValueError on inconsistent state."""
+        try:
+            v = state["v"]
+            if v is not None:
+                v = [np.array(x, np.float64) for x in v]
+            hp = FedAvgM(state.get("beta", self.beta), state.get("server_lr", self.server_lr))
+            rounds = int(state.get("rounds", 0))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"bad FedAvgM state: {exc!r}") from exc
+        self.beta, self.server_lr = hp.beta, hp.server_lr
+        self._v, self._rounds = v, rounds
+
+
 def staleness_weight(lag: int, alpha: float = 0.5) -> float:
     """FedBuff-style polynomial staleness discount 1 / (1 + lag)^alpha."""
     if lag < 0:
@@ -286,7 +338,7 @@ class BufferedAggregator:
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "fedavg": FedAvg, "fedprox": FedProx, "fedmedian": FedMedian,
-    "trimmed-mean": TrimmedMean, "krum": Krum, "fedadam": FedAdam,
+    "trimmed-mean": TrimmedMean, "krum": Krum, "fedadam": FedAdam, "fedavgm": FedAvgM,
 }
 
 

@@ -65,14 +65,12 @@ class MdnsDiscovery:
         return f"{label}-{self.node_id[:8]}.{SERVICE_TYPE}"
 
     async def start(self, advertise: bool = True) -> None:
-        from zeroconf import IPVersion, ServiceStateChange
+        from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
         from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
         self._state_added = (ServiceStateChange.Added, ServiceStateChange.Updated)
-        kwargs = {"ip_version": IPVersion.V4Only}
-        if self.interfaces:
-            kwargs["interfaces"] = self.interfaces
-        self._azc = AsyncZeroconf(**kwargs)
+        # interfaces: the configured addresses (tests and the demo pin 127.0.0.1), else all of them
+        self._azc = AsyncZeroconf(ip_version=IPVersion.V4Only, interfaces=self.interfaces or InterfaceChoice.All)
         self._browser = AsyncServiceBrowser(self._azc.zeroconf, [SERVICE_TYPE], handlers=[self._on_change])
         if not advertise:
             return

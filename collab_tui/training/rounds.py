@@ -20,7 +20,7 @@ from ..ml.strategies import BufferedAggregator, make_strategy, staleness_weight
 from ..ml.updates import ClientUpdate, UpdateRejected, delta_norm, norm_outliers, validate_update
 
 OUTLIER_MIN_RATIO = 3.0  # a norm outlier must also be this many times the round's median norm
-STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam")
+STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam", "fedavgm")
 
 
 @dataclass
