@@ -5,7 +5,7 @@ bench/README.md ("The `fl` group").
 Order: the centralized reference first (a subprocess, `bench/fl_central.py`: TensorFlow never enters
 this process), then the cluster: FedAvg with the protocol's settings (the headline figures), then, only
 if FedAvg misses 97 % of centralized, the other strategies we ship on the same protocol (same data,
-init, E, B, lr, rounds): FedProx and FedAdam with the options in EXTRA.
+init, E, B, lr, rounds): FedProx, FedAdam and FedAvgM with the options in EXTRA.
 
 The protocol aggregates every client's update, so its runs set ``outlier_z`` out of reach (the
 coordinator's norm-outlier screen is a different algorithm; shape/NaN/norm-ratio validation stays).
@@ -35,6 +35,7 @@ TARGET_OVERHEAD = 10.0  # % median (round wall - slowest client's fit) / slowest
 # 0.003 / 0.01 / 0.03 in an offline simulation of this protocol, i.e. chosen by looking at the eval set.
 EXTRA = [("fedprox", "fedprox", {"mu": 0.01}, "shipped default"),
          ("fedadam", "fedadam", {"eta": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 0.001}, "shipped defaults"),
+         ("fedavgm", "fedavgm", {"beta": 0.9, "server_lr": 1.0}, "shipped defaults beta=0.9, server_lr=1.0"),
          ("fedadam_eta03", "fedadam", {"eta": 0.03, "beta1": 0.9, "beta2": 0.99, "tau": 0.001},
           "eta picked from 3 on the eval set")]
 FLOWER = {"acc": "Flower 1.41: 0.9530", "round": "Flower: 2.05 s median", "total": "Flower: 51.9 s",

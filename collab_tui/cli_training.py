@@ -78,7 +78,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(help="Client learning rate (SGD).")] = 0.05,
-    strategy: Annotated[str, typer.Option(help="fedavg|fedprox|fedmedian|trimmed-mean|krum|fedadam")] = "fedavg",
+    strategy: Annotated[str, typer.Option(help="fedavg|fedavgm|fedprox|fedmedian|trimmed-mean|krum|fedadam")] = "fedavg",
     mu: Annotated[float, typer.Option(help="FedProx proximal term.")] = 0.0,
     min_clients: Annotated[int, typer.Option(min=1)] = 1,
     fraction: Annotated[float, typer.Option(help="Fraction of clients per round.")] = 1.0,

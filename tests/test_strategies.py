@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from collab_tui.ml.strategies import (
-    STRATEGIES, BufferedAggregator, FedAdam, FedAvg, FedMedian, FedProx, Krum, TrimmedMean,
+    STRATEGIES, BufferedAggregator, FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, Krum, TrimmedMean,
     make_strategy, staleness_weight,
 )
 from collab_tui.ml.updates import ClientUpdate
@@ -49,7 +49,7 @@ def test_fedprox_server_side_equals_fedavg():
     assert_weights(s.aggregate(glob, [upd([[1.0]], n=2), upd([[3.0]], n=2)]), [[2.0]])
 
 
-@pytest.mark.parametrize("cls", [FedAvg, FedMedian, TrimmedMean, Krum, FedAdam])
+@pytest.mark.parametrize("cls", [FedAvg, FedMedian, TrimmedMean, Krum, FedAdam, FedAvgM])
 def test_empty_updates_raise(cls):
     with pytest.raises(ValueError):
         cls().aggregate(g([0.0]), [])
@@ -155,6 +155,61 @@ def test_fedadam_state_resumes_on_another_master():
         FedAdam().load_state_dict({"m": [np.zeros(2)]})
 
 
+# ---------------------------------------------------------------- FedAvgM
+def test_fedavgm_two_rounds_by_hand():
+    s = FedAvgM(beta=0.5, server_lr=0.5)
+    # round 1: delta = (1,0) - (0,0) = (1,0); v = 0.5*0 + (1,0) = (1,0); new = 0 + 0.5*(1,0) = (0.5, 0)
+    r1 = s.aggregate(g([0.0, 0.0]), [upd([[1.0, 0.0]], n=5)])
+    assert_weights(r1, [[0.5, 0.0]])
+    # round 2: avg = ((1*0.25+3*1.25)/4, (1*1+3*-3)/4) = (1, -2); delta = (1,-2) - (0.5,0) = (0.5, -2)
+    # v = 0.5*(1,0) + (0.5,-2) = (1, -2); new = (0.5,0) + 0.5*(1,-2) = (1.0, -1.0)
+    r2 = s.aggregate(r1, [upd([[0.25, 1.0]], n=1), upd([[1.25, -3.0]], n=3)])
+    assert_weights(r2, [[1.0, -1.0]])
+    st = s.state_dict()
+    np.testing.assert_allclose(st["v"][0], [1.0, -2.0])
+    assert (st["name"], st["beta"], st["server_lr"], st["rounds"]) == ("fedavgm", 0.5, 0.5, 2)
+
+
+def test_fedavgm_state_resumes_on_another_master():
+    a = FedAvgM(beta=0.5, server_lr=0.5)
+    r1 = a.aggregate(g([0.0, 0.0]), [upd([[1.0, 0.0]], n=5)])
+    b = FedAvgM()  # default hyper-parameters, overwritten by the state
+    assert (b.beta, b.server_lr) == (0.9, 1.0)
+    b.load_state_dict(a.state_dict())
+    assert (b.beta, b.server_lr) == (0.5, 0.5)
+    ups = [upd([[0.25, 1.0]], n=1), upd([[1.25, -3.0]], n=3)]
+    assert_weights(b.aggregate(r1, ups), [[1.0, -1.0]])  # same as the uninterrupted run
+    assert_weights(a.aggregate(r1, ups), [[1.0, -1.0]])
+    assert b.state_dict()["rounds"] == 2
+    # a fresh instance without the state has no momentum: new = (0.5,0) + 0.5*(0.5,-2) = (0.75, -1)
+    assert_weights(FedAvgM(beta=0.5, server_lr=0.5).aggregate(r1, ups), [[0.75, -1.0]])
+    # the state is a copy: mutating it does not change the strategy
+    st = b.state_dict()
+    st["v"][0][:] = 99.0
+    np.testing.assert_allclose(b.state_dict()["v"][0], [1.0, -2.0])
+    with pytest.raises(ValueError):
+        FedAvgM().load_state_dict({"beta": 0.5})  # no "v"
+    with pytest.raises(ValueError):
+        FedAvgM().load_state_dict({"v": None, "beta": 1.5})
+
+
+def test_fedavgm_beta0_lr1_is_fedavg_and_respects_weights_and_dtype():
+    s = FedAvgM(beta=0.0, server_lr=1.0)
+    glob = [np.zeros((2,), np.float32)]
+    ups = [upd([[1.0, 2.0]], n=1), upd([[5.0, 6.0]], n=3)]
+    out = s.aggregate(glob, ups)
+    assert out[0].dtype == np.float32
+    np.testing.assert_allclose(out[0], FedAvg().aggregate(glob, ups)[0])
+    # explicit weights override num_examples: (3*1 + 1*5)/4 = 2, (3*2 + 1*6)/4 = 3
+    np.testing.assert_allclose(FedAvgM(beta=0.0).aggregate(g([0.0, 0.0]), ups, weights=[3, 1])[0], [2.0, 3.0])
+    with pytest.raises(ValueError):
+        FedAvgM(beta=1.0)
+    with pytest.raises(ValueError):
+        FedAvgM(server_lr=0.0)
+    with pytest.raises(ValueError, match="state does not match"):
+        s.aggregate(g([0.0, 0.0, 0.0]), [upd([[1.0, 1.0, 1.0]])])
+
+
 # ---------------------------------------------------------------- async buffer
 def test_staleness_weight():
     assert staleness_weight(0) == 1.0
@@ -184,7 +239,8 @@ def test_make_strategy():
     k = make_strategy("krum", f=2, m=3)
     assert (k.f, k.m) == (2, 3)
     assert make_strategy("fedadam", eta=0.1).eta == 0.1
-    assert set(STRATEGIES) == {"fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam"}
+    assert make_strategy("fedavgm", beta=0.5, server_lr=2.0).beta == 0.5
+    assert set(STRATEGIES) == {"fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam", "fedavgm"}
     for name, cls in STRATEGIES.items():
         assert make_strategy(name).name == name
     with pytest.raises(ValueError, match="fedavg, fedprox, fedmedian, trimmed-mean, krum, fedadam"):

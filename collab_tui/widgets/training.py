@@ -13,7 +13,7 @@ from textual.widgets import Button, DataTable, Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
 # Same names as collab_tui.training.rounds.STRATEGIES (not imported: that module pulls numpy and ml/).
-STRATEGIES = ["fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam"]
+STRATEGIES = ["fedavg", "fedavgm", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam"]
 PHASE_STYLE = {"train": "yellow", "upload": "cyan", "selected": "dim", "aggregated": "green", "left out": "red",
                "rejected": "red"}
 
