@@ -209,7 +209,7 @@ def run() -> list[Figure]:
         if fed_final is not None and central_final and fed_final < TARGET_RATIO * central_final:
             for key, strategy, options, note in EXTRA:
                 shown = ", ".join(f"{k}={v}" for k, v in options.items() if k in ("mu", "eta"))
-                label = f"{strategy} {shown} ({note})"
+                label = f"{strategy} {shown} ({note})" if shown else f"{strategy} ({note})"
                 if time.monotonic() > deadline - 60:
                     figs.append(_extra_figure(key, label, None, "skipped: group time budget spent", central_final))
                     continue
