@@ -44,6 +44,7 @@ class LocalCluster:
         self.priorities = priorities or [0] * n
         self.extra_args = extra_args or []
         self.env = {**os.environ, **(env or {})}
+        self.cwd: str | None = None
         self.procs: dict[int, subprocess.Popen] = {}
         self.info: dict[int, dict] = {}
 
@@ -63,20 +64,25 @@ class LocalCluster:
             ident, members, _ = asyncio.run(join_cluster(self.homes[i], token, [(host, int(port))], self.names[i]))
             JsonState(self.homes[i] / "state" / "members.json").set("members", members)
 
-    def start(self, i: int, timeout: float = 20.0, extra: list[str] | None = None) -> dict:
-        ready = self.homes[i] / "run" / "ready.json"
-        ready.unlink(missing_ok=True)
+    def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:
+        """The command that runs node i (subclasses change where and how, e.g. in a network namespace)."""
         args = [
             sys.executable, "-m", "collab_tui", "daemon", "--home", str(self.homes[i]), "--host", "127.0.0.1",
             "--port", "0", "--name", self.names[i], "--priority", str(self.priorities[i]),
             "--heartbeat", str(self.heartbeat), "--quiet", "--ready-file", str(ready),
         ]
         args += ["--mdns", "--mdns-interface", "127.0.0.1"] if self.mdns else ["--no-mdns"]
-        args += self.extra_args + (extra or [])
-        log = open(self.homes[i].parent / f"{self.names[i]}.stderr", "ab")
+        return args + self.extra_args + extra
+
+    def start(self, i: int, timeout: float = 20.0, extra: list[str] | None = None) -> dict:
+        """Spawn node i and wait for its ready file (pid, port, node id)."""
+        ready = self.homes[i] / "run" / "ready.json"
+        ready.unlink(missing_ok=True)
+        args = self.daemon_command(i, ready, extra or [])
         self.homes[i].mkdir(parents=True, exist_ok=True)
+        log = open(self.homes[i].parent / f"{self.names[i]}.stderr", "ab")
         self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=self.env,
-                                         start_new_session=True)
+                                         cwd=self.cwd, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

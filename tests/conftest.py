@@ -60,3 +60,17 @@ def cli():
 @pytest.fixture(scope="session")
 def cli_json():
     return run_cli_json
+
+
+def three_node_cluster():
+    """A provisioned, started 3-node cluster with priorities 0 < 1 < 2 (node2 is the master): the
+    generator body of the module-scoped `cluster` fixtures of the multi-process test modules."""
+    from collab_tui.localcluster import LocalCluster
+
+    c = LocalCluster(3, priorities=[0, 1, 2], heartbeat=0.2)
+    try:
+        c.provision()
+        c.start_all()
+        yield c
+    finally:
+        c.close()

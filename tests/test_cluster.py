@@ -16,7 +16,7 @@ import pytest
 
 from collab_tui.localcluster import LocalCluster
 
-from conftest import wait_for
+from conftest import three_node_cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -25,13 +25,7 @@ TOP, SECOND = 2, 1
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = LocalCluster(3, priorities=[0, 1, 2], heartbeat=0.2)
-    try:
-        c.provision()
-        c.start_all()
-        yield c
-    finally:
-        c.close()
+    yield from three_node_cluster()
 
 
 def _status(c: LocalCluster, i: int) -> dict:

@@ -25,7 +25,7 @@ import pytest
 from collab_tui.jobs.wordcount import count_words
 from collab_tui.localcluster import LocalCluster
 
-from conftest import run_cli, wait_for
+from conftest import run_cli, three_node_cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -125,13 +125,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 # --------------------------------------------------------------------------- cluster
 @pytest.fixture(scope="module")
 def cluster():
-    c = LocalCluster(3, priorities=[0, 1, 2], heartbeat=0.2)
-    try:
-        c.provision()
-        c.start_all()
-        yield c
-    finally:
-        c.close()
+    yield from three_node_cluster()
 
 
 def _all_up(c: LocalCluster) -> str:

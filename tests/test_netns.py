@@ -8,19 +8,17 @@ each other by mDNS on the bridged segment. The namespaces are always deleted at 
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from collab_tui.localcluster import ClusterError, LocalCluster
+from collab_tui.localcluster import LocalCluster
 from collab_tui.net import identity as idm
 
 from conftest import REPO, clean_env, wait_for
@@ -45,6 +43,8 @@ class NetnsCluster(LocalCluster):
         super().__init__(len(namespaces), base=base, priorities=list(range(len(namespaces))), heartbeat=0.2)
         self.namespaces = namespaces
         self.addrs = addrs
+        self.env = clean_env()
+        self.cwd = str(REPO)
 
     def provision_offline(self) -> None:
         ca = idm.create_cluster(self.homes[0], self.names[0])
@@ -53,30 +53,15 @@ class NetnsCluster(LocalCluster):
             cert = idm.sign_csr(ca.ca_key, ca.ca_cert, idm.make_csr(key, self.names[i]))
             idm.install_joined_identity(self.homes[i], key, cert, ca.ca_cert)
 
-    def start(self, i: int, timeout: float = 20.0, extra: list[str] | None = None) -> dict:
-        ready = self.homes[i] / "run" / "ready.json"
-        ready.unlink(missing_ok=True)
-        args = [
+    def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:
+        # `ip netns exec` execs the command: the PID LocalCluster gets is the daemon's own
+        return [
             "ip", "netns", "exec", self.namespaces[i],
             sys.executable, "-m", "collab_tui", "daemon", "--home", str(self.homes[i]),
             "--host", self.addrs[i], "--port", str(PORT), "--name", self.names[i],
             "--priority", str(self.priorities[i]), "--heartbeat", str(self.heartbeat), "--quiet",
-            "--ready-file", str(ready), "--mdns", "--mdns-interface", self.addrs[i], *(extra or []),
+            "--ready-file", str(ready), "--mdns", "--mdns-interface", self.addrs[i], *extra,
         ]
-        log = open(self.base / f"{self.names[i]}.stderr", "ab")
-        # `ip netns exec` execs the command: the PID we get is the daemon's own
-        self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=clean_env(),
-                                         cwd=REPO, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready.exists():
-                self.info[i] = json.loads(ready.read_text())
-                return self.info[i]
-            if self.procs[i].poll() is not None:
-                raise ClusterError(f"{self.names[i]} exited: {self.stderr(i)[-2000:]}")
-            time.sleep(0.02)
-        raise ClusterError(f"{self.names[i]} not ready within {timeout}s")
 
 
 @pytest.fixture
