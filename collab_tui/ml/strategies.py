@@ -53,6 +53,14 @@ def weighted_average(updates: Sequence[ClientUpdate], w: np.ndarray) -> list[np.
     return out
 
 
+def _pseudo_gradient(global_weights, updates, weights) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Server optimisers (FedAdam, FedAvgM): (global as float64, weighted average of updates - global)."""
+    _check(global_weights, updates)
+    avg = weighted_average(updates, _agg_weights(updates, weights))
+    g = [np.asarray(x, np.float64) for x in global_weights]
+    return g, [a - b for a, b in zip(avg, g)]
+
+
 class Strategy:
     """Base class; subclasses implement ``aggregate``."""
 
@@ -200,10 +208,7 @@ class FedAdam(Strategy):
         self._rounds = 0
 
     def aggregate(self, global_weights, updates, weights=None) -> Weights:
-        _check(global_weights, updates)
-        avg = weighted_average(updates, _agg_weights(updates, weights))
-        g = [np.asarray(x, np.float64) for x in global_weights]
-        delta = [a - b for a, b in zip(avg, g)]
+        g, delta = _pseudo_gradient(global_weights, updates, weights)
         if self._m is None or self._v is None:
             self._m = [np.zeros_like(d) for d in delta]
             self._v = [np.zeros_like(d) for d in delta]
@@ -261,10 +266,7 @@ class FedAvgM(Strategy):
         self._rounds = 0
 
     def aggregate(self, global_weights, updates, weights=None) -> Weights:
-        _check(global_weights, updates)
-        avg = weighted_average(updates, _agg_weights(updates, weights))
-        g = [np.asarray(x, np.float64) for x in global_weights]
-        delta = [a - b for a, b in zip(avg, g)]
+        g, delta = _pseudo_gradient(global_weights, updates, weights)
         if self._v is None:
             self._v = [np.zeros_like(d) for d in delta]
         elif [x.shape for x in self._v] != [d.shape for d in delta]:

@@ -108,25 +108,19 @@ class Connection:
         return frame.payload
 
     async def request(self, msg: dict, timeout: float = 10.0) -> dict:
-        rid = next(self._ids)
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            await self.send({**msg, "id": rid})
-            reply = await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pending.pop(rid, None)
-        if not reply.get("ok", False):
-            raise RemoteError(str(reply.get("error", "request failed")))
-        return reply
+        return await self._request(lambda rid: self.send({**msg, "id": rid}), timeout)
 
     async def request_blob(self, fields: dict, data: bytes, timeout: float = 10.0) -> dict:
         """Send bytes as a request; the peer's handler answers like any request."""
+        return await self._request(lambda rid: self.send_blob({**fields, "id": rid}, data), timeout)
+
+    async def _request(self, send, timeout: float) -> dict:
+        """Register a pending id, send with it, wait for the answer; ok=false raises RemoteError."""
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
-            await self.send_blob({**fields, "id": rid}, data)
+            await send(rid)
             reply = await asyncio.wait_for(fut, timeout)
         finally:
             self._pending.pop(rid, None)
