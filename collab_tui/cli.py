@@ -115,7 +115,9 @@ def invite(
         out.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
     res = _call(_home(home), out, "invite", ttl=seconds, uses=uses)
-    out.data(res, f"{res['token']}\n\njoin with:  collab join {res['token']} --peer {res['addr']}")
+    peers = " or ".join(f"--peer {a}" for a in res.get("addrs") or [res["addr"]])
+    out.data(res, f"{res['token']}\n\non another machine of this LAN:  collab join {res['token']}\n"
+                  f"(it finds this cluster with mDNS; where multicast does not reach, add {peers})")
 
 
 @app.command()
@@ -125,10 +127,12 @@ def join(
     name: Annotated[str, typer.Option(help="This node's name.")] = "",
     mdns_interface: Annotated[Optional[list[str]], typer.Option(help="Interfaces for the mDNS search.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 5.0,
+    search: Annotated[float, typer.Option(help="Seconds to look for members with mDNS.")] = 10.0,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Join a cluster: check the CA pin, then send the secret and a CSR; receive a certificate."""
+    """Join a cluster: find a member that can sign (mDNS or --peer), check the CA pin, then send the secret
+    and a CSR; receive a certificate. Every address found is tried until one signs."""
     import asyncio
     import socket
 
@@ -148,14 +152,17 @@ def join(
     except (TokenError, ConfigError) as exc:
         out.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
+    discovery = None
     if not addrs:
-        from .net.discovery import browse_once
+        from functools import partial
 
-        out.info("looking for the inviter with mDNS ...")
-        addrs = asyncio.run(browse_once(tok.pin_hex[:16], 4.0, mdns_interface or None))
+        from .net.discovery import browser
+
+        out.info("looking for the cluster with mDNS ...")
+        discovery = partial(browser, tok.pin_hex[:16], interfaces=mdns_interface or None)
     node_name = name or socket.gethostname()[:64]
     try:
-        ident, members, blob = asyncio.run(join_cluster(h, token, addrs, node_name, timeout))
+        ident, members, blob = asyncio.run(join_cluster(h, token, addrs, node_name, timeout, discovery, search))
     except JoinError as exc:
         out.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None

@@ -42,7 +42,9 @@ class NodeConfig:
     name: str = ""
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
-    advertise: str = ""  # address peers should dial; default: host, or 127.0.0.1 when host is 0.0.0.0
+    # the address peers should dial; default: `host`, or when `host` is 0.0.0.0 every non-loopback IPv4
+    # address of the machine (see net/addresses.py)
+    advertise: str = ""
     priority: int = 0
     peers: list[str] = field(default_factory=list)  # static "host:port" peers
     mdns: bool = True
@@ -59,11 +61,6 @@ class NodeConfig:
     # threads running distributed-job tasks on this node: 0 = one per CPU; -1 = none (the node still submits
     # jobs and, as master, schedules them, but is never given a task)
     job_threads: int = 0
-
-    @property
-    def advertise_addr(self) -> str:
-        host = self.advertise or (self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1")
-        return f"{host}:{self.port}"
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -268,3 +268,36 @@ def test_revoked_node_is_cut_off_and_cannot_reconnect(cluster, cli, cli_json, tm
     assert took < 5
     assert REVOKED in c.running()  # it was cut off, not killed
     c.kill(REVOKED, signal.SIGTERM)
+
+
+def test_a_connection_flood_is_logged_as_one_line_per_reason_then_a_summary(cluster, tmp_path):
+    """Hundreds of refused connections give a few lines, not hundreds; the count is in `status`."""
+    target = 1
+    before = cluster.call(target, "status")["refused_connections"]
+    t0 = time.time()
+    ctx = _tls_ctx(_self_signed_pem(), tmp_path)
+    for k in range(200):
+        sock = _connect(_addr(cluster, target), ctx if k % 2 else None)
+        try:
+            sock.settimeout(3.0)
+            sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            sock.recv(100)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            sock.close()
+    wait_for(lambda: cluster.call(target, "status")["refused_connections"] >= before + 200, 10.0,
+             "every refusal to be counted")
+
+    def refusal_lines():
+        return [r["msg"] for r in cluster.call(target, "logs", n=1000) if "refused" in r["msg"] and r["ts"] >= t0]
+
+    assert 1 <= len(refusal_lines()) <= 4, refusal_lines()  # one per (source, reason) seen
+    def summarised():
+        return sum(int(m.split()[1]) for m in refusal_lines() if " more connection" in m)
+
+    wait_for(lambda: summarised() + len(refusal_lines()) >= 200 or None, 15.0,
+             "the summary lines at the end of the interval")
+    assert len(refusal_lines()) <= 8, refusal_lines()
+    member = _member_identity(cluster, tmp_path / "after-flood", "legit")
+    assert _handshake(_addr(cluster, target), member)["t"] == "hello_ack"  # still serving

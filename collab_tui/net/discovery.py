@@ -2,8 +2,10 @@
 TLS and the HELLO decide trust.
 
 TXT record (small on purpose): ``id`` node id (64 hex), ``cl`` cluster id prefix (16 hex),
-``v`` protocol version, ``port``. Interfaces are configurable; tests and the demo pin them to
-127.0.0.1 so that nothing leaves the machine.
+``v`` protocol version, ``port``, and ``ca=1`` on nodes that can sign joins (a hint for `collab join`,
+which still checks the CA pin before it sends anything). The record carries every address the node
+advertises (see `addresses.py`). Interfaces are configurable; tests and the demo on loopback pin them
+to 127.0.0.1 so that nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from ..config import SERVICE_TYPE
 
 log = logging.getLogger("collab.discovery")
 
-Propose = Callable[[str, int, str], None]  # host, port, node_id ("" when unknown)
+Propose = Callable[[str, int, str, dict], None]  # host, port, node_id ("" when unknown), TXT fields
 
 
-def txt_record(node_id: str, cluster_id: str, port: int) -> dict[str, str]:
-    return {"id": node_id, "cl": cluster_id[:16], "v": str(PROTOCOL_VERSION), "port": str(port)}
+def txt_record(node_id: str, cluster_id: str, port: int, can_sign: bool = False) -> dict[str, str]:
+    txt = {"id": node_id, "cl": cluster_id[:16], "v": str(PROTOCOL_VERSION), "port": str(port)}
+    if can_sign:
+        txt["ca"] = "1"
+    return txt
 
 
 def parse_txt(props: dict) -> dict[str, str]:
@@ -34,6 +39,14 @@ def parse_txt(props: dict) -> dict[str, str]:
     return out
 
 
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
 class MdnsDiscovery:
     """Advertise this node and browse for others of the same cluster."""
 
@@ -42,16 +55,18 @@ class MdnsDiscovery:
         node_id: str,
         name: str,
         cluster_id: str,
-        host: str,
+        hosts: list[str],
         port: int,
         propose: Propose,
         interfaces: list[str] | None = None,
+        can_sign: bool = False,
     ) -> None:
         self.node_id = node_id
         self.name = name
         self.cluster_id = cluster_id
-        self.host = host
+        self.hosts = list(hosts)
         self.port = port
+        self.can_sign = can_sign
         self.propose = propose
         self.interfaces = interfaces or []
         self._azc = None
@@ -74,17 +89,32 @@ class MdnsDiscovery:
         self._browser = AsyncServiceBrowser(self._azc.zeroconf, [SERVICE_TYPE], handlers=[self._on_change])
         if not advertise:
             return
-        self._info = AsyncServiceInfo(
-            SERVICE_TYPE,
-            self.instance_name,
-            addresses=[socket.inet_aton(self.host)],
-            port=self.port,
-            properties=txt_record(self.node_id, self.cluster_id, self.port),
-            server=f"collab-{self.node_id[:12]}.local.",
-        )
+        self._info = self._service_info()
         # The instance name carries part of the node id, so it is unique: skip the ~1.2 s name probe.
         await self._azc.async_register_service(self._info, allow_name_change=True, cooperating_responders=True)
-        log.info("mDNS: advertising %s on %s", self.instance_name, self.interfaces or "all interfaces")
+        log.info("mDNS: advertising %s at %s on %s", self.instance_name, ", ".join(self.hosts),
+                 self.interfaces or "all interfaces")
+
+    def _service_info(self):
+        from zeroconf.asyncio import AsyncServiceInfo
+
+        return AsyncServiceInfo(
+            SERVICE_TYPE,
+            self.instance_name,
+            addresses=[socket.inet_aton(h) for h in self.hosts if _is_ipv4(h)],
+            port=self.port,
+            properties=txt_record(self.node_id, self.cluster_id, self.port, self.can_sign),
+            server=f"collab-{self.node_id[:12]}.local.",
+        )
+
+    async def update_hosts(self, hosts: list[str]) -> None:
+        """The machine's addresses changed (DHCP, a new interface): announce the new record."""
+        self.hosts = list(hosts)
+        if self._azc is None or self._info is None:
+            return
+        self._info = self._service_info()
+        await self._azc.async_update_service(self._info)
+        log.info("mDNS: now advertising %s", ", ".join(self.hosts))
 
     def _on_change(self, zeroconf, service_type: str, name: str, state_change) -> None:
         if state_change in self._state_added:
@@ -110,7 +140,7 @@ class MdnsDiscovery:
             log.info("mDNS: %s speaks protocol %s, ignoring", name, txt.get("v"))
             return
         for addr in info.parsed_addresses():
-            self.propose(addr, int(info.port), txt.get("id", ""))
+            self.propose(addr, int(info.port), txt.get("id", ""), txt)
 
     async def stop(self) -> None:
         """Send goodbye packets (await the unregister task) and close."""
@@ -131,21 +161,7 @@ class MdnsDiscovery:
             self._azc = None
 
 
-async def browse_once(cluster_prefix: str, seconds: float, interfaces: list[str] | None = None) -> list[tuple[str, int]]:
-    """Used by `collab join` before it has an identity: addresses advertising the given cluster."""
-    found: list[tuple[str, int]] = []
-
-    def propose(host: str, port: int, node_id: str) -> None:
-        if (host, port) not in found:
-            found.append((host, port))
-
-    probe = MdnsDiscovery("0" * 64, "joiner", cluster_prefix, "127.0.0.1", 9, propose, interfaces)
-    await probe.start(advertise=False)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while not found and loop.time() < deadline:
-            await asyncio.sleep(0.1)
-    finally:
-        await probe.stop()
-    return found
+def browser(cluster_prefix: str, propose: Propose, interfaces: list[str] | None = None) -> MdnsDiscovery:
+    """For `collab join`, before it has an identity: call ``await b.start(advertise=False)``; every
+    address of every node advertising the cluster is then proposed as it resolves; ``await b.stop()``."""
+    return MdnsDiscovery("0" * 64, "joiner", cluster_prefix, [], 9, propose, interfaces)

@@ -64,6 +64,7 @@ class Connection:
         self.idle_timeout = idle_timeout
         self.peer_id: str = ""
         self.hello: dict = {}
+        self.peer_addr = ""  # the peer's address as recorded by the node (see net/addresses.py)
         self.outbound = False
         self.handler: Handler | None = None
         self._ids = itertools.count(1)

@@ -58,7 +58,7 @@ def install_commands(ctl: ControlServer, node: Node, ring: RingHandler) -> None:
             raise PermissionError("this node does not hold the cluster CA key; invite from the node that ran `collab init`")
         token = node.tokens.issue(ident_mod.ca_pin(node.ident.ca_cert), ttl_s=float(args.get("ttl", 3600)),
                                   uses=int(args.get("uses", 1)))
-        return {"token": token, "addr": node.cfg.advertise_addr}
+        return {"token": token, "addr": node.addr, "addrs": node.addrs}
 
     async def trust_list(args):
         revoked = node.deny.entries
@@ -133,7 +133,7 @@ async def run_daemon(home: Path, cfg: NodeConfig, log_to_stderr: bool = True, re
     loop.call_later(FREEZE_AFTER, _freeze_startup_heap)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(node.stop(graceful=True)))
-    info = {"pid": os.getpid(), "port": node.port, "addr": node.cfg.advertise_addr, "node_id": node.node_id,
+    info = {"pid": os.getpid(), "port": node.port, "addr": node.addr, "addrs": node.addrs, "node_id": node.node_id,
             "started": time.time()}
     atomic_write(home / "run" / "node.json", json.dumps(info).encode())
     if ready_file:

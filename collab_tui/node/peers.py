@@ -2,22 +2,39 @@
 
 Duplicate rule (both sides dialed at once): keep the connection dialed by the node with the smaller
 node id. Both ends apply the same rule, so they keep the same connection.
+
+Redialing: the address of a known member (its node id is known) that is not connected is dialed
+every ``REDIAL_EVERY`` seconds (with jitter) for as long as it stays unreachable, with a short TCP
+connect timeout and a few attempts in flight at once, so that the first attempt after a partition
+heals gets through within a fraction of a second, however long the partition lasted. Addresses of
+unknown nodes (static peers, gossip) back off exponentially up to ``MAX_BACKOFF``.
+
+Refused connections (plaintext, foreign or self-signed certificates, bad HELLOs) and failed dials are
+logged through a `RefusalLog`: one line per source and reason per interval, not one per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 
 from ..net import identity as ident_mod
+from ..net.addresses import is_wildcard, join_hostport, peer_address, split_hostport
 from ..net.codec import FrameError
 from ..net.handshake import HandshakeError, client_hello, make_hello, peer_certificate, server_hello
+from ..net.refusals import RefusalLog
 from ..net.transport import Connection, ConnectionClosed
 
 log = logging.getLogger("collab.peers")
+
+REDIAL_EVERY = 0.25  # seconds between dials of an unreachable known member (+-40 % jitter)
+CONNECT_TIMEOUT = 0.75  # TCP connect; the TLS handshake then has cfg.handshake_timeout
+PARALLEL_DIALS = 3  # attempts in flight per address (a SYN lost in a partition does not hold up the next)
+MAX_BACKOFF = 5.0  # unknown addresses: exponential back-off up to this
 
 
 class PeerTable:
@@ -26,7 +43,10 @@ class PeerTable:
         self.conns: dict[str, Connection] = {}
         self.addrs: dict[str, str] = {}  # "host:port" -> node id ("" until known)
         self._backoff: dict[str, tuple[float, float]] = {}  # addr -> (next try, delay)
-        self._dialing: set[str] = set()
+        self._dialing: dict[str, int] = {}  # addr -> attempts in flight
+        self._self_addrs: set[str] = set()  # addresses that turned out to be this node
+        self.refusals = RefusalLog()
+        self._rng = random.Random()
         self._tasks: set[asyncio.Task] = set()
         self.server: asyncio.base_events.Server | None = None
         self.on_up: Callable[[Connection], Awaitable[None]] | None = None
@@ -41,12 +61,30 @@ class PeerTable:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _hello(self, t: str) -> dict:
+    def local_addr(self, conn: Connection) -> str:
+        """The address the peer at the other end of ``conn`` reached us on (or can reach us on)."""
+        n = self.node
+        if n.cfg.advertise or not is_wildcard(n.cfg.host):
+            return n.addr
+        sock = conn.writer.get_extra_info("sockname")
+        host = sock[0] if sock else ""
+        return join_hostport(host, n.port) if host and not is_wildcard(host) else n.addr
+
+    def _hello(self, t: str, conn: Connection) -> dict:
         n = self.node
         return make_hello(
-            t, n.node_id, n.name, n.ident.cluster_id, n.cfg.priority, n.cfg.advertise_addr,
-            term=n.election.term, deny_v=n.denylist_version(),
+            t, n.node_id, n.name, n.ident.cluster_id, n.cfg.priority, self.local_addr(conn),
+            term=n.election.term, deny_v=n.denylist_version(), ca=n.ident.ca_key is not None,
         )
+
+    def refused(self, source: str, reason: str) -> None:
+        line = self.refusals.note(source, reason, time.monotonic())
+        if line:
+            log.warning(line)
+
+    def flush_refusals(self) -> None:
+        for line in self.refusals.flush(time.monotonic()):
+            log.warning(line)
 
     def _new_conn(self, reader, writer) -> Connection:
         cfg = self.node.cfg
@@ -56,7 +94,7 @@ class PeerTable:
 
     def propose(self, addr: str, node_id: str = "") -> None:
         """An address to try (static peer, mDNS, member list, gossip)."""
-        if addr == self.node.cfg.advertise_addr or node_id == self.node.node_id:
+        if addr in self.node.addrs or addr in self._self_addrs or node_id == self.node.node_id:
             return
         if node_id or addr not in self.addrs:
             self.addrs[addr] = node_id or self.addrs.get(addr, "")
@@ -73,75 +111,100 @@ class PeerTable:
 
     async def _accept_tcp(self, reader, writer) -> None:
         peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
         try:
             await writer.start_tls(self._server_ctx, ssl_handshake_timeout=self.node.cfg.handshake_timeout)
         except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
             self.handshake_failures += 1
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            log.warning("refused TLS connection from %s: %s", peer, f"{reason} ({exc})" if str(exc) else reason)
+            self.refused(source, "TLS: " + str(getattr(exc, "reason", None) or type(exc).__name__))
             writer.transport.abort()
             return
-        await self._accept(reader, writer)
+        await self._accept(reader, writer, source)
 
-    async def _accept(self, reader, writer) -> None:
+    async def _accept(self, reader, writer, source: str) -> None:
         conn = self._new_conn(reader, writer)
         n = self.node
         try:
             first = await conn.read_message(n.cfg.handshake_timeout)
             if peer_certificate(conn) is None:
-                await n.serve_certless(conn, first)
+                await n.serve_certless(conn, first, source)
                 return
-            await server_hello(conn, first, self._hello("hello_ack"), n.ident.cluster_id, n.is_revoked)
+            await server_hello(conn, first, self._hello("hello_ack", conn), n.ident.cluster_id, n.is_revoked)
+            if conn.peer_id == n.node_id:
+                raise HandshakeError("the connection came from this node itself")
         except (HandshakeError, FrameError, ConnectionClosed, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
             self.handshake_failures += 1
-            log.warning("refused inbound connection from %s: %s", writer.get_extra_info("peername"), exc)
+            self.refused(source, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             await conn.close()
             return
         except Exception:
             log.exception("inbound connection failed")
             await conn.close()
             return
+        conn.peer_addr = peer_address(str(conn.hello.get("addr", "")), source)
         await self._adopt(conn)
 
     # ----------------------------------------------------------------- dialing
     async def dial(self, addr: str) -> Connection | None:
-        from ..config import parse_hostport
-
-        host, port = parse_hostport(addr)
+        parts = split_hostport(addr)
+        if parts is None:
+            return None
+        host, port = parts
         n = self.node
         if self._client_ctx is None:
             self._client_ctx = ident_mod.client_ssl_context(n.ident)
-        ctx = self._client_ctx
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=ctx, ssl_handshake_timeout=n.cfg.handshake_timeout, limit=2**20),
-                n.cfg.handshake_timeout + 1,
-            )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        try:  # TCP first with a short timeout (a lost SYN must not hold the dial for seconds), then TLS
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=2**20), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
             log.debug("dial %s failed: %s", addr, exc)
+            return None
+        try:
+            await writer.start_tls(self._client_ctx, ssl_handshake_timeout=n.cfg.handshake_timeout)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError, ConnectionError) as exc:
+            writer.transport.abort()
+            self.handshake_failures += 1
+            self.refused(addr, "outbound TLS: " + str(getattr(exc, "reason", None) or type(exc).__name__))
             return None
         conn = self._new_conn(reader, writer)
         try:
-            await client_hello(conn, self._hello("hello"), n.ident.cluster_id, n.is_revoked, n.cfg.handshake_timeout)
+            await client_hello(conn, self._hello("hello", conn), n.ident.cluster_id, n.is_revoked, n.cfg.handshake_timeout)
         except (HandshakeError, FrameError, ConnectionClosed, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
             self.handshake_failures += 1
-            log.warning("handshake with %s failed: %s", addr, exc)
+            self.refused(addr, f"outbound handshake: {exc}" if str(exc) else type(exc).__name__)
             await conn.close()
             return None
+        if conn.peer_id == n.node_id:  # e.g. our own address learnt from a member list, or a static peer
+            self._self_addrs.add(addr)
+            self.addrs.pop(addr, None)
+            await conn.close()
+            return None
+        conn.peer_addr = addr
         self.addrs[addr] = conn.peer_id
         return await self._adopt(conn)
 
     def dial_due(self, now: float) -> None:
-        """Dial every known address whose node is not connected (with exponential backoff)."""
+        """Dial every known address whose node is not connected: known members on a short fixed interval
+        (jittered), unknown addresses with exponential back-off (see the module docstring)."""
         for addr, node_id in list(self.addrs.items()):
-            if addr in self._dialing or (node_id and node_id in self.conns):
+            if (node_id and node_id in self.conns) or self._dialing.get(addr, 0) >= PARALLEL_DIALS:
                 continue
-            next_try, delay = self._backoff.get(addr, (0.0, 0.2))
+            next_try, delay = self._backoff.get(addr, (0.0, REDIAL_EVERY))
             if now < next_try:
                 continue
-            self._backoff[addr] = (now + delay, min(delay * 2, 5.0))
-            self._dialing.add(addr)
+            if node_id:
+                wait, delay = REDIAL_EVERY * self._rng.uniform(0.6, 1.4), REDIAL_EVERY
+            else:
+                wait, delay = delay, min(delay * 2, MAX_BACKOFF)
+            self._backoff[addr] = (now + wait, delay)
+            self._dialing[addr] = self._dialing.get(addr, 0) + 1
             self.spawn(self._dial_once(addr))
+
+    def dial_now(self, node_id: str) -> None:
+        """A fresh sign of life from a member we are not connected to (an mDNS announcement): its
+        addresses are due at once."""
+        for addr, nid in self.addrs.items():
+            if nid == node_id:
+                self._backoff.pop(addr, None)
 
     async def _dial_once(self, addr: str) -> None:
         try:
@@ -149,15 +212,20 @@ class PeerTable:
             if conn is not None:
                 self._backoff.pop(addr, None)
         finally:
-            self._dialing.discard(addr)
+            left = self._dialing.get(addr, 1) - 1
+            if left > 0:
+                self._dialing[addr] = left
+            else:
+                self._dialing.pop(addr, None)
 
     async def probe(self, addr: str) -> bool:
         """Is the peer's process still there? A refused TCP connect means it is gone. Right after a
         SIGKILL its listening socket may still accept for a moment, so a peer counts as present only if
         three connects over ~0.3 s all succeed."""
-        from ..config import parse_hostport
-
-        host, port = parse_hostport(addr)
+        parts = split_hostport(addr)
+        if parts is None:
+            return False
+        host, port = parts
         for delay in (0.0, 0.1, 0.2):
             await asyncio.sleep(delay)
             try:
@@ -183,8 +251,8 @@ class PeerTable:
         self.conns[conn.peer_id] = conn
         if old is not None:
             old.abort("replaced by a newer connection")
-        if conn.hello.get("addr"):
-            self.addrs[conn.hello["addr"]] = conn.peer_id
+        if conn.peer_addr:
+            self.addrs[conn.peer_addr] = conn.peer_id
         self.spawn(self._serve(conn))
         return conn
 

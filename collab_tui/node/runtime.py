@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import PROTOCOL_VERSION, __version__
 from ..config import NodeConfig, parse_hostport
 from ..net import identity as ident_mod
+from ..net.addresses import advertised_hosts, join_hostport, split_hostport
 from ..net.election import Election
 from ..net.membership import Membership, heartbeat_fields
 from ..net.revocation import DenyListStore, RevocationError
@@ -33,6 +34,15 @@ from .state import JsonState
 log = logging.getLogger("collab.node")
 
 Handler = Callable[[Connection, dict], Awaitable[dict | None]]
+
+
+def health_fields(unhealthy) -> dict:
+    """``health`` ("ok" or "unhealthy") and ``unhealthy`` ({task kind: reason}, bounded) for a node row."""
+    bad = {}
+    if isinstance(unhealthy, dict):
+        for kind, reason in list(unhealthy.items())[:16]:
+            bad[str(kind)[:40]] = str(reason)[:300]
+    return {"health": "unhealthy" if bad else "ok", "unhealthy": bad}
 
 
 class Node:
@@ -67,21 +77,37 @@ class Node:
         self.started_at = time.time()
         self.queue_depth: Callable[[], int] = lambda: 0
         self.model_version: Callable[[], str | None] = lambda: None
+        # task kinds this node keeps failing, with the reason ({kind: reason}); set by the jobs service
+        self.unhealthy: Callable[[], dict[str, str]] = lambda: {}
         self.capabilities: list[str] = ["faces", "people", "classify", "train"]
         self.discovery = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self.port = cfg.port
+        self.addrs: list[str] = []  # advertised "host:port", set by start() (see net/addresses.py)
+        self.signers: dict[str, str] = {}  # connected members that can sign joins -> their address
         for t in ("hb", "el.election", "el.answer", "el.coordinator", "el.leave", "peers", "deny", "deny_get", "ping"):
             self.handlers[t] = self._builtin
         self._known = JsonState(home / "state" / "members.json")
 
     # ----------------------------------------------------------------- life cycle
+    @property
+    def addr(self) -> str:
+        """The first advertised address (each peer is told the one it reached us on)."""
+        return self.addrs[0] if self.addrs else join_hostport("127.0.0.1", self.port)
+
+    def _advertised(self) -> list[str]:
+        return [join_hostport(h, self.port) for h in advertised_hosts(self.cfg.host, self.cfg.advertise)]
+
+    def _hosts(self) -> list[str]:
+        return [split_hostport(a)[0] for a in self.addrs if split_hostport(a)]
+
     async def start(self) -> None:
         self.port = await self.peers.listen()
         if self.cfg.port == 0:
             self.cfg.port = self.port
+        self.addrs = self._advertised()
         for addr in self.cfg.peers:
             parse_hostport(addr)
             self.peers.propose(addr)
@@ -91,10 +117,10 @@ class Node:
         if self.cfg.mdns:
             from ..net.discovery import MdnsDiscovery
 
-            host = self.cfg.advertise_addr.rsplit(":", 1)[0]
             self.discovery = MdnsDiscovery(
-                self.node_id, self.name, self.ident.cluster_id, host, self.port,
-                lambda h, p, nid: self._propose(f"{h}:{p}", nid), self.cfg.mdns_interfaces or None,
+                self.node_id, self.name, self.ident.cluster_id, self._hosts(),
+                self.port, lambda h, p, nid, txt: self._propose(join_hostport(h, p), nid),
+                self.cfg.mdns_interfaces or None, can_sign=self.ident.ca_key is not None,
             )
             try:
                 await self.discovery.start()
@@ -107,14 +133,15 @@ class Node:
         self._tasks = [
             asyncio.get_running_loop().create_task(self._ticker(), name="ticker"),
             asyncio.get_running_loop().create_task(self._heartbeats(), name="heartbeats"),
+            asyncio.get_running_loop().create_task(self._watch_addresses(), name="addresses"),
         ]
         for svc in self.services:
             await svc.start()
         log.info(
-            "node %s (%s) listening on %s, cluster %s", self.ident.short_id, self.name, self.cfg.advertise_addr,
-            self.ident.cluster_id[:12],
+            "node %s (%s) listening on %s, advertised as %s, cluster %s", self.ident.short_id, self.name,
+            join_hostport(self.cfg.host or "0.0.0.0", self.port), ", ".join(self.addrs), self.ident.cluster_id[:12],
         )
-        self.events.publish("node_started", node_id=self.node_id, addr=self.cfg.advertise_addr)
+        self.events.publish("node_started", node_id=self.node_id, addr=self.addr, addrs=self.addrs)
 
     async def stop(self, graceful: bool = True) -> None:
         """Graceful leave: tell everyone (an immediate election if we were master), then close."""
@@ -149,6 +176,8 @@ class Node:
         if node_id and node_id in self.peers.conns:
             return
         self.peers.propose(addr, node_id)
+        if node_id:
+            self.peers.dial_now(node_id)  # a fresh announcement of a member we miss: dial it at once
         self._wake.set()
 
     async def dispatch(self, conn: Connection, msg: dict) -> dict | None:
@@ -158,18 +187,27 @@ class Node:
             raise ValueError(f"unknown message type {msg['t']!r}")
         return await handler(conn, msg)
 
-    async def serve_certless(self, conn: Connection, first: dict) -> None:
+    async def serve_certless(self, conn: Connection, first: dict, source: str = "?") -> None:
         from ..net.join import serve_join
 
-        new_id = await serve_join(
-            conn, first, self.ident, self.tokens, self.member_list, self.denylist_store.blob, self.cfg.handshake_timeout
+        here = self.peers.local_addr(conn)
+        new_id, refused = await serve_join(
+            conn, first, self.ident, self.tokens, lambda: self.member_list(here), self.denylist_store.blob,
+            self.cfg.handshake_timeout, self.signer_addrs,
         )
+        if refused:
+            self.peers.refused(source, refused)
         if new_id:
             self.events.publish("member_joined", node_id=new_id)
         await conn.close()
 
-    def member_list(self) -> list[dict]:
-        out = [{"node_id": self.node_id, "name": self.name, "addr": self.cfg.advertise_addr}]
+    def signer_addrs(self) -> list[str]:
+        alive = self.membership.alive_ids()
+        return [addr for nid, addr in self.signers.items() if nid in alive and addr]
+
+    def member_list(self, self_addr: str | None = None) -> list[dict]:
+        """Members as handed to a joiner or a peer; ``self_addr``: the address that one reached us on."""
+        out = [{"node_id": self.node_id, "name": self.name, "addr": self_addr or self.addr}]
         for p in self.membership.peers():
             out.append({"node_id": p.node_id, "name": p.name, "addr": p.addr})
         return out
@@ -264,11 +302,15 @@ class Node:
 
     async def _peer_up(self, conn: Connection) -> None:
         h, now = conn.hello, time.monotonic()
-        self.membership.on_hello(conn.peer_id, h.get("name", ""), h.get("addr", ""), int(h.get("priority", 0)), now)
+        self.membership.on_hello(conn.peer_id, h.get("name", ""), conn.peer_addr, int(h.get("priority", 0)), now)
+        if h.get("ca") is True:
+            self.signers[conn.peer_id] = conn.peer_addr
+        else:
+            self.signers.pop(conn.peer_id, None)
         self._pump_membership()
         self._remember_members()
         self.election.set_quorum_size(self.cluster_size())
-        await conn.send({"t": "peers", "members": self.member_list()})
+        await conn.send({"t": "peers", "members": self.member_list(self.peers.local_addr(conn))})
         await conn.send(self._heartbeat())
         if isinstance(h.get("deny_v"), int) and h["deny_v"] > self.deny.version:
             await conn.send({"t": "deny_get"})
@@ -278,7 +320,7 @@ class Node:
         now = time.monotonic()
         self.membership.on_disconnect(conn.peer_id, now)
         self._pump_membership()
-        addr = conn.hello.get("addr", "")
+        addr = conn.peer_addr
         if addr and not self._stop.is_set() and not await self.peers.probe(addr):
             # Nothing listens there any more: the process is gone. Don't wait for heartbeats to age out.
             self.membership.on_leave(conn.peer_id, time.monotonic())
@@ -296,6 +338,10 @@ class Node:
                 self.election.peer_up(peer_id, info.priority, now)
             elif kind in ("dead", "leave"):
                 self.election.peer_down(peer_id, now)
+                if kind == "dead" and peer_id in self.peers.conns:
+                    # silent, yet its connection looks open (a cut cable, a partition): TCP would take
+                    # many seconds to notice. Drop it, so that the redial gets through when the link is back.
+                    self.peers.drop(peer_id, "silent for too long")
             self.events.publish("peer", change=kind, node_id=peer_id, name=info.name if info else "")
             log.info("peer %s: %s", ident_mod.short_id(peer_id), kind)
 
@@ -322,6 +368,7 @@ class Node:
             self.election.tick(now)
             await self._flush_election()
             self.peers.dial_due(now)
+            self.peers.flush_refusals()
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.05)
@@ -336,7 +383,26 @@ class Node:
             model_version=self.model_version(),
         )
         msg["deny_v"] = self.deny.version
+        msg["unhealthy"] = self.unhealthy()
         return msg
+
+    async def _watch_addresses(self, every: float = 10.0) -> None:
+        """Follow the machine's addresses (DHCP, a new interface): re-advertise when they change."""
+        while not self._stop.is_set():
+            await asyncio.sleep(every)
+            try:
+                now = await asyncio.to_thread(self._advertised)
+            except Exception as exc:  # pragma: no cover - an interface query that fails is not fatal
+                log.debug("cannot list the interfaces: %s", exc)
+                continue
+            if now != self.addrs:
+                log.info("advertised addresses changed: %s -> %s", ", ".join(self.addrs), ", ".join(now))
+                self.addrs = now
+                if self.discovery is not None:
+                    try:
+                        await self.discovery.update_hosts(self._hosts())
+                    except Exception as exc:
+                        log.warning("mDNS: cannot announce the new addresses: %s", exc)
 
     async def _heartbeats(self) -> None:
         while not self._stop.is_set():
@@ -356,7 +422,9 @@ class Node:
             "node_id": self.node_id,
             "short_id": self.ident.short_id,
             "name": self.name,
-            "addr": self.cfg.advertise_addr,
+            "addr": self.addr,
+            "addrs": list(self.addrs),
+            "listen": join_hostport(self.cfg.host or "0.0.0.0", self.port),
             "cluster": self.ident.cluster_id,
             "role": self.election.role,
             "term": self.election.term,
@@ -370,6 +438,8 @@ class Node:
             "uptime": round(time.time() - self.started_at, 1),
             "holds_ca": self.ident.ca_key is not None,
             "mdns": self.discovery is not None,
+            "refused_connections": self.peers.refusals.total,
+            **health_fields(self.unhealthy()),
         }
 
     def _peer_role(self, p) -> str:
@@ -382,10 +452,10 @@ class Node:
         res = local_resources()
         me = {
             "node_id": self.node_id, "short_id": self.ident.short_id, "name": self.name,
-            "addr": self.cfg.advertise_addr, "role": self.election.role, "term": self.election.term,
+            "addr": self.addr, "role": self.election.role, "term": self.election.term,
             "state": "self", "cpus": res["cpus"], "load": res["load"], "mem_free": res["mem_free"],
             "queue": self.queue_depth(), "model_version": self.model_version(), "priority": self.cfg.priority,
-            "last_seen": 0.0,
+            "last_seen": 0.0, **health_fields(self.unhealthy()),
         }
         out = [me]
         now = time.monotonic()
@@ -395,5 +465,6 @@ class Node:
                 "role": self._peer_role(p), "term": p.term, "state": p.state.value, "cpus": p.cpus, "load": p.load,
                 "mem_free": p.mem_free, "queue": p.queue, "model_version": p.model_version,
                 "priority": p.priority, "last_seen": round(now - p.last_seen, 2),
+                **health_fields(p.extra.get("unhealthy")),
             })
         return out
