@@ -125,9 +125,12 @@ def run() -> list[Figure]:
                 figs += _failed(fallback, exc)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    from . import net_lan
+
+    figs += net_lan.run()
     try:
         figs += _help_figure()
     except Exception as exc:
         figs += _failed([("net.help_wall_s", "`collab --help` wall time", 0.3, "s")], exc)
-    order = ["discovery", "daemon_startup", "failover", "leave", "tls", "client_ctx", "blob", "help", "idle_rss"]
+    order = ["discovery", "daemon_startup", "failover", "leave", "heal", "join", "tls", "client_ctx", "blob", "help", "idle_rss"]
     return sorted(figs, key=lambda f: next((k for k, o in enumerate(order) if f.key[4:].startswith(o)), len(order)))

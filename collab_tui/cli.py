@@ -243,22 +243,49 @@ def daemon(
 
 @app.command()
 def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    """This node: id, role, term, master, peers."""
+    """This node: id, role, term, master, peers, health."""
     out = Out(json_out)
     res = _call(_home(home), out, "status")
-    out.data(res)
+    if json_out:
+        out.data(res)
+        return
+    shown = dict(res)
+    bad = shown.pop("unhealthy", None) or {}
+    if bad:  # one line: which task kinds this node keeps failing, and why
+        shown["health"] = "unhealthy: " + "; ".join(f"{kind} failing: {why}" for kind, why in bad.items())
+    out.data(shown)
+
+
+def _health_cell(row: dict) -> str:
+    """HEALTH column: "ok", "faces failing", ... ("" for a node too old to report it)."""
+    bad = row.get("unhealthy") or {}
+    if bad:
+        return ", ".join(f"{kind} failing" for kind in bad)
+    return str(row.get("health") or "")
+
+
+def _health_lines(rows: list[dict]) -> list[str]:
+    """One line per unhealthy node, with the full reasons (shown under the table)."""
+    lines = []
+    for r in rows:
+        bad = r.get("unhealthy") or {}
+        if bad:
+            who = f"{r.get('name', '')} ({r.get('short_id') or str(r.get('node_id', ''))[:12]})"
+            lines.append(f"{who} is unhealthy: " + "; ".join(f"{kind} tasks fail: {why}" for kind, why in bad.items()))
+    return lines
 
 
 def _node_rows(rows: list[dict]) -> list[dict]:
     for r in rows:
         r["mem"] = human_bytes(r.get("mem_free"))
         r["model"] = (r.get("model_version") or "")[:12]
-    return rows
+    return [{**r, "health_cell": _health_cell(r)} for r in rows]  # copies: --json keeps its keys
 
 
 NODE_COLUMNS = [
     ("name", "NAME"), ("short_id", "ID"), ("addr", "ADDRESS"), ("role", "ROLE"), ("term", "TERM"),
-    ("state", "STATE"), ("cpus", "CPU"), ("load", "LOAD"), ("mem", "MEM FREE"), ("queue", "QUEUE"), ("model", "MODEL"),
+    ("state", "STATE"), ("health_cell", "HEALTH"), ("cpus", "CPU"), ("load", "LOAD"), ("mem", "MEM FREE"),
+    ("queue", "QUEUE"), ("model", "MODEL"),
 ]
 
 
@@ -276,7 +303,7 @@ def nodes(
             rows = _call(h, out, "nodes")
             if watch and not json_out:
                 sys.stdout.write("\x1b[2J\x1b[H")
-            out.data(rows, out.table(_node_rows(rows), NODE_COLUMNS))
+            out.data(rows, "\n".join([out.table(_node_rows(rows), NODE_COLUMNS), *_health_lines(rows)]))
             if not watch:
                 return
             time.sleep(interval)
@@ -329,11 +356,14 @@ def stop(home: HomeOpt = None) -> None:
 def demo(
     nodes_: Annotated[int, typer.Option("--nodes", min=2, max=8, help="How many local nodes.")] = 3,
     keep: Annotated[bool, typer.Option(help="Keep the temporary homes for inspection.")] = False,
+    lan: Annotated[Optional[bool], typer.Option("--lan/--loopback",
+                                                help="Virtual LAN of network namespaces (default: when root).")] = None,
 ) -> None:
-    """Start N nodes on loopback, show discovery and the master, kill it, show the failover, clean up."""
+    """Start N nodes (a virtual LAN as root, else loopback), show discovery and the master, kill it, show the
+    failover, run a recognition job and a federated training run, clean up."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(nodes_, keep=keep))
+    raise typer.Exit(run_demo(nodes_, keep=keep, lan=lan))
 
 
 from .cli_jobs import register as _register_jobs  # noqa: E402  (light: Typer only)

@@ -1,8 +1,12 @@
-"""`collab demo`: a local multi-node cluster on loopback, start to finish.
+"""`collab demo`: a local multi-node cluster, start to finish.
+
+As root (where network namespaces can be made) the nodes are machines of a virtual LAN: one network
+namespace each on a bridged segment, each with its own HOME, every command with its default options as
+in the README's quick start (`collab daemon` on 0.0.0.0:7373, `collab join TOKEN` by mDNS alone). Other
+users get the same on loopback (127.0.0.1, mDNS pinned there).
 
 1. node0 creates the cluster; the others join it with a real token over mutual TLS.
-2. Every node starts as a daemon (mDNS pinned to 127.0.0.1); we wait until all see each other and
-   agree on one master.
+2. Every node starts as a daemon; we wait until all see each other and agree on one master.
 3. The master is killed with SIGKILL; we time the failover to a new master agreed by all.
 4. Everything is shut down gracefully; nothing is left running and the temporary homes are removed.
 """
@@ -31,10 +35,31 @@ def _table(cluster: LocalCluster, i: int) -> None:
         _say("    " + line)
 
 
-def run_demo(n: int = 3, keep: bool = False) -> int:
-    cluster = LocalCluster(n, mdns=True, heartbeat=0.2)
+def _cluster(n: int, lan: bool | None) -> tuple[LocalCluster, str]:
+    from .vlan import available
+
+    ok, why = available() if lan is not False else (False, "")
+    if ok:
+        from .lancluster import LanCluster
+
+        c = LanCluster(n)
+        return c, (f"{n} machines on a virtual LAN {c.lan.subnet}.0/24 (a network namespace each), "
+                   f"every command with its default options, machines' homes in {c.base}")
+    if lan:
+        raise ClusterError(f"no virtual LAN here: {why}")
+    note = "" if lan is False else f"; no virtual LAN here: {why}"
+    return LocalCluster(n, mdns=True, heartbeat=0.2), f"{n} nodes on 127.0.0.1 (mDNS pinned to 127.0.0.1{note})"
+
+
+def run_demo(n: int = 3, keep: bool = False, lan: bool | None = None) -> int:
+    """``lan``: None = a virtual LAN when possible, True = insist on one, False = loopback."""
     try:
-        _say(f"== collab demo: {n} nodes on 127.0.0.1 (mDNS pinned to 127.0.0.1), homes in {cluster.base}")
+        cluster, where = _cluster(n, lan)
+    except ClusterError as exc:
+        _say(f"demo failed: {exc}")
+        return 1
+    try:
+        _say(f"== collab demo: {where}")
         t0 = time.monotonic()
         cluster.provision()
         _say(f"-- node0 created the cluster; {n - 1} node(s) joined with a token over mutual TLS "

@@ -74,6 +74,10 @@ class LocalCluster:
         args += ["--mdns", "--mdns-interface", "127.0.0.1"] if self.mdns else ["--no-mdns"]
         return args + self.extra_args + extra
 
+    def node_env(self, i: int) -> dict:
+        """The environment node i runs in (subclasses give each node its own, e.g. its own HOME)."""
+        return self.env
+
     def start(self, i: int, timeout: float = 20.0, extra: list[str] | None = None) -> dict:
         """Spawn node i and wait for its ready file (pid, port, node id)."""
         ready = self.homes[i] / "run" / "ready.json"
@@ -81,7 +85,7 @@ class LocalCluster:
         args = self.daemon_command(i, ready, extra or [])
         self.homes[i].mkdir(parents=True, exist_ok=True)
         log = open(self.homes[i].parent / f"{self.names[i]}.stderr", "ab")
-        self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=self.env,
+        self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=self.node_env(i),
                                          cwd=self.cwd, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout

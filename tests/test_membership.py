@@ -232,3 +232,16 @@ def test_multiple_peers_independent() -> None:
         m.tick(t)
     assert m.alive_ids() == {"a"}
     assert m.take_events() == [("suspect", "b"), ("dead", "b")]
+
+
+def test_a_peer_whose_process_is_gone_is_dead_at_once_not_a_graceful_leave():
+    m = Membership("self", interval=0.25, suspect_after=3, dead_after=6)
+    m.on_hello("p1", "n1", "10.0.0.2:7373", 0, 0.0)
+    m.take_events()
+    m.on_disconnect("p1", 0.1)
+    m.on_gone("p1", 0.2)
+    assert m.take_events() == [("suspect", "p1"), ("dead", "p1")]
+    m.on_gone("p1", 0.3)
+    assert m.take_events() == []
+    m.on_heartbeat("p1", {"role": "follower"}, 5.0)  # restarted: its heartbeats revive it
+    assert m.take_events() == [("alive", "p1")]

@@ -12,6 +12,7 @@ Failure detection (``interval`` = heartbeat period):
 * ``on_disconnect`` (connection closed) -> SUSPECT at once (DEAD later if it stays silent);
 * ``on_leave`` (graceful leave) -> DEAD at once. A peer that left is only revived by a new
   ``on_hello`` (late in-flight traffic does not resurrect it).
+* ``on_gone`` (its process is gone: nothing accepts connections at its address) -> DEAD at once.
 
 Events (drained with :meth:`Membership.take_events`), never duplicated for an unchanged state:
 ``("join", id)`` first time a peer is known, ``("suspect", id)``, ``("dead", id)``,
@@ -228,6 +229,15 @@ class Membership:
         self._left.add(peer_id)
         info.state = PeerState.DEAD
         self._events.append(("leave", peer_id))
+
+    def on_gone(self, peer_id: str, now: float) -> None:
+        """The peer's process is gone (its address refuses connections): DEAD at once, event
+        ``("dead", id)``; unlike a graceful leave, a later heartbeat revives it."""
+        info = self._peers.get(peer_id)
+        if info is None or info.state is PeerState.DEAD:
+            return
+        info.state = PeerState.DEAD
+        self._events.append(("dead", peer_id))
 
     def remove(self, peer_id: str) -> None:
         """Forget ``peer_id`` entirely (no event)."""

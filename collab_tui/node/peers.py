@@ -115,9 +115,14 @@ class PeerTable:
         try:
             await writer.start_tls(self._server_ctx, ssl_handshake_timeout=self.node.cfg.handshake_timeout)
         except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
-            self.handshake_failures += 1
-            self.refused(source, "TLS: " + str(getattr(exc, "reason", None) or type(exc).__name__))
             writer.transport.abort()
+            reason = getattr(exc, "reason", None)
+            if reason is None and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, BrokenPipeError)):
+                # closed before saying anything: a liveness probe (see `probe`) or a port scan, not a refusal
+                log.debug("connection from %s closed before the TLS handshake", source)
+                return
+            self.handshake_failures += 1
+            self.refused(source, "TLS: " + str(reason or type(exc).__name__))
             return
         await self._accept(reader, writer, source)
 

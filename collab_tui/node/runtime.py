@@ -323,7 +323,7 @@ class Node:
         addr = conn.peer_addr
         if addr and not self._stop.is_set() and not await self.peers.probe(addr):
             # Nothing listens there any more: the process is gone. Don't wait for heartbeats to age out.
-            self.membership.on_leave(conn.peer_id, time.monotonic())
+            self.membership.on_gone(conn.peer_id, time.monotonic())
             self._pump_membership()
         await self._flush_election()
         self._wake.set()
@@ -448,6 +448,10 @@ class Node:
             return "master"
         return "follower" if p.role == "master" else p.role
 
+    def _peer_term(self, p) -> int:
+        """Likewise: the master's term is known from the election before its next heartbeat tells it."""
+        return max(p.term, self.election.term) if p.node_id == self.election.master_id else p.term
+
     def nodes(self) -> list[dict]:
         res = local_resources()
         me = {
@@ -462,7 +466,7 @@ class Node:
         for p in self.membership.peers():
             out.append({
                 "node_id": p.node_id, "short_id": ident_mod.short_id(p.node_id), "name": p.name, "addr": p.addr,
-                "role": self._peer_role(p), "term": p.term, "state": p.state.value, "cpus": p.cpus, "load": p.load,
+                "role": self._peer_role(p), "term": self._peer_term(p), "state": p.state.value, "cpus": p.cpus, "load": p.load,
                 "mem_free": p.mem_free, "queue": p.queue, "model_version": p.model_version,
                 "priority": p.priority, "last_seen": round(now - p.last_seen, 2),
                 **health_fields(p.extra.get("unhealthy")),

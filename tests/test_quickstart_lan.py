@@ -1,0 +1,310 @@
+"""The README's "Quick start on real machines", word for word, on a virtual LAN of five machines.
+
+Each machine is a network namespace on one bridged segment (collab_tui/vlan.py: root only, skipped
+otherwise; nothing touches the host's interfaces) with its own HOME and no COLLAB_*/XDG_* variables,
+so every `collab` command below runs with its default home and default options, exactly as typed on
+a real machine: `collab daemon` listens on 0.0.0.0:7373 and `collab join TOKEN` finds the cluster by
+mDNS only. Then: a faces job reaches every node, the master is SIGKILLed and the survivors elect a new
+one, and two nodes are cut off the segment for 10 s: the time from the heal to one agreed master is
+printed (run with -s) and bounded.
+
+When a step fails, every machine's logs (HOME/.local/share/collab/logs/collab.log and the daemon's
+stdout/stderr) are printed below the failure and the homes are kept for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from collab_tui.node.control import ControlClient
+from collab_tui.vlan import VirtualLan, available
+
+from conftest import wait_for
+
+COLLAB = Path(sys.executable).parent / "collab"  # the venv's console script, as a user would run it
+N, PORT = 5, 7373
+PARTITION_S = 10.0
+HEAL_BOUND_S = 5.0  # generous: the 1 s target is a benchmark's business
+
+
+class NotYet(Exception):
+    """A wait's condition does not hold yet (the message says why; shown when the wait times out)."""
+
+
+class Machine:
+    """One machine of the LAN: a network namespace and a HOME of its own; `collab` with no options."""
+
+    def __init__(self, lan: VirtualLan, i: int, root: Path) -> None:
+        self.lan, self.i, self.name = lan, i, f"host{i}"
+        self.addr = lan.addr(i)
+        self.home = root / self.name
+        self.home.mkdir()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("COLLAB_", "XDG_"))}
+        self.env["HOME"] = str(self.home)
+        self.proc: subprocess.Popen | None = None
+        self.node_id = ""
+
+    @property
+    def collab_home(self) -> Path:
+        return self.home / ".local" / "share" / "collab"  # collab's default home
+
+    def collab(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        return self.lan.run(self.i, [COLLAB, *args], env=self.env, cwd=self.home, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 60.0) -> str:
+        """`collab ARGS` must succeed; returns its stdout."""
+        res = self.collab(*args, timeout=timeout)
+        assert res.returncode == 0, (f"{self.name}: collab {' '.join(args)}: exit {res.returncode}\n"
+                                     f"stdout: {res.stdout}\nstderr: {res.stderr}")
+        return res.stdout
+
+    def json(self, *args: str):
+        return json.loads(self.ok(*args, "--json"))
+
+    def start_daemon(self, timeout: float = 30.0) -> None:
+        """`collab daemon &`, then wait until `collab status --json` answers."""
+        with open(self.home / "daemon.out", "ab") as out:
+            self.proc = self.lan.popen(self.i, [COLLAB, "daemon"], env=self.env, stdout=out,
+                                       stderr=subprocess.STDOUT, cwd=self.home)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name}: collab daemon exited with {self.proc.returncode}")
+            res = self.collab("status", "--json", timeout=10)
+            if res.returncode == 0:
+                self.node_id = json.loads(res.stdout)["node_id"]
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: collab daemon did not answer `collab status` within {timeout}s")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)  # `ip netns exec` execs: this is the daemon's own PID
+
+    def wait_exit(self, timeout: float = 10.0) -> bool:
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def logs(self, lines: int = 80) -> str:
+        out = []
+        for path in (self.collab_home / "logs" / "collab.log", self.home / "daemon.out"):
+            text = path.read_text(errors="replace").splitlines() if path.exists() else ["(none)"]
+            out.append(f"--- {self.name} ({self.addr}) {path.relative_to(self.home)}, last {lines} lines:")
+            out += text[-lines:]
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- views of the cluster
+def cli_view(m: Machine) -> tuple[dict, list[dict]]:
+    """What `collab status --json` and `collab nodes --json` say on machine m."""
+    return m.json("status"), m.json("nodes")
+
+
+def socket_view(m: Machine) -> tuple[dict, list[dict]]:
+    """The same, straight from the control socket (no CLI start-up: for timing)."""
+    with ControlClient(m.collab_home, timeout=2.0) as client:
+        return client.call("status"), client.call("nodes")
+
+
+def agreement(machines: list[Machine], view=cli_view) -> str:
+    """The master every given machine names, each seeing all the others alive and the master in role
+    master; raises NotYet (saying why) otherwise."""
+    views = {m.name: view(m) for m in machines}
+    ids = {m.node_id for m in machines}
+    for name, (_, rows) in views.items():
+        alive = {r["node_id"] for r in rows if r["state"] in ("alive", "self")}
+        if not ids <= alive:
+            missing = [m.name for m in machines if m.node_id not in alive]
+            raise NotYet(f"{name} does not see {missing} alive")
+    masters = {name: st["master"] for name, (st, _) in views.items()}
+    if len(set(masters.values())) != 1:
+        raise NotYet(f"masters differ: {masters}")
+    master = masters[machines[0].name]
+    holder = next((m for m in machines if m.node_id == master), None)
+    if holder is None or views[holder.name][0]["role"] != "master":
+        raise NotYet(f"all name {master!r} but it is not a master among them")
+    return master
+
+
+def sees_alone(m: Machine) -> bool:
+    _, rows = cli_view(m)
+    return [r["state"] for r in rows if r["state"] in ("alive", "self")] == ["self"]
+
+
+def wait_agreement(machines: list[Machine], timeout: float, exclude: str = "", view=cli_view) -> str:
+    def agreed():
+        master = agreement(machines, view)
+        if master == exclude:
+            raise NotYet(f"still agree on the excluded {exclude[:12]}")
+        return master
+
+    return wait_for(agreed, timeout, f"{[m.name for m in machines]} to agree on one master", poll=0.02)
+
+
+# --------------------------------------------------------------------------- photos
+def make_photos(folder: Path) -> int:
+    """48 real photos from scikit-image (PNG and JPEG, ~40-500 KB each, so batches stay small)."""
+    import cv2
+    import skimage.data as data
+
+    folder.mkdir(parents=True)
+    names = ["astronaut", "chelsea", "coffee", "camera", "rocket", "immunohistochemistry", "coins", "moon",
+             "brick", "grass", "gravel", "colorwheel"]
+    for name in names:
+        img = getattr(data, name)()
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+        assert cv2.imwrite(str(folder / f"{name}-0.png"), img)
+        assert cv2.imwrite(str(folder / f"{name}-1.png"), cv2.flip(img, 1))
+        jpeg = [cv2.IMWRITE_JPEG_QUALITY, 95]
+        assert cv2.imwrite(str(folder / f"{name}-2.jpg"), cv2.resize(img, None, fx=1.25, fy=1.25), jpeg)
+        assert cv2.imwrite(str(folder / f"{name}-3.jpg"), cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE), jpeg)
+    return 4 * len(names)
+
+
+# --------------------------------------------------------------------------- fixtures
+def _host_addrs() -> str:
+    return subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+
+
+@pytest.fixture
+def lan():
+    ok, why = available()
+    if not ok:
+        pytest.skip(why)
+    with VirtualLan(N) as vlan:
+        yield vlan
+    assert vlan.subnet + "." not in _host_addrs()  # never on the host's own interfaces
+
+
+@pytest.fixture
+def machines(lan, request):
+    # short paths: the control socket's path must fit in a sockaddr_un (108 bytes)
+    root = Path(tempfile.mkdtemp(prefix="collab-qs-"))
+    ms = [Machine(lan, i, root) for i in range(N)]
+    failures = request.session.testsfailed
+    try:
+        yield ms
+    finally:
+        for m in ms:
+            m.kill(signal.SIGTERM)
+        for m in ms:
+            if m.proc is not None and not m.wait_exit(10):
+                m.kill(signal.SIGKILL)
+                m.wait_exit(10)
+        if request.session.testsfailed > failures:
+            print(f"\nthe machines' homes are kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def step(what: str, machines: list[Machine]):
+    """One step of the quick start; on failure, print it and every machine's logs."""
+    t0 = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        print(f"\n===== step failed: {what} (after {time.monotonic() - t0:.1f} s)")
+        for m in machines:
+            print(m.logs())
+        raise
+    print(f"{what}: {time.monotonic() - t0:.1f} s")
+
+
+# --------------------------------------------------------------------------- the test
+@pytest.mark.slow
+@pytest.mark.netns
+@pytest.mark.timeout(300)
+def test_readme_quick_start_on_a_lan_of_five_machines(lan, machines):
+    alpha, *others = machines
+
+    with step("first machine: collab init, collab daemon, collab invite", machines):
+        alpha.ok("init", "--name", "alpha")
+        alpha.start_daemon()
+        out = alpha.ok("invite", "--ttl", "1h", "--uses", str(N - 1))
+        found = re.search(r"collab1\.\S+", out)
+        assert found, f"no token in the output of `collab invite`:\n{out}"
+        token = found.group(0)
+        assert f"{alpha.addr}:{PORT}" in out, f"the invite hint does not name {alpha.addr}:{PORT}:\n{out}"
+        assert "127.0.0.1" not in out, f"the invite hint names loopback:\n{out}"
+
+    for m in others:
+        with step(f"{m.name}: collab join TOKEN (mDNS only), collab daemon", machines):
+            m.ok("join", token, timeout=60)
+            m.start_daemon()
+
+    with step("all five see each other alive and agree on one master", machines):
+        master = wait_agreement(machines, timeout=30)
+        addr_of = {m.node_id: f"{m.addr}:{PORT}" for m in machines}
+        for m in machines:
+            status, rows = cli_view(m)
+            assert f"{m.addr}:{PORT}" in status["addrs"], f"{m.name} advertises {status['addrs']}"
+            assert not any(a.startswith("127.") for a in status["addrs"]), f"{m.name} advertises {status['addrs']}"
+            assert {r["node_id"]: r["addr"] for r in rows} == addr_of, f"{m.name}'s `collab nodes`: {rows}"
+        table = others[-1].ok("nodes")  # as typed, for a human
+        assert all(addr in table for addr in addr_of.values()) and "127.0.0.1" not in table, table
+
+    submitter = others[0]
+    with step(f"{submitter.name}: collab submit photos/ --task faces --out results/", machines):
+        total = make_photos(submitter.home / "photos")
+        out = submitter.ok("submit", "photos/", "--task", "faces", "--out", "results/", "--json", timeout=240)
+        lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+        items = [ev for ev in lines if ev.get("kind") == "job_item"]
+        summary = lines[-1]
+        assert summary["kind"] == "summary" and summary["counts"].get("done") == total, summary
+        assert len({ev["item_id"] for ev in items}) == total and not any(ev["error"] for ev in items)
+        results = (submitter.home / "results" / f"{summary['job_id']}.results.jsonl").read_text().splitlines()
+        assert len(results) == total
+        workers = {json.loads(line)["worker"] for line in results}
+        assert workers == set(addr_of), f"tasks reached {len(workers)} of {N} nodes"
+
+    with step("failover: SIGKILL the master's daemon, the survivors agree on a new one", machines):
+        dead = next(m for m in machines if m.node_id == master)
+        dead.kill(signal.SIGKILL)
+        assert dead.wait_exit(10)
+        survivors = [m for m in machines if m is not dead]
+        master = wait_agreement(survivors, timeout=20, exclude=dead.node_id)
+
+    # cut the new master and one other off the segment: the two left elect their own master
+    cut = [m for m in survivors if m.node_id == master] + [m for m in survivors if m.node_id != master][:1]
+    rest = [m for m in survivors if m not in cut]
+    with step(f"partition: {[m.name for m in cut]} off the segment for {PARTITION_S:.0f} s", machines):
+        lan.partition([m.i for m in cut])
+        t_cut = time.monotonic()
+        try:
+            wait_agreement(rest, timeout=PARTITION_S, exclude=master)
+            for m in cut:  # and the cut ones see nobody
+                wait_for(partial(sees_alone, m), PARTITION_S, f"{m.name} to see no other node alive")
+            time.sleep(max(0.0, PARTITION_S - (time.monotonic() - t_cut)))
+        finally:
+            lan.heal([m.i for m in cut])
+        t_heal = time.monotonic()
+
+    with step("heal: the four agree on one master again", machines):
+        wait_agreement(survivors, timeout=30, view=socket_view)
+        heal_s = time.monotonic() - t_heal
+        print(f"partition healed: one agreed master among the 4 after {heal_s:.2f} s")
+        wait_agreement(survivors, timeout=10)  # and `collab status`/`collab nodes` say so too
+        assert heal_s < HEAL_BOUND_S, f"the 4 took {heal_s:.2f} s after the heal to agree (bound {HEAL_BOUND_S} s)"
+
+
+def test_available_says_why_not_without_root(monkeypatch):
+    """The skip path: a non-root run skips with a reason instead of failing."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert available() == (False, "needs root (network namespaces)")
