@@ -62,6 +62,16 @@ def cli_json():
     return run_cli_json
 
 
+def wait_job(c, i: int, job_id: str, timeout: float = 60.0) -> dict:
+    """Poll `job_show` on node i until the job is no longer running; returns the job."""
+
+    def finished():
+        job = c.call(i, "job_show", job_id=job_id, timeout=5.0)
+        return job if job["status"] != "running" else None
+
+    return wait_for(finished, timeout, f"job {job_id} on node{i} to finish", poll=0.1)
+
+
 def three_node_cluster():
     """A provisioned, started 3-node cluster with priorities 0 < 1 < 2 (node2 is the master): the
     generator body of the module-scoped `cluster` fixtures of the multi-process test modules."""

@@ -25,7 +25,7 @@ import pytest
 from collab_tui.jobs.wordcount import count_words
 from collab_tui.localcluster import LocalCluster
 
-from conftest import run_cli, three_node_cluster, wait_for
+from conftest import run_cli, three_node_cluster, wait_for, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -139,13 +139,6 @@ def _all_up(c: LocalCluster) -> str:
     return master
 
 
-def _wait_job(c: LocalCluster, i: int, job_id: str, timeout: float = 60.0) -> dict:
-    def finished():
-        job = c.call(i, "job_show", job_id=job_id, timeout=5.0)
-        return job if job["status"] != "running" else None
-
-    return wait_for(finished, timeout, f"job {job_id} on node{i} to finish", poll=0.1)
-
 
 def _home(c: LocalCluster, i: int) -> str:
     return str(c.homes[i])
@@ -233,7 +226,7 @@ def test_bad_images_fail_per_item_and_node_keeps_serving(cluster, corpus, tmp_pa
     # every node is still up and the submitter still serves a second job
     assert sorted(cluster.running()) == [0, 1, 2]
     job2 = cluster.call(WORKER, "submit", paths=[str(corpus["single"])], task="faces")
-    job2 = _wait_job(cluster, WORKER, job2["job_id"], 30)
+    job2 = wait_job(cluster, WORKER, job2["job_id"], 30)
     _assert_exactly_once(job2, 2)
 
 
@@ -289,7 +282,7 @@ def test_two_concurrent_submitters_both_complete_interleaved(cluster, corpus):
         t.join(30)
     assert not errors and len(jobs) == 2, errors
 
-    final = {i: _wait_job(cluster, i, jobs[i], 60) for i in jobs}
+    final = {i: wait_job(cluster, i, jobs[i], 60) for i in jobs}
     for i, job in final.items():
         _assert_exactly_once(job, 70)
         assert sorted(it["path"] for it in job["items"]) == sorted(str(Path(p).resolve()) for p in halves[i])
@@ -310,7 +303,7 @@ def test_jobs_cli_show_cancel_and_results_survive_submitter_restart(cluster, cor
     _all_up(cluster)
     home = _home(cluster, SUB)
     done = cluster.call(SUB, "submit", paths=[str(corpus["single"])], task="faces", out=str(tmp_path / "o"))
-    done = _wait_job(cluster, SUB, done["job_id"], 30)
+    done = wait_job(cluster, SUB, done["job_id"], 30)
     _assert_exactly_once(done, 2)
 
     # a long job, cancelled right away from the CLI
@@ -375,7 +368,7 @@ def test_kill_master_and_worker_mid_job_exactly_one_result_per_item(cluster, cor
     cluster.kill(WORKER)
     assert at_worker_kill["status"] == "running" and at_worker_kill["counts"]["done"] < 200
 
-    final = _wait_job(cluster, SUB, job_id, 90)
+    final = wait_job(cluster, SUB, job_id, 90)
     _assert_exactly_once(final, 200)
     names = Counter(it["result"]["worker_name"] for it in final["items"])
     assert names[cluster.names[SUB]] > 0 and names[cluster.names[MASTER]] + names[cluster.names[WORKER]] > 0, names
@@ -404,7 +397,7 @@ def test_submitter_killed_mid_job_resumes_after_restart(cluster, corpus, tmp_pat
     assert cluster.wait_exit(SUB, 10) is not None
     time.sleep(1.0)  # the others finish what they were given while the submitter is away
     cluster.start(SUB)
-    final = _wait_job(cluster, SUB, job_id, 45)
+    final = wait_job(cluster, SUB, job_id, 45)
     _assert_exactly_once(final, 120)
     per_item = Counter(r["item_id"] for r in _jsonl(out / f"{job_id}.results.jsonl"))
     assert set(per_item.values()) == {1}, [k for k, v in per_item.items() if v > 1]

@@ -37,7 +37,7 @@ from conftest import wait_for
 COLLAB = Path(sys.executable).parent / "collab"  # the venv's console script, as a user would run it
 N, PORT = 5, 7373
 PARTITION_S = 10.0
-HEAL_BOUND_S = 5.0  # generous: the 1 s target is a benchmark's business
+HEAL_BOUND_S = 2.0  # 8x the heal we measure (0.07-0.25 s); the 1 s target itself is checked by `bench net`
 
 
 class NotYet(Exception):

@@ -34,12 +34,17 @@ def _short(nid: str) -> str:
 def _node(name: str, role: str, state: str, load: float, queue: int, port: int) -> dict:
     return {"node_id": ID[name], "short_id": _short(ID[name]), "name": name, "addr": f"127.0.0.1:{port}",
             "role": role, "term": 3, "state": state, "cpus": 4, "load": load, "mem_free": 8 * 2**30,
-            "queue": queue, "model_version": "f35a51623c8df5b4", "priority": 0, "last_seen": 0.25}
+            "queue": queue, "model_version": "f35a51623c8df5b4", "priority": 0, "last_seen": 0.25,
+            "health": "ok", "unhealthy": {}}
+
+
+UNHEALTHY = {"faces": "module 'cv2' has no attribute 'data'"}
 
 
 def fake_data() -> dict:
     nodes = [_node("node0", "master", "self", 0.52, 0, 7373), _node("node1", "follower", "alive", 1.25, 2, 7374),
              _node("node2", "follower", "suspect", 3.5, 0, 7375)]
+    nodes[1].update(health="unhealthy", unhealthy=dict(UNHEALTHY))  # node1 keeps failing its face tasks
     items = [
         {"item_id": "000000", "path": "fixtures/astronaut.png", "status": "done", "error": None, "worker": ID["node0"],
          "result": {"detections": [{"box": [1, 2, 3, 4]}], "worker_name": "node0",
@@ -245,6 +250,18 @@ async def test_revoke_confirmation_snapshot(workdir):
         compare("peers-revoke", app.export_screenshot(), screen_text(app))
         await pilot.press("escape")
         await settle(pilot, lambda: type(app.screen).__name__ == "PeersScreen", "back")
+
+
+async def test_unhealthy_node_details_snapshot(workdir):
+    """The Nodes screen with the cursor on the node that keeps failing its face tasks: the reason in full."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: READY["nodes"](app), "nodes")
+        app.screen.query_one("#nodes-table").move_cursor(row=1)
+        await settle(pilot, lambda: "cv2" in str(app.screen.query_one("#nodes-details").render()), "details")
+        text = screen_text(app)
+        assert "faces failing" in text and "has no attribute 'data'" in text
+        compare("nodes-unhealthy", app.export_screenshot(), text)
 
 
 async def test_light_theme_snapshot(workdir):

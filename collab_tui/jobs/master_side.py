@@ -8,6 +8,11 @@ Tiny items travel inline: a first submission may carry the bytes of items of at 
 (``"data"``, base64, read while the submitter hashed them); the master keeps them until the task is
 finished and passes them along in `job.assign`, which saves the worker a fetch round trip. Bigger items,
 and every item of a resubmission, are fetched by the worker from the submitter.
+
+A worker that keeps failing one kind of task (or reports in its heartbeats that it does) is benched for
+that kind by the scheduler: its tasks go to the others, and it gets a single probe task after a pause
+(see scheduler.py). Each bench and each return is logged once. Every assigned item carries its count of
+failed attempts so far (``attempts``), which the worker copies into the item's result.
 """
 
 from __future__ import annotations
@@ -77,7 +82,9 @@ class JobMaster:
                 self.finished_at[str(tid)] = now
                 self._drop_inline(str(tid))
         for item in msg.get("failed", []):
-            self.sched.fail(str(item["task_id"]), worker, str(item.get("error", "")), now)
+            # a fetch or a delivery that failed is not the worker's fault: retried, but not held against it
+            health = item.get("cause") not in ("fetch", "deliver")
+            self.sched.fail(str(item["task_id"]), worker, str(item.get("error", "")), now, health=health)
 
     def on_cancel(self, job_id: str) -> None:
         self.sched.cancel_job(job_id)
@@ -107,15 +114,20 @@ class JobMaster:
         res = local_resources()
         if self.svc.worker.enabled:
             self.sched.update_worker(WorkerCapacity(self.node.node_id, res["cpus"], res["load"], 0, True), now)
+            health = getattr(self.svc.worker, "unhealthy", None)
+            self.sched.report_health(self.node.node_id, health() if callable(health) else {}, now)
         alive = self.node.membership.alive_ids()
         for p in self.node.membership.peers():
             if p.node_id in alive and "jobs" in (p.capabilities or ["jobs"]):
                 self.sched.update_worker(WorkerCapacity(p.node_id, max(1, p.cpus), p.load, 0, True), now)
+                self.sched.report_health(p.node_id, (p.extra or {}).get("unhealthy") or {}, now)
             elif self.sched.free_slots(p.node_id) or self.sched.inflight_of(p.node_id):
                 self.sched.worker_dead(p.node_id, now)
 
     def _item(self, job_id: str, task: Task) -> dict:
         item = {"item_id": task.item_id, "size": task.size_bytes}
+        if task.attempts:  # failed tries so far (absent: none), copied by the worker into the result
+            item["attempts"] = task.attempts
         data = self.inline.get(job_id, {}).get(task.item_id)
         if data is not None:
             item["data"] = data
@@ -147,9 +159,27 @@ class JobMaster:
                     await self.svc.send_to(meta["submitter"], {
                         "t": "job.item_failed", "job_id": job_id, "item_id": item_id,
                         "error": f"gave up after retries: {ev[2]}", "term": self.node.election.term,
+                        "attempts": self.sched.attempts_of(ev[1]),
                     })
             elif ev[0] == "retry":
                 log.info("task %s requeued: %s", ev[1], ev[2])
+            elif ev[0] == "benched":
+                _, worker, kind, reason, seconds, probes_failed = ev
+                if probes_failed:
+                    log.info("worker %s still fails %s tasks (its probe failed): benched again for %.0f s",
+                             self._name(worker), kind, seconds)
+                else:
+                    log.warning("worker %s keeps failing %s tasks: it gets none for %.0f s, then one probe (%s)",
+                                self._name(worker), kind, seconds, reason)
+            elif ev[0] == "unbenched":
+                log.info("worker %s runs %s tasks again (%s): back in the pool", self._name(ev[1]), ev[2], ev[3])
+
+    def _name(self, node_id: str) -> str:
+        if node_id == self.node.node_id:
+            return f"{getattr(self.node, 'name', '')} ({node_id[:12]}, this node)"
+        info = self.node.membership.get(node_id) if hasattr(self.node, "membership") else None
+        name = getattr(info, "name", "") if info is not None else ""
+        return f"{name} ({node_id[:12]})" if name else node_id[:12]
 
     def stats(self) -> dict:
         return self.sched.stats()

@@ -44,6 +44,7 @@ class JobService:
         self._sub = None
         self._wake = asyncio.Event()
         node.queue_depth = self.worker.depth
+        node.unhealthy = self.worker.unhealthy  # {kind: reason}: in heartbeats, `status` and `nodes`
         if self.worker.enabled:  # the master gives tasks only to nodes that advertise "jobs"
             node.capabilities = sorted(set(node.capabilities) | {"jobs"})
         for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.result", "job.results",
@@ -89,6 +90,7 @@ class JobService:
                 except asyncio.TimeoutError:
                     pass
                 self._wake.clear()
+                self.worker.tick()
                 self._sync_role()
                 events = self._drain_events()
                 for ev in events:
@@ -277,7 +279,10 @@ class JobService:
             return None
         if t == "job.item_failed":
             if self.node.election.accepts(int(msg.get("term", -1))):
-                self.submitter.store.record_error(str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "")
+                attempts = msg.get("attempts")
+                attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0 else 0
+                self.submitter.store.record_error(str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "",
+                                                  attempts=attempts)
             return None
         if t == "job.cancel":
             if self.master is not None:

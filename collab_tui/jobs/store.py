@@ -12,6 +12,9 @@ Progress is kept as counters on the job row (``n_done``, ``n_error``, ``n_cancel
 the same transaction as the items, so reading a job's counts costs one row, not a scan of its items
 (stores written before the counters existed are migrated when opened). A background thread checkpoints
 the WAL, so that no commit pays for it.
+
+Each item also keeps ``attempts``: how many tries failed (on some worker, then retried elsewhere) before
+the one that gave its outcome; `retried` adds them up for a job.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ CREATE TABLE IF NOT EXISTS items (
     error TEXT,
     worker TEXT,
     finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, item_id)
 );
 CREATE INDEX IF NOT EXISTS items_status ON items(job_id, status);
@@ -160,9 +164,12 @@ class JobStore:
             return self._conn().execute(sql, tuple(args)).fetchall()
 
     def _migrate(self) -> None:
-        """Add the progress counters to a store created before they existed, and fill them in."""
+        """Add the progress counters (and the items' attempts) to a store created before they existed, and
+        fill them in."""
         cols = {r[1] for r in self._read("PRAGMA table_info(jobs)")}
         missing = [c for c in _COUNTER.values() if c not in cols]
+        if "attempts" not in {r[1] for r in self._read("PRAGMA table_info(items)")}:
+            self._write(lambda db: db.execute("ALTER TABLE items ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
         if not missing:
             return
 
@@ -216,8 +223,9 @@ class JobStore:
     def finish_items(self, job_id: str,
                      outcomes: list[tuple[Any, str, str | None, str | None, str | None]]) -> list[bool]:
         """Record several outcomes ``(item_id, status, result_json, error, worker)`` (status ``done`` or
-        ``error``) of one job in ONE transaction. Exactly once per item: an item that already has an
-        outcome (or appears twice) is left alone. Returns, per outcome, whether it was recorded."""
+        ``error``; an optional sixth field: the item's failed attempts before this outcome) of one job in ONE
+        transaction. Exactly once per item: an item that already has an outcome (or appears twice) is
+        left alone. Returns, per outcome, whether it was recorded."""
         return self.record_outcomes(job_id, outcomes)[0]
 
     def record_outcomes(self, job_id: str, outcomes: list[tuple[Any, str, str | None, str | None, str | None]]
@@ -234,11 +242,12 @@ class JobStore:
             now = time.time()
             fresh: list[bool] = []
             added = {"done": 0, "error": 0}
-            for item_id, status, result_json, error, worker in outcomes:
+            for item_id, status, result_json, error, worker, *more in outcomes:
+                attempts = int(more[0]) if more and more[0] else 0
                 cur = db.execute(
-                    "UPDATE items SET status=?, result_json=?, error=?, worker=?, finished_at=?"
+                    "UPDATE items SET status=?, result_json=?, error=?, worker=?, finished_at=?, attempts=?"
                     " WHERE job_id=? AND item_id=? AND status='pending'",
-                    (status, result_json, error, worker, now, job_id, str(item_id)))
+                    (status, result_json, error, worker, now, attempts, job_id, str(item_id)))
                 ok = cur.rowcount == 1
                 fresh.append(ok)
                 if ok:
@@ -254,8 +263,8 @@ class JobStore:
         return self._write(fn)
 
     def _finish_item(self, job_id: str, item_id: Any, status: str, result_json: str | None,
-                     error: str | None, worker: str | None) -> bool:
-        return self.finish_items(job_id, [(item_id, status, result_json, error, worker)])[0]
+                     error: str | None, worker: str | None, attempts: int = 0) -> bool:
+        return self.finish_items(job_id, [(item_id, status, result_json, error, worker, attempts)])[0]
 
     def record_result(self, job_id: str, item_id: Any, result: dict, worker: str | None) -> bool:
         """Store an item's result once; False (nothing changed) if it already has an outcome."""
@@ -265,9 +274,9 @@ class JobStore:
             raise JobStoreError(f"result is not JSON-serialisable: {e}") from None
         return self._finish_item(job_id, item_id, "done", payload, None, worker)
 
-    def record_error(self, job_id: str, item_id: Any, error: str, worker: str | None) -> bool:
+    def record_error(self, job_id: str, item_id: Any, error: str, worker: str | None, attempts: int = 0) -> bool:
         """Mark an item failed once; False if it already has an outcome."""
-        return self._finish_item(job_id, item_id, "error", None, str(error), worker)
+        return self._finish_item(job_id, item_id, "error", None, str(error), worker, attempts)
 
     def cancel(self, job_id: str) -> int:
         """Cancel the pending items of a job; returns how many were cancelled."""
@@ -335,6 +344,13 @@ class JobStore:
             "SELECT j.job_id FROM jobs j WHERE j.status='running' AND EXISTS"
             " (SELECT 1 FROM items i WHERE i.job_id=j.job_id AND i.status='pending')"
             " ORDER BY j.created_at, j.job_id")]
+
+    def retried(self, job_id: str) -> dict:
+        """``{"retried_attempts": failed tries retried (summed over the items), "retried_items": items with
+        at least one}`` of a job's finished items."""
+        row = self._read("SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(attempts > 0), 0) FROM items"
+                         " WHERE job_id=? AND status IN ('done','error')", (job_id,))[0]
+        return {"retried_attempts": int(row[0]), "retried_items": int(row[1])}
 
     def results(self, job_id: str) -> list[dict]:
         """Finished items (done or error) with parsed ``result``, in insertion order."""

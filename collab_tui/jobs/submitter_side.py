@@ -28,6 +28,12 @@ log = logging.getLogger("collab.jobs.submitter")
 MAX_ITEM_BYTES = 64 * 1024 * 1024
 
 
+def _attempts(msg: dict) -> int:
+    """A result's count of failed attempts before it (0 from older workers, or if it makes no sense)."""
+    n = msg.get("attempts")
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else 0
+
+
 def _results_line(job_id: str, item_id: str, src: Path, result: dict) -> str:
     return json.dumps({"job_id": job_id, "item_id": item_id, "path": str(src), **result}, default=str)
 
@@ -180,24 +186,27 @@ class JobSubmitter:
             for k in idxs:
                 msg, attachment = msgs[k], attachments[k]
                 item_id, worker = str(msg["item_id"]), str(msg.get("worker", ""))
+                attempts = _attempts(msg)
                 if msg.get("error"):
-                    outcomes.append((item_id, "error", None, str(msg["error"]), worker))
+                    outcomes.append((item_id, "error", None, str(msg["error"]), worker, attempts))
                     kept.append((k, item_id, None, None, None))
                     continue
                 result = dict(msg.get("result") or {})
                 result["worker"] = worker
                 result["worker_name"] = msg.get("worker_name", "")
                 result["timings"] = {**result.get("timings", {}), **(msg.get("timings") or {})}
+                result["attempts"] = attempts  # failed tries elsewhere (or here) before this one
                 dest = self._annotated_path(job_id, item_id, out) if attachment else None
                 if dest is not None:
                     result["annotated"] = str(dest)  # stored too: `job show` points at the file
                 try:
                     payload = json.dumps(result)
                 except (TypeError, ValueError) as exc:
-                    outcomes.append((item_id, "error", None, f"result is not JSON-serialisable: {exc}", worker))
+                    outcomes.append((item_id, "error", None, f"result is not JSON-serialisable: {exc}", worker,
+                                     attempts))
                     kept.append((k, item_id, None, None, None))
                     continue
-                outcomes.append((item_id, "done", payload, None, worker))
+                outcomes.append((item_id, "done", payload, None, worker, attempts))
                 kept.append((k, item_id, result, attachment, dest))
             flags, job = self.store.record_outcomes(job_id, outcomes)
             new = [entry for entry, ok in zip(kept, flags) if ok]
@@ -264,6 +273,10 @@ class JobSubmitter:
         results = self.store.results(job_id)
         ok = [r["result"] for r in results if r["status"] == "done" and r.get("result")]
         job["summary"] = get_type(job["task"]).merge(ok)
+        retried = self.store.retried(job_id)  # attempts that failed on some node and were run again
+        job.update(retried)
+        if isinstance(job["summary"], dict):
+            job["summary"].setdefault("retried_attempts", retried["retried_attempts"])
         job["items"] = results
         return job
 

@@ -9,7 +9,14 @@ leaves as one message instead of sixteen.
 
 Per-item errors (a corrupt image, a text file that is not text) are final results: the job goes on.
 Infrastructure errors (the bytes could not be fetched, the type is unknown here) go back to the master,
-which retries the item on another worker.
+which retries the item on another worker. Each failed item says why (``cause``): ``worker`` (the type
+failed or is unknown here: it counts against this node), ``fetch`` (the bytes did not come) or
+``deliver`` (the result could not be sent); only ``worker`` failures make the master bench this node.
+
+Health: the worker's own failures feed a `WorkerHealth` tracker (see health.py). After a few failures of
+one kind in a row the node reports itself unhealthy for that kind (heartbeats, `status`, `nodes`), and the
+log gets one line on the transition, one on recovery and at most one summary per interval, never one
+line per failed task.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .health import WorkerHealth
 from .scheduler import task_id_for
 from .types import get_type
 
@@ -31,13 +39,20 @@ FINAL_ERRORS = (ValueError,)  # ImageError is a ValueError: bad input, retrying 
 
 def _one_cv_thread() -> None:
     """One OpenCV thread per pool thread: the pool provides the parallelism (imported lazily so an idle
-    daemon stays small)."""
+    daemon stays small). The pool's threads start together: the import goes through `import_cv2`, which
+    makes the first import safe when several threads do it at once."""
     try:
-        import cv2
+        from ..ml.cvload import import_cv2
 
-        cv2.setNumThreads(1)
-    except Exception:  # pragma: no cover
-        pass
+        import_cv2().setNumThreads(1)
+    except Exception as exc:  # no OpenCV here: the image types will say so, task by task
+        log.warning("OpenCV unavailable in a job thread: %s", exc)
+
+
+def _attempts(item: dict) -> int:
+    """An assigned item's count of failed attempts (0 from older masters, or if it makes no sense)."""
+    n = item.get("attempts")
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else 0
 
 
 def _timed(fn, *args):
@@ -60,6 +75,33 @@ class JobWorker:
         self._tasks: set[asyncio.Task] = set()
         self._outbox: dict[str, list[tuple[str, dict, bytes | None]]] = {}  # submitter -> finished items
         self.done_count = 0
+        self.health = WorkerHealth()
+
+    def unhealthy(self) -> dict[str, str]:
+        """``{kind: reason}`` of the task kinds this node keeps failing (the node's ``unhealthy`` hook)."""
+        return self.health.unhealthy()
+
+    def tick(self) -> None:
+        """Summary lines of failures that are due (called by the jobs loop)."""
+        self._log_health(self.health.tick(time.monotonic()))
+
+    def _failed_here(self, kind: str, tid: str, reason: str) -> None:
+        log.debug("task %s failed on this node: %s", tid, reason)
+        self._log_health(self.health.failure(kind, reason, time.monotonic()))
+
+    def _log_health(self, events: list[tuple]) -> None:
+        for ev in events:
+            if ev[0] == "unhealthy":
+                log.warning("%s tasks keep failing on this node (%d in a row): %s; this node now reports itself "
+                            "unhealthy for %s tasks", ev[1], ev[3], ev[2], ev[1])
+            elif ev[0] == "recovered":
+                log.info("%s tasks run on this node again (after %d failures): healthy", ev[1], ev[2])
+            elif ev[0] == "failures":
+                if self.health.unhealthy().get(ev[1]) is not None:
+                    log.warning("%d more %s task(s) failed on this node (still unhealthy): %s", ev[2], ev[1], ev[3])
+                else:
+                    log.warning("%d %s task(s) failed on this node: %s (failures are summarised, at most one "
+                                "line every %.0f s)", ev[2], ev[1], ev[3], self.health.summary_every)
 
     def depth(self) -> int:
         return self.queue.qsize() + self.running + self.fetching
@@ -95,6 +137,8 @@ class JobWorker:
             why = "this node runs no job tasks (job_threads = -1)"
             self._spawn(self._ack([], [{"task_id": task_id_for(msg["job_id"], i), "error": why} for i in item_ids]))
             return
+        # failed attempts of each item before this one (retried elsewhere or here): copied into its result
+        msg["_attempts"] = {str(item["item_id"]): _attempts(item) for item in items}
         inline = {str(item["item_id"]): item["data"] for item in items if isinstance(item.get("data"), str)}
         if len(inline) == len(item_ids):
             try:  # every byte is here already: queue at once (no fetch, no task)
@@ -117,18 +161,27 @@ class JobWorker:
         try:
             try:
                 get_type(msg["kind"])
+            except LookupError as exc:  # this node lacks the type: its fault, let the master retry elsewhere
+                for i in item_ids:
+                    self._failed_here(msg["kind"], task_id_for(job_id, i), str(exc))
+                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": str(exc), "cause": "worker"}
+                                     for i in item_ids])
+                return
+            try:
                 datas = {i: base64.b64decode(inline[i], validate=True) for i in item_ids if i in inline}
                 errors: dict[str, str] = {}
                 missing = [i for i in item_ids if i not in datas]
                 if missing:
                     fetched, errors = await self.svc.fetch_many(msg["submitter"], job_id, missing)
                     datas.update(fetched)
-            except Exception as exc:  # cannot even start: let the master retry elsewhere
-                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": str(exc)} for i in item_ids])
+            except Exception as exc:  # cannot even start (not this node's fault): let the master retry
+                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": str(exc), "cause": "fetch"}
+                                     for i in item_ids])
                 return
             fetch_ms = round((time.perf_counter() - t0) * 1000, 2)
             if errors:
-                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": e} for i, e in errors.items()])
+                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": e, "cause": "fetch"}
+                                     for i, e in errors.items()])
             for item_id in item_ids:
                 if item_id in datas:
                     self.queue.put_nowait((msg, item_id, datas[item_id], fetch_ms))
@@ -182,10 +235,13 @@ class JobWorker:
         except FINAL_ERRORS as exc:
             code = getattr(exc, "code", type(exc).__name__)
             error = str(exc) if str(exc).startswith(f"{code}:") else f"{code}: {exc}"
-        except Exception as exc:
-            log.warning("task %s failed on this node: %s", tid, exc)
-            await self._ack([], [{"task_id": tid, "error": str(exc)}])
+        except Exception as exc:  # an infrastructure failure here: counted, summarised, retried elsewhere
+            reason = str(exc) or type(exc).__name__
+            self._failed_here(kind, tid, reason)
+            await self._ack([], [{"task_id": tid, "error": reason, "cause": "worker"}])
             return
+        if error is None:
+            self._log_health(self.health.success(kind, time.monotonic()))
         t2 = time.perf_counter()
         if seconds is not None:
             t1 = t2 - seconds
@@ -193,6 +249,7 @@ class JobWorker:
             "job_id": job_id, "item_id": item_id, "worker": self.node.node_id,
             "worker_name": self.node.name, "result": result, "error": error,
             "timings": {"fetch_ms": fetch_ms, "run_ms": round((t2 - t1) * 1000, 2)},
+            "attempts": (msg.get("_attempts") or {}).get(item_id, 0),
         }
         self._post(submitter, tid, payload, attachment)
 
@@ -222,4 +279,4 @@ class JobWorker:
             await self._ack(tids, [])
         else:
             why = "the result could not be sent to the submitter"
-            await self._ack([], [{"task_id": tid, "error": why} for tid in tids])
+            await self._ack([], [{"task_id": tid, "error": why, "cause": "deliver"} for tid in tids])

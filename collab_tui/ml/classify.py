@@ -11,8 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
+
+from collab_tui.ml.cvload import import_cv2
+
+cv2 = import_cv2()  # not `import cv2`: a first import racing in threads is unsafe (see cvload)
 
 __all__ = [
     "DIGITS_LABELS",

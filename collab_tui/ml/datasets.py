@@ -47,7 +47,9 @@ def _folder_label(path: Path, root: Path) -> str:
 
 
 def _to_input(img_bgr: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
-    import cv2
+    from collab_tui.ml.cvload import import_cv2
+
+    cv2 = import_cv2()
 
     h, w, c = (int(v) for v in input_shape)
     img = cv2.cvtColor(img_bgr, cv2.COLOR_BGR2GRAY) if c == 1 else cv2.cvtColor(img_bgr, cv2.COLOR_BGR2RGB)
@@ -66,9 +68,10 @@ def load_folder(
     ignored. Unreadable files are skipped with a warning; ``skipped`` (if given) receives
     ``(path, reason)`` tuples.
     """
-    import cv2
-
+    from collab_tui.ml.cvload import import_cv2
     from collab_tui.ml.images import decode_image
+
+    cv2 = import_cv2()
 
     if len(input_shape) != 3 or int(input_shape[2]) not in (1, 3):
         raise DatasetError(f"input_shape must be (H, W, 1|3), got {tuple(input_shape)}")

@@ -10,10 +10,12 @@ import threading
 import time
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
+from collab_tui.ml.cvload import import_cv2
 from collab_tui.ml.images import MAX_BYTES, MAX_PIXELS, decode_image
+
+cv2 = import_cv2()  # not `import cv2`: a first import racing in threads is unsafe (see cvload)
 
 __all__ = [
     "TASKS",

@@ -14,11 +14,21 @@ from ..cli_output import human_bytes
 from ..screens.live import short
 
 COLUMNS = [("name", "Name"), ("short_id", "ID"), ("addr", "Address"), ("role", "Role"), ("term", "Term"),
-           ("state", "State"), ("cpus", "CPU"), ("load", "Load"), ("mem", "Mem free"), ("queue", "Queue"),
-           ("model", "Model")]
+           ("state", "State"), ("health", "Health"), ("cpus", "CPU"), ("load", "Load"), ("mem", "Mem free"),
+           ("queue", "Queue"), ("model", "Model")]
 
 STATE_STYLE = {"self": "bold", "alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 ROLE_STYLE = {"master": "bold magenta", "candidate": "yellow"}
+
+
+def health_text(row: dict) -> Text:
+    """"ok" (green), "faces failing" (bold red) for each task kind the node keeps failing, or "" (a node too
+    old to report its health)."""
+    bad = row.get("unhealthy") or {}
+    if bad:
+        return Text(", ".join(f"{kind} failing" for kind in bad), style="bold red")
+    health = str(row.get("health") or "")
+    return Text(health, style="green" if health == "ok" else "")
 
 
 def cells(row: dict) -> list:
@@ -26,7 +36,7 @@ def cells(row: dict) -> list:
     return [
         str(row.get("name", "")), row.get("short_id") or short(row.get("node_id", "")), str(row.get("addr", "")),
         Text(role, style=ROLE_STYLE.get(role, "")), str(row.get("term", "")),
-        Text(state, style=STATE_STYLE.get(state, "")), str(row.get("cpus", "")),
+        Text(state, style=STATE_STYLE.get(state, "")), health_text(row), str(row.get("cpus", "")),
         f"{float(row.get('load') or 0):.2f}", human_bytes(row.get("mem_free")), str(row.get("queue", "")),
         (row.get("model_version") or "")[:12],
     ]
@@ -116,10 +126,16 @@ class NodeDetails(Static):
         t.append(f"{row.get('name', '')}", style="bold")
         t.append(f"  {row.get('short_id') or short(row.get('node_id', ''))}\n")
         seen = "now" if row.get("state") == "self" else f"{row.get('last_seen', '')} s ago"
+        bad = row.get("unhealthy") or {}
+        if bad:  # the full reasons: why the tasks of that kind go to the other nodes
+            health = Text("; ".join(f"{kind} tasks fail: {why}" for kind, why in bad.items()), style="bold red")
+        else:
+            health = Text(str(row.get("health") or "unknown"), style="green" if row.get("health") == "ok" else "")
         fields = [
             ("address", row.get("addr", "")),
             ("role", f"{row.get('role', '')}, term {row.get('term', '')}"),
             ("state", f"{row.get('state', '')}, seen {seen}"),
+            ("health", health),
             ("priority", row.get("priority", "")),
             ("cpu / load", f"{row.get('cpus', '')} cpus, load {row.get('load', '')}"),
             ("mem / queue", f"{human_bytes(row.get('mem_free'))} free, {row.get('queue', '')} queued"),
@@ -127,5 +143,6 @@ class NodeDetails(Static):
         ]
         for label, value in fields:
             t.append(f"{label:<12}", style="dim")
-            t.append(f"{value}\n")
+            t.append(value if isinstance(value, Text) else f"{value}")
+            t.append("\n")
         self.update(t, layout=False)
