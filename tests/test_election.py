@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import random
@@ -9,7 +10,9 @@ from itertools import count
 
 import pytest
 
-from collab_tui.net.election import Election, ElectionError
+from collab_tui.net.election import (
+    Election, ElectionError, MasterChanged, Outgoing, RoleChanged, TermChanged,
+)
 
 
 # ----------------------------------------------------------------------------- simulator
@@ -109,9 +112,11 @@ class Sim:
         node = self.nodes[n]
         for ev in node.take_events():
             self.log.append((self.t, n, ev))
-            if ev[0] == "term":
-                self.persisted[n] = ev[1]
-        for dest, msg in node.take_outbox():
+            if isinstance(ev, TermChanged):
+                self.persisted[n] = ev.term
+        for out in node.take_outbox():
+            assert isinstance(out, Outgoing)
+            dest, msg = out.dest, out.msg
             json.dumps(msg)
             assert msg["term"] <= self.persisted[n], "term must be persisted before sending"
             for d in (sorted(self.views[n]) if dest is None else [dest]):
@@ -307,15 +312,23 @@ def msg(t: str, term: int) -> dict:
     return {"t": f"el.{t}", "term": term}
 
 
+def test_outputs_are_frozen_slotted_values() -> None:
+    for ev in (TermChanged(1), RoleChanged("master"), MasterChanged(None, 1), Outgoing(None, msg("leave", 1))):
+        assert not hasattr(ev, "__dict__")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(ev, dataclasses.fields(ev)[0].name, "x")
+    assert TermChanged(1) != ("term", 1) and MasterChanged("a", 1) != MasterChanged("a", 2)
+
+
 def test_alone_becomes_master_and_term_event_comes_first() -> None:
     e = node("a")
     e.start(0.0)
     dl = e.next_deadline()
     assert dl is not None and 0.0 <= dl <= 0.15
     e.tick(dl)
-    assert e.take_events() == [("role", "candidate"), ("term", 1), ("role", "master"),
-                               ("master", "a", 1)]
-    assert e.take_outbox() == [(None, msg("coordinator", 1))]
+    assert e.take_events() == [RoleChanged("candidate"), TermChanged(1), RoleChanged("master"),
+                               MasterChanged("a", 1)]
+    assert e.take_outbox() == [Outgoing(None, msg("coordinator", 1))]
     assert e.next_deadline() is None
 
 
@@ -324,7 +337,7 @@ def test_bully_answer_timeout_then_master() -> None:
     e.start(0.0)
     e.tick(1.0)
     assert e.role == "candidate"
-    assert e.take_outbox() == [("b", msg("election", 0)), ("c", msg("election", 0))]
+    assert e.take_outbox() == [Outgoing("b", msg("election", 0)), Outgoing("c", msg("election", 0))]
     assert e.next_deadline() == pytest.approx(1.3)
     e.tick(1.3)
     assert e.is_master and e.term == 1
@@ -338,7 +351,7 @@ def test_answer_then_coordinator_timeout_restarts() -> None:
     e.on_message("b", msg("answer", 0), 1.1)
     assert e.next_deadline() == pytest.approx(2.1) and e.role == "candidate"
     e.tick(2.1)
-    assert e.take_outbox() == [("b", msg("election", 0))]
+    assert e.take_outbox() == [Outgoing("b", msg("election", 0))]
     e.on_message("b", msg("coordinator", 1), 2.2)
     assert (e.role, e.master_id, e.term) == ("follower", "b", 1)
     assert e.next_deadline() is None
@@ -347,13 +360,13 @@ def test_answer_then_coordinator_timeout_restarts() -> None:
 def test_election_from_lower_node() -> None:
     e = node("b", peers={"a": 1, "c": 1})
     e.on_message("a", msg("election", 0), 0.0)
-    assert e.take_outbox() == [("a", msg("answer", 0)), ("c", msg("election", 0))]
+    assert e.take_outbox() == [Outgoing("a", msg("answer", 0)), Outgoing("c", msg("election", 0))]
     assert e.role == "candidate"
     e.on_message("a", msg("election", 0), 0.1)
-    assert e.take_outbox() == [("a", msg("answer", 0))]
+    assert e.take_outbox() == [Outgoing("a", msg("answer", 0))]
     m = make_master(node("c", peers={"a": 1, "b": 1}))
     m.on_message("a", msg("election", 1), 0.0)
-    assert m.take_outbox() == [("a", msg("coordinator", 1))]
+    assert m.take_outbox() == [Outgoing("a", msg("coordinator", 1))]
 
 
 def test_follower_of_higher_master_only_answers() -> None:
@@ -361,7 +374,7 @@ def test_follower_of_higher_master_only_answers() -> None:
         e = node("b", peers={"a": 1, "c": 1}, preempt=preempt)
         e.on_master_heartbeat("c", 1, 0.0)
         e.on_message("a", msg("election", 1), 0.1)
-        assert e.take_outbox() == [("a", msg("answer", 1))] and e.role == "follower"
+        assert e.take_outbox() == [Outgoing("a", msg("answer", 1))] and e.role == "follower"
 
 
 def test_no_preempt_follower_of_lower_master_stays_silent() -> None:
@@ -379,7 +392,7 @@ def test_preempt_follower_bullies_lower_master() -> None:
     e.on_message("a", msg("coordinator", 4), 0.0)
     assert e.is_master and e.term == 5
     ev = e.take_events()
-    assert ("master", "a", 4) in ev and ev[-1] == ("master", "c", 5)
+    assert MasterChanged("a", 4) in ev and ev[-1] == MasterChanged("c", 5)
 
 
 def test_stale_term_coordinator_and_heartbeat_ignored() -> None:
@@ -390,7 +403,7 @@ def test_stale_term_coordinator_and_heartbeat_ignored() -> None:
     m = make_master(node("b", peers={"a": 1, "c": 1}, term=5))
     m.on_message("c", msg("coordinator", 2), 0.0)
     assert m.is_master and m.term == 6
-    assert m.take_outbox() == [("c", msg("coordinator", 6))]  # tells the stale master
+    assert m.take_outbox() == [Outgoing("c", msg("coordinator", 6))]  # tells the stale master
 
 
 @pytest.mark.parametrize("via", ["coordinator", "heartbeat"])
@@ -401,7 +414,7 @@ def test_master_steps_down_on_higher_term(via: str) -> None:
     else:
         m.on_master_heartbeat("a", 7, 1.0)
     assert (m.role, m.master_id, m.term) == ("follower", "a", 7)
-    assert m.take_events() == [("term", 7), ("role", "follower"), ("master", "a", 7)]
+    assert m.take_events() == [TermChanged(7), RoleChanged("follower"), MasterChanged("a", 7)]
     assert not m.accepts(6) and m.accepts(7) and m.accepts(8)
 
 
@@ -415,7 +428,7 @@ def test_same_term_tie_break_by_rank() -> None:
     m = make_master(node("c", peers={"a": 1, "b": 1}, term=1))  # term 2
     m.on_message("b", msg("coordinator", 2), 0.0)
     assert m.is_master and m.term == 3  # won the tie: re-asserts with a fresh term
-    assert m.take_outbox() == [(None, msg("coordinator", 3))]
+    assert m.take_outbox() == [Outgoing(None, msg("coordinator", 3))]
     low = make_master(node("b", peers={"a": 1, "c": 1}, term=1))
     low.on_master_heartbeat("c", 2, 0.0)
     assert (low.role, low.master_id) == ("follower", "c")
@@ -425,7 +438,7 @@ def test_master_sees_higher_term_in_election_reasserts() -> None:
     m = make_master(node("c", peers={"a": 1, "b": 1}))
     m.on_message("a", msg("election", 9), 0.0)
     assert m.is_master and m.term == 10
-    assert m.take_outbox() == [(None, msg("coordinator", 10))]
+    assert m.take_outbox() == [Outgoing(None, msg("coordinator", 10))]
 
 
 def test_heartbeat_before_jitter_cancels_boot_election() -> None:
@@ -442,7 +455,7 @@ def test_peer_down_of_master_schedules_jittered_election() -> None:
     e.on_master_heartbeat("c", 1, 0.0)
     e.take_events()
     e.peer_down("c", 2.0)
-    assert e.take_events() == [("master", None, 1)]
+    assert e.take_events() == [MasterChanged(None, 1)]
     assert 2.0 <= e.next_deadline() <= 2.15
     e.tick(e.next_deadline())
     assert e.is_master and e.term == 2
@@ -463,13 +476,13 @@ def test_leave_of_master_immediate_successor(down_first: bool) -> None:
     a.on_message("c", msg("leave", 1), 0.5)
     assert a.role == "follower" and a.next_deadline() == pytest.approx(1.5)
     a.tick(1.5)  # no coordinator arrived: normal election
-    assert a.take_outbox() == [("b", msg("election", 1))]
+    assert a.take_outbox() == [Outgoing("b", msg("election", 1))]
 
 
 def test_leave_goes_quiet() -> None:
     m = make_master(node("c", peers={"a": 1, "b": 1}))
     m.leave(1.0)
-    assert m.take_outbox() == [(None, msg("leave", 1))]
+    assert m.take_outbox() == [Outgoing(None, msg("leave", 1))]
     assert m.role == "follower" and m.master_id is None and m.next_deadline() is None
     m.on_message("a", msg("election", 1), 1.1)
     m.tick(9.0)
@@ -479,7 +492,7 @@ def test_leave_goes_quiet() -> None:
 def test_master_greets_new_peer() -> None:
     m = make_master(node("c", peers={"a": 1}))
     m.peer_up("b", 1, 1.0)
-    assert m.take_outbox() == [("b", msg("coordinator", 1))]
+    assert m.take_outbox() == [Outgoing("b", msg("coordinator", 1))]
 
 
 @pytest.mark.parametrize("quorum, alive, ok", [

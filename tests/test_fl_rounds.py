@@ -20,7 +20,9 @@ from collab_tui.ml.registry import ModelRegistry
 from collab_tui.ml.updates import ClientUpdate
 from collab_tui.training import rounds
 from collab_tui.training.coordinator import RunCoordinator
-from collab_tui.training.rounds import RoundTracker, RunConfig, RunState, select_clients
+from collab_tui.training.rounds import (
+    RoundFailed, RoundReady, RoundTracker, RoundWaiting, RunConfig, RunState, select_clients,
+)
 from collab_tui.training.runstore import RunStore
 from collab_tui.training.service import TrainingService
 
@@ -192,40 +194,40 @@ def test_async_staleness_discount_through_aggregate():
 # ----------------------------------------------------------------------------- round rule
 def test_round_closes_when_everyone_answered():
     t = RoundTracker(1, ["a", "b", "c"], now=100.0, timeout=10.0, min_clients=2)
-    assert t.decide(100.0) == "wait"
+    assert t.decide(100.0) == RoundWaiting()
     t.add(upd("a", (0.1,) * 3))
     t.add(upd("b", (0.1,) * 3))
-    assert t.decide(101.0) == "wait"  # quorum reached, but c may still answer before the deadline
+    assert t.decide(101.0) == RoundWaiting()  # quorum reached, but c may still answer before the deadline
     t.add(upd("c", (0.1,) * 3))
-    assert t.decide(101.0) == "aggregate" and t.stragglers() == {}
+    assert t.decide(101.0) == RoundReady(1, {}) and t.stragglers() == {}
 
 
 def test_deadline_with_quorum_aggregates_and_records_stragglers():
     t = RoundTracker(2, ["a", "b", "c", "d"], now=0.0, timeout=5.0, min_clients=2)
     t.add(upd("a", (0.1,) * 3))
     t.add(upd("b", (0.1,) * 3))
-    assert t.decide(4.99) == "wait"
-    assert t.decide(5.0) == "aggregate"
+    assert t.decide(4.99) == RoundWaiting()
+    assert t.decide(5.0) == RoundReady(2, {"c": "deadline", "d": "deadline"})
     assert t.stragglers() == {"c": "deadline", "d": "deadline"}
 
 
 def test_deadline_without_quorum_fails():
     t = RoundTracker(1, ["a", "b", "c"], now=0.0, timeout=5.0, min_clients=2)
     t.add(upd("a", (0.1,) * 3))
-    assert t.decide(5.0) == "fail"
+    assert t.decide(5.0) == RoundFailed(1, 1, 2, {"b": "deadline", "c": "deadline"})
     t2 = RoundTracker(1, ["a", "b"], now=0.0, timeout=5.0, min_clients=2)
     t2.add(upd("a", (0.1,) * 3))
     t2.drop("b", "ConnectionClosed: peer went away")  # everyone answered, but too few valid updates
-    assert t2.decide(1.0) == "fail"
+    assert t2.decide(1.0) == RoundFailed(1, 1, 2, {"b": "ConnectionClosed: peer went away"})
 
 
 def test_dropped_clients_do_not_block_the_round():
     t = RoundTracker(1, ["a", "b", "c"], now=0.0, timeout=60.0, min_clients=2)
     t.add(upd("a", (0.1,) * 3))
     t.drop("c", "RemoteError: no dataset named 'default'")
-    assert t.decide(1.0) == "wait"
+    assert t.decide(1.0) == RoundWaiting()
     t.add(upd("b", (0.1,) * 3))
-    assert t.decide(1.0) == "aggregate"  # long before the deadline
+    assert t.decide(1.0) == RoundReady(1, {"c": "RemoteError: no dataset named 'default'"})  # before the deadline
     assert t.stragglers() == {"c": "RemoteError: no dataset named 'default'"}
     # a late update from a dropped client, a drop after an update and a stranger are all ignored
     t.add(upd("c", (0.1,) * 3))

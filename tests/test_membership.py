@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,8 +11,13 @@ from collab_tui.net.membership import (
     InvalidHeartbeat,
     Membership,
     MembershipError,
+    PeerAlive,
+    PeerDead,
     PeerInfo,
+    PeerJoined,
+    PeerLeft,
     PeerState,
+    PeerSuspect,
     heartbeat_fields,
 )
 
@@ -24,6 +30,16 @@ def hello(m: Membership, pid: str = "p1", now: float = 0.0, prio: int = 5) -> No
     m.on_hello(pid, f"name-{pid}", "127.0.0.1:7000", prio, now)
 
 
+def test_events_are_frozen_values_that_name_the_change_the_uis_know() -> None:
+    classes = (PeerJoined, PeerSuspect, PeerDead, PeerAlive, PeerLeft)
+    assert [c("p").change for c in classes] == ["join", "suspect", "dead", "alive", "leave"]
+    ev = PeerDead("p")
+    assert ev == PeerDead("p") and ev != PeerLeft("p") and ev != ("dead", "p")
+    assert not hasattr(ev, "__dict__")  # slotted
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.node_id = "q"  # type: ignore[misc]
+
+
 def test_peer_state_values() -> None:
     assert [s.value for s in PeerState] == ["alive", "suspect", "dead"]
     assert PeerState("suspect") is PeerState.SUSPECT
@@ -32,7 +48,7 @@ def test_peer_state_values() -> None:
 def test_hello_joins_alive() -> None:
     m = make()
     hello(m, "p1", 1.0)
-    assert m.take_events() == [("join", "p1")]
+    assert m.take_events() == [PeerJoined("p1")]
     info = m.get("p1")
     assert isinstance(info, PeerInfo)
     assert (info.name, info.addr, info.priority) == ("name-p1", "127.0.0.1:7000", 5)
@@ -50,13 +66,13 @@ def test_suspect_then_dead_timeline() -> None:
     m.tick(0.89)
     assert m.take_events() == [] and m.get("p1").state is PeerState.ALIVE
     m.tick(0.9)
-    assert m.take_events() == [("suspect", "p1")]
+    assert m.take_events() == [PeerSuspect("p1")]
     assert m.alive_ids() == set()
     m.tick(1.0)
     assert m.take_events() == []  # unchanged state: no duplicate
     assert m.next_deadline() == pytest.approx(1.8)
     m.tick(1.8)
-    assert m.take_events() == [("dead", "p1")]
+    assert m.take_events() == [PeerDead("p1")]
     m.tick(5.0)
     assert m.take_events() == []
     assert m.next_deadline() is None
@@ -67,7 +83,7 @@ def test_late_tick_goes_straight_to_dead() -> None:
     hello(m, "p1", 0.0)
     m.take_events()
     m.tick(10.0)
-    assert m.take_events() == [("dead", "p1")]
+    assert m.take_events() == [PeerDead("p1")]
 
 
 def test_traffic_keeps_alive_and_revives() -> None:
@@ -79,12 +95,12 @@ def test_traffic_keeps_alive_and_revives() -> None:
         m.tick(t + 0.1)
     assert m.take_events() == []
     m.tick(1.5 + 0.9)
-    assert m.take_events() == [("suspect", "p1")]
+    assert m.take_events() == [PeerSuspect("p1")]
     m.on_seen("p1", 2.5)
-    assert m.take_events() == [("alive", "p1")]
+    assert m.take_events() == [PeerAlive("p1")]
     m.tick(10.0)
     m.on_heartbeat("p1", {"term": 1}, 10.0)
-    assert m.take_events() == [("dead", "p1"), ("alive", "p1")]
+    assert m.take_events() == [PeerDead("p1"), PeerAlive("p1")]
 
 
 def test_on_seen_unknown_peer_ignored() -> None:
@@ -100,14 +116,14 @@ def test_disconnect_suspect_immediately_not_dead() -> None:
     hello(m, "p1", 0.0)
     m.take_events()
     m.on_disconnect("p1", 0.1)
-    assert m.take_events() == [("suspect", "p1")]
+    assert m.take_events() == [PeerSuspect("p1")]
     assert m.get("p1").state is PeerState.SUSPECT
     m.on_disconnect("p1", 0.2)
     assert m.take_events() == []
     m.tick(1.0)
     assert m.take_events() == []
     m.tick(1.8)
-    assert m.take_events() == [("dead", "p1")]
+    assert m.take_events() == [PeerDead("p1")]
 
 
 def test_leave_is_dead_at_once_and_late_traffic_does_not_revive() -> None:
@@ -115,7 +131,7 @@ def test_leave_is_dead_at_once_and_late_traffic_does_not_revive() -> None:
     hello(m, "p1", 0.0)
     m.take_events()
     m.on_leave("p1", 0.1)
-    assert m.take_events() == [("leave", "p1")]
+    assert m.take_events() == [PeerLeft("p1")]
     assert m.get("p1").state is PeerState.DEAD
     m.on_leave("p1", 0.2)
     m.on_seen("p1", 0.2)
@@ -124,7 +140,7 @@ def test_leave_is_dead_at_once_and_late_traffic_does_not_revive() -> None:
     assert m.take_events() == []
     assert m.get("p1").state is PeerState.DEAD
     hello(m, "p1", 11.0)  # comes back with a new handshake
-    assert m.take_events() == [("alive", "p1")]
+    assert m.take_events() == [PeerAlive("p1")]
     assert m.alive_ids() == {"p1"}
 
 
@@ -156,7 +172,7 @@ def test_heartbeat_updates_fields() -> None:
 def test_heartbeat_from_unknown_peer_joins() -> None:
     m = make()
     m.on_heartbeat("p2", {"t": "hb", "role": "follower", "load": 1}, 2.0)
-    assert m.take_events() == [("join", "p2")]
+    assert m.take_events() == [PeerJoined("p2")]
     assert m.get("p2").load == 1.0 and isinstance(m.get("p2").load, float)
 
 
@@ -216,7 +232,7 @@ def test_peers_sorted_and_next_deadline_min() -> None:
     assert [p.node_id for p in m.peers()] == ["a", "b", "c"]
     assert m.next_deadline() == pytest.approx(3.0)
     m.tick(3.0)
-    assert m.take_events()[-1] == ("suspect", "a")
+    assert m.take_events()[-1] == PeerSuspect("a")
     assert m.next_deadline() == pytest.approx(4.0)  # b suspects at 4, a dies at 6
 
 
@@ -231,7 +247,7 @@ def test_multiple_peers_independent() -> None:
         m.on_heartbeat("a", {"term": 0}, t)
         m.tick(t)
     assert m.alive_ids() == {"a"}
-    assert m.take_events() == [("suspect", "b"), ("dead", "b")]
+    assert m.take_events() == [PeerSuspect("b"), PeerDead("b")]
 
 
 def test_a_peer_whose_process_is_gone_is_dead_at_once_not_a_graceful_leave():
@@ -240,8 +256,8 @@ def test_a_peer_whose_process_is_gone_is_dead_at_once_not_a_graceful_leave():
     m.take_events()
     m.on_disconnect("p1", 0.1)
     m.on_gone("p1", 0.2)
-    assert m.take_events() == [("suspect", "p1"), ("dead", "p1")]
+    assert m.take_events() == [PeerSuspect("p1"), PeerDead("p1")]
     m.on_gone("p1", 0.3)
     assert m.take_events() == []
     m.on_heartbeat("p1", {"role": "follower"}, 5.0)  # restarted: its heartbeats revive it
-    assert m.take_events() == [("alive", "p1")]
+    assert m.take_events() == [PeerAlive("p1")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from collab_tui.jobs.scheduler import (
-    Assignment, Scheduler, SchedulerError, Task, WorkerCapacity, slots, split_task_id,
-    task_id_for,
+    Assignment, Scheduler, SchedulerError, Task, TaskFailed, TaskRetried, WorkerCapacity, slots,
+    split_task_id, task_id_for,
 )
 
 BIG = 1024 * 1024
@@ -147,7 +147,7 @@ def test_worker_death_requeues_front():
     s.worker_dead("a", 1.0)
     assert s.inflight_of("a") == []
     events = s.take_events()
-    assert {e[1] for e in events if e[0] == "retry"} == set(a_tasks)
+    assert {e.task_id for e in events if isinstance(e, TaskRetried)} == set(a_tasks)
     for tid in s.inflight_of("b"):
         s.complete(tid, "b", 2.0)
     again = s.assign(2.0)
@@ -231,8 +231,8 @@ def test_max_attempts_failed_event():
         assert s.fail(tid, a.worker, f"boom{i}", float(i))
     assert seen[0] != seen[1]                         # retried elsewhere
     events = s.take_events()
-    assert events[-1] == ("failed", tid, "boom2")
-    assert [e[0] for e in events].count("retry") == 2
+    assert events[-1] == TaskFailed(tid, "boom2")
+    assert [type(e) for e in events].count(TaskRetried) == 2
     assert s.status(tid) == "failed" and s.stats()["failed"] == 1
     assert s.assign(5.0) == [] and s.take_events() == []
     assert s.submit(tasks("j", 1), 6.0) == 0

@@ -1,9 +1,13 @@
 """The scheduler benches a worker that keeps failing one kind of task (sans-IO: the clock is passed in)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from collab_tui.jobs.scheduler import Scheduler, SchedulerError, Task, WorkerCapacity, task_id_for
+from collab_tui.jobs.scheduler import (
+    Scheduler, SchedulerError, Task, TaskFailed, WorkerBenched, WorkerCapacity, WorkerUnbenched, task_id_for,
+)
 
 SMALL = 10
 
@@ -39,8 +43,8 @@ def kinds_of(s: Scheduler, worker: str) -> list[str]:
     return [s._tasks[tid].kind for tid in s.inflight_of(worker)]
 
 
-def events(s: Scheduler, kind: str) -> list[tuple]:
-    return [e for e in s.take_events() if e[0] == kind]
+def events(s: Scheduler, kind: type) -> list:
+    return [e for e in s.take_events() if type(e) is kind]
 
 
 def test_three_failures_in_a_row_bench_the_worker_for_that_kind_only():
@@ -50,8 +54,8 @@ def test_three_failures_in_a_row_bench_the_worker_for_that_kind_only():
     assert fail_all(s, "bad", 0.5) >= 3
     s.submit(tasks("k", 10, kind="wordcount"), 0.5)
     evs = s.take_events()
-    benched = [e for e in evs if e[0] == "benched"]
-    assert benched == [("benched", "bad", "faces", "module 'cv2' has no attribute 'data'", 10.0, 0)]
+    benched = [e for e in evs if isinstance(e, WorkerBenched)]
+    assert benched == [WorkerBenched("bad", "faces", "module 'cv2' has no attribute 'data'", 10.0, 0)]
     assert s.benched("bad") == {"faces": "module 'cv2' has no attribute 'data'"}
     assert s.benched("good") == {}
     st = s.stats()["benched"]
@@ -73,7 +77,7 @@ def test_failures_that_are_not_the_workers_fault_do_not_count():
     s.assign(0.0)
     for tid in s.inflight_of("bad"):
         s.fail(tid, "bad", "submitter is not connected", 0.1, health=False)
-    assert s.benched("bad") == {} and events(s, "benched") == []
+    assert s.benched("bad") == {} and events(s, WorkerBenched) == []
 
 
 def test_a_success_in_between_resets_the_count():
@@ -126,7 +130,7 @@ def test_probe_after_the_pause_success_unbenches():
     assert len(s.inflight_of("bad")) == 1                 # nothing more while the probe is out
     (probe,) = s.inflight_of("bad")
     assert s.complete(probe, "bad", 11.0)
-    assert events(s, "unbenched") == [("unbenched", "bad", "faces", "a task succeeded")]
+    assert events(s, WorkerUnbenched) == [WorkerUnbenched("bad", "faces", "a task succeeded")]
     assert s.benched("bad") == {}
     s.assign(11.0)
     assert len(s.inflight_of("bad")) == 4                 # back to full speed
@@ -137,7 +141,7 @@ def test_probe_failure_rebenches_with_a_doubling_capped_pause():
     s.submit(tasks("j", 500), 0.0)
     s.assign(0.0)
     fail_all(s, "bad", 0.0)
-    assert [e[4] for e in events(s, "benched")] == [10.0]
+    assert [e.seconds for e in events(s, WorkerBenched)] == [10.0]
     now, pauses = 0.0, []
     for _ in range(4):
         now += 200.0                                      # well past any pause
@@ -145,10 +149,10 @@ def test_probe_failure_rebenches_with_a_doubling_capped_pause():
         s.assign(now)
         assert len(s.inflight_of("bad")) == 1             # one probe
         fail_all(s, "bad", now)
-        (ev,) = events(s, "benched")
-        pauses.append(ev[4])
-        assert ev[5] >= 1                                 # a renewed bench: its probe failed
-        s.assign(now + ev[4] - 0.01)
+        (ev,) = events(s, WorkerBenched)
+        pauses.append(ev.seconds)
+        assert ev.probes_failed >= 1                      # a renewed bench: its probe failed
+        s.assign(now + ev.seconds - 0.01)
         assert s.inflight_of("bad") == []                 # still benched just before the end
     assert pauses == [20.0, 30.0, 30.0, 30.0]
 
@@ -161,9 +165,9 @@ def test_late_failures_of_earlier_batches_do_not_extend_the_bench():
     assert len(inflight) == 4
     for tid in inflight[:3]:
         s.fail(tid, "bad", "boom", 0.1)
-    assert len(events(s, "benched")) == 1
+    assert len(events(s, WorkerBenched)) == 1
     s.fail(inflight[3], "bad", "boom", 0.2)              # assigned before the bench
-    assert events(s, "benched") == []
+    assert events(s, WorkerBenched) == []
     assert s.stats()["benched"]["bad"]["faces"]["seconds"] == 10.0
 
 
@@ -185,9 +189,9 @@ def test_every_failed_task_goes_to_the_healthy_worker_and_attempts_are_kept():
 def test_worker_report_benches_once_per_change():
     s = two_workers()
     s.report_health("bad", {"faces": "cv2 broken"}, 0.0)
-    assert events(s, "benched") == [("benched", "bad", "faces", "the worker reports it: cv2 broken", 10.0, 0)]
+    assert events(s, WorkerBenched) == [WorkerBenched("bad", "faces", "the worker reports it: cv2 broken", 10.0, 0)]
     s.report_health("bad", {"faces": "cv2 broken"}, 0.1)  # the same report again: nothing new
-    assert events(s, "benched") == []
+    assert events(s, WorkerBenched) == []
     s.submit(tasks("j", 30), 0.2)
     s.assign(0.2)
     assert kinds_of(s, "bad") == []
@@ -195,7 +199,7 @@ def test_worker_report_benches_once_per_change():
     s.assign(10.5)
     (probe,) = s.inflight_of("bad")
     s.complete(probe, "bad", 10.6)
-    assert events(s, "unbenched")
+    assert events(s, WorkerUnbenched)
     # its heartbeat still says unhealthy (sent before the probe ran): no new bench for a stale report
     s.report_health("bad", {"faces": "cv2 broken"}, 10.7)
     assert s.benched("bad") == {}
@@ -228,11 +232,11 @@ def test_when_every_worker_fails_the_kind_even_after_a_pause_its_tasks_fail_clea
                 s.fail(tid, w, "OCR needs tesseract", 10.6)
     s.take_events()
     s.assign(10.7)                                                # every worker failed its probe: give up
-    failed = [e for e in s.take_events() if e[0] == "failed"]
-    assert failed and all("no live worker can run ocr tasks" in e[2] and "tesseract" in e[2] for e in failed)
+    failed = [e for e in s.take_events() if isinstance(e, TaskFailed)]
+    assert failed and all("no live worker can run ocr tasks" in e.error and "tesseract" in e.error for e in failed)
     assert s.stats()["pending"] == 0 or all(s._tasks[t].kind != "ocr" for dq in s._pending.values() for t in dq)
     assert all(s.status(task_id_for("ocr-job", str(i))) in ("failed", "done") for i in range(40))
-    assert s.attempts_of(failed[0][1]) >= 0
+    assert s.attempts_of(failed[0].task_id) >= 0
     # other kinds are not affected
     for w in ("bad", "good"):
         complete_all(s, w, 11.0)
@@ -270,10 +274,19 @@ def test_the_probe_of_a_dead_worker_is_no_failure_and_it_is_probed_again_when_ba
     assert len(s.inflight_of("bad")) == 1
     s.take_events()
     s.worker_dead("bad", 11.0)
-    assert events(s, "benched") == []
+    assert events(s, WorkerBenched) == []
     s.update_worker(WorkerCapacity("bad", cpus=4), 12.0)
     s.assign(12.0)
     assert len(s.inflight_of("bad")) == 1                 # still benched: one probe only
+
+
+def test_events_are_frozen_slotted_values():
+    ev = WorkerBenched("bad", "faces", "boom", 10.0, 0)
+    assert ev == WorkerBenched("bad", "faces", "boom", 10.0, 0) and ev != ("benched", "bad", "faces", "boom", 10.0, 0)
+    assert TaskFailed("j:1", "x") != WorkerUnbenched("j:1", "x", "")
+    assert not hasattr(ev, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.seconds = 20.0  # type: ignore[misc]
 
 
 def test_bench_parameters_are_checked():

@@ -22,6 +22,7 @@ import time
 
 from ..node.resources import local_resources
 from .scheduler import Scheduler, Task, WorkerCapacity, split_task_id, task_id_for
+from .scheduler_events import TaskFailed, TaskRetried, WorkerBenched, WorkerUnbenched
 
 log = logging.getLogger("collab.jobs.master")
 
@@ -150,29 +151,30 @@ class JobMaster:
             if not await self.svc.send_to(a.worker, msg):
                 self.sched.worker_dead(a.worker, now)
         for ev in self.sched.take_events():
-            if ev[0] == "failed":
-                self.finished_at[ev[1]] = now
-                self._drop_inline(ev[1])
-                job_id, item_id = split_task_id(ev[1])
-                meta = self.jobs.get(job_id)
-                if meta:
-                    await self.svc.send_to(meta["submitter"], {
-                        "t": "job.item_failed", "job_id": job_id, "item_id": item_id,
-                        "error": f"gave up after retries: {ev[2]}", "term": self.node.election.term,
-                        "attempts": self.sched.attempts_of(ev[1]),
-                    })
-            elif ev[0] == "retry":
-                log.info("task %s requeued: %s", ev[1], ev[2])
-            elif ev[0] == "benched":
-                _, worker, kind, reason, seconds, probes_failed = ev
-                if probes_failed:
-                    log.info("worker %s still fails %s tasks (its probe failed): benched again for %.0f s",
-                             self._name(worker), kind, seconds)
-                else:
-                    log.warning("worker %s keeps failing %s tasks: it gets none for %.0f s, then one probe (%s)",
-                                self._name(worker), kind, seconds, reason)
-            elif ev[0] == "unbenched":
-                log.info("worker %s runs %s tasks again (%s): back in the pool", self._name(ev[1]), ev[2], ev[3])
+            match ev:
+                case TaskFailed(task_id=tid, error=error):
+                    self.finished_at[tid] = now
+                    self._drop_inline(tid)
+                    job_id, item_id = split_task_id(tid)
+                    meta = self.jobs.get(job_id)
+                    if meta:
+                        await self.svc.send_to(meta["submitter"], {
+                            "t": "job.item_failed", "job_id": job_id, "item_id": item_id,
+                            "error": f"gave up after retries: {error}", "term": self.node.election.term,
+                            "attempts": self.sched.attempts_of(tid),
+                        })
+                case TaskRetried(task_id=tid, reason=reason):
+                    log.info("task %s requeued: %s", tid, reason)
+                case WorkerBenched(worker=worker, kind=kind, reason=reason, seconds=seconds,
+                                   probes_failed=probes_failed):
+                    if probes_failed:
+                        log.info("worker %s still fails %s tasks (its probe failed): benched again for %.0f s",
+                                 self._name(worker), kind, seconds)
+                    else:
+                        log.warning("worker %s keeps failing %s tasks: it gets none for %.0f s, then one probe (%s)",
+                                    self._name(worker), kind, seconds, reason)
+                case WorkerUnbenched(worker=worker, kind=kind, why=why):
+                    log.info("worker %s runs %s tasks again (%s): back in the pool", self._name(worker), kind, why)
 
     def _name(self, node_id: str) -> str:
         if node_id == self.node.node_id:

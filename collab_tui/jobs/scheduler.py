@@ -9,11 +9,11 @@ Model:
 - An *assignment* is a batch of tasks sent to one worker at once; it occupies ONE
   in-flight slot of that worker (small items are batched, big ones go alone).
 - ``attempts`` counts failed tries (worker error, worker death, timeout); a task whose
-  attempts reach ``max_attempts`` is reported as ``("failed", task_id, error)``.
-- Events from `take_events`: ``("failed", task_id, error)`` and
-  ``("retry", task_id, reason)`` (task requeued after an error, a death or a timeout),
-  ``("benched", worker, kind, reason, seconds, probes_failed)`` and
-  ``("unbenched", worker, kind, why)`` (see below).
+  attempts reach ``max_attempts`` is reported as ``TaskFailed(task_id, error)``.
+- Events from `take_events` (frozen dataclasses declared in `scheduler_events.py`, re-exported here):
+  ``TaskFailed(task_id, error)`` and ``TaskRetried(task_id, reason)`` (task requeued after an error,
+  a death or a timeout), ``WorkerBenched(worker, kind, reason, seconds, probes_failed)`` and
+  ``WorkerUnbenched(worker, kind, why)`` (see below).
 
 Benching (a worker that keeps failing one kind of task stops getting it):
 - Per (worker, kind), the scheduler counts consecutive failures: `fail` (unless the worker says the
@@ -36,6 +36,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
+
+from .scheduler_events import SchedulerEvent, TaskFailed, TaskRetried, WorkerBenched, WorkerUnbenched
+
+__all__ = [
+    "SchedulerError", "Scheduler", "Task", "Assignment", "WorkerCapacity", "slots", "task_id_for",
+    "split_task_id", "SchedulerEvent", "TaskFailed", "TaskRetried", "WorkerBenched", "WorkerUnbenched",
+]
 
 
 class SchedulerError(ValueError):
@@ -167,7 +174,7 @@ class Scheduler:
         self._failed_attempts: dict[str, int] = {}   # task_id -> its attempts, for tasks given up
         self._kinds: dict[str, set[str]] = {}        # job_id -> kinds of its pending tasks
         self._health: dict[tuple[str, str], _Bench] = {}  # (worker, kind) -> failures, bench
-        self._events: list[tuple] = []
+        self._events: list[SchedulerEvent] = []
         self._next_batch = 1
         self._rr = 0
 
@@ -278,7 +285,7 @@ class Scheduler:
     def _bench(self, worker: str, kind: str, h: _Bench, now: float) -> None:
         h.backoff = self.bench_for if h.until is None else min(self.bench_max, h.backoff * 2)
         h.until = now + h.backoff
-        self._events.append(("benched", worker, kind, h.reason, h.backoff, h.probes_failed))
+        self._events.append(WorkerBenched(worker, kind, h.reason, h.backoff, h.probes_failed))
 
     def _failed(self, worker: str, kind: str, reason: str, was_probe: bool, now: float) -> None:
         h = self._state(worker, kind)
@@ -297,7 +304,7 @@ class Scheduler:
         if h is None:
             return
         if h.until is not None:
-            self._events.append(("unbenched", worker, kind, "a task succeeded"))
+            self._events.append(WorkerUnbenched(worker, kind, "a task succeeded"))
         self._health[(worker, kind)] = fresh = _Bench(reported=h.reported)
         if fresh.idle():
             del self._health[(worker, kind)]
@@ -331,7 +338,7 @@ class Scheduler:
                     task = self._tasks.pop(tid)
                     self._unqueue(task)
                     self._finish(tid, "failed", task.attempts)
-                    self._events.append(("failed", tid, error))
+                    self._events.append(TaskFailed(tid, error))
 
     def cancel_job(self, job_id: str) -> int:
         """Drop every live task of a job (late results are then ignored). Returns #dropped."""
@@ -525,9 +532,9 @@ class Scheduler:
             del self._tasks[task.task_id]
             self._unqueue(task)
             self._finish(task.task_id, "failed", task.attempts)
-            self._events.append(("failed", task.task_id, reason))
+            self._events.append(TaskFailed(task.task_id, reason))
             return
-        self._events.append(("retry", task.task_id, reason))
+        self._events.append(TaskRetried(task.task_id, reason))
         self._push(task, front=True)
 
     def _finish(self, task_id: str, how: str, attempts: int = 0) -> None:
@@ -541,9 +548,9 @@ class Scheduler:
         task = self._tasks.get(task_id)
         return task.attempts if task is not None else self._failed_attempts.get(task_id, 0)
 
-    def take_events(self) -> list[tuple]:
-        """Drain ``("failed", task_id, error)`` / ``("retry", task_id, reason)`` /
-        ``("benched", worker, kind, reason, seconds, probes_failed)`` / ``("unbenched", worker, kind, why)``."""
+    def take_events(self) -> list[SchedulerEvent]:
+        """Drain ``TaskFailed(task_id, error)`` / ``TaskRetried(task_id, reason)`` /
+        ``WorkerBenched(worker, kind, reason, seconds, probes_failed)`` / ``WorkerUnbenched(worker, kind, why)``."""
         events, self._events = self._events, []
         return events
 

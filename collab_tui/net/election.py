@@ -2,17 +2,19 @@
 
 Rank = ``(priority, node_id)`` compared as a tuple; the highest alive node should be master.
 No sockets, no timers: inputs carry the monotonic clock ``now``; outputs are drained with
-:meth:`Election.take_events` and :meth:`Election.take_outbox` (``(dest, msg)``, ``dest=None``
-means broadcast to every alive peer). Randomness comes from the injected ``rng``.
+:meth:`Election.take_events` and :meth:`Election.take_outbox` (``Outgoing(dest, msg)``,
+``dest=None`` means broadcast to every alive peer). Randomness comes from the injected ``rng``.
+The output types are frozen dataclasses declared in :mod:`.election_events` (re-exported here).
 
-Driver contract: drain ``take_events()`` FIRST and durably persist the latest ``("term", T)``
+Driver contract: drain ``take_events()`` FIRST and durably persist the latest ``TermChanged(T)``
 before sending anything from ``take_outbox()`` (a restart must never reuse a term).
 Call :meth:`Election.tick` at :meth:`Election.next_deadline`. Call ``peer_up`` (with the
 peer's priority from its hello) before delivering any of that peer's messages.
 
-Events: ``("term", T)`` whenever the term changes; ``("role", r)`` with r in follower/candidate/
-master; ``("master", id, T)`` whenever the agreed master changes (``id`` may be ourself, or
-``None`` when the master is declared dead or leaves), also when our own reign gets a new term.
+Events: ``TermChanged(term)`` whenever the term changes; ``RoleChanged(role)`` with role in
+follower/candidate/master; ``MasterChanged(master_id, term)`` whenever the agreed master changes
+(``master_id`` may be ourself, or ``None`` when the master is declared dead or leaves), also when
+our own reign gets a new term.
 
 Messages (JSON objects): ``{"t": "el.election", "term": T}``, ``{"t": "el.answer", "term": T}``,
 ``{"t": "el.coordinator", "term": T}``, ``{"t": "el.leave", "term": T}``.
@@ -21,7 +23,7 @@ Rules:
 
 1. Terms. ``term`` is the highest term seen or used. A NEW term is taken only by a node that
    becomes master: ``term = max seen + 1``. Followers/candidates adopt any higher term seen in
-   an election message or master heartbeat (event ``("term", T)``).
+   an election message or master heartbeat (event ``TermChanged(T)``).
 2. Fencing. ``accepts(T)`` is ``T >= term``: the runtime drops side-effecting master messages
    that fail it. A coordinator/heartbeat with ``T < term`` is ignored (a master answers it
    with its own ``el.coordinator`` so the stale master steps down). Same term from a node that
@@ -64,7 +66,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-__all__ = ["ElectionError", "Election", "FOLLOWER", "CANDIDATE", "MASTER", "MESSAGE_TYPES"]
+from .election_events import ElectionEvent, MasterChanged, Outgoing, RoleChanged, TermChanged
+
+__all__ = [
+    "ElectionError", "Election", "FOLLOWER", "CANDIDATE", "MASTER", "MESSAGE_TYPES",
+    "ElectionEvent", "TermChanged", "RoleChanged", "MasterChanged", "Outgoing",
+]
 
 FOLLOWER, CANDIDATE, MASTER = "follower", "candidate", "master"
 EL_ELECTION, EL_ANSWER, EL_COORDINATOR, EL_LEAVE = (
@@ -118,8 +125,8 @@ class Election:
         self._coord_deadline: float | None = None  # waiting for el.coordinator
         self._lost_master: str | None = None  # master declared dead, no successor yet
         self._left = False
-        self._outbox: list[tuple[str | None, dict]] = []
-        self._events: list[tuple] = []
+        self._outbox: list[Outgoing] = []
+        self._events: list[ElectionEvent] = []
 
     # -- queries ------------------------------------------------------------------------
     @property
@@ -166,13 +173,13 @@ class Election:
                  if t is not None]
         return min(times) if times else None
 
-    def take_outbox(self) -> list[tuple[str | None, dict]]:
-        """Messages to send: ``(dest_peer_id, msg)``; ``dest=None`` = broadcast."""
+    def take_outbox(self) -> list[Outgoing]:
+        """Messages to send: ``Outgoing(dest_peer_id, msg)``; ``dest=None`` = broadcast."""
         out, self._outbox = self._outbox, []
         return out
 
-    def take_events(self) -> list[tuple]:
-        """``("master", id|None, term)``, ``("term", T)``, ``("role", r)``; persist terms first."""
+    def take_events(self) -> list[ElectionEvent]:
+        """``MasterChanged(id|None, term)``, ``TermChanged(T)``, ``RoleChanged(r)``; persist terms first."""
         ev, self._events = self._events, []
         return ev
 
@@ -364,17 +371,17 @@ class Election:
 
     def _set_term(self, term: int) -> None:
         self.term = term
-        self._events.append(("term", term))
+        self._events.append(TermChanged(term))
 
     def _set_role(self, role: str) -> None:
         if role != self.role:
             self.role = role
-            self._events.append(("role", role))
+            self._events.append(RoleChanged(role))
 
     def _set_master(self, master_id: str | None, force: bool = False) -> None:
         if master_id != self.master_id or force:
             self.master_id = master_id
-            self._events.append(("master", master_id, self.term))
+            self._events.append(MasterChanged(master_id, self.term))
 
     def _clear_timers(self) -> None:
         self._election_at = self._answer_deadline = self._coord_deadline = None
@@ -384,4 +391,4 @@ class Election:
         return self.rng.uniform(lo, hi) if hi > lo else lo
 
     def _send(self, dest: str | None, kind: str) -> None:
-        self._outbox.append((dest, {"t": kind, "term": self.term}))
+        self._outbox.append(Outgoing(dest, {"t": kind, "term": self.term}))

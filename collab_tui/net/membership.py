@@ -14,10 +14,13 @@ Failure detection (``interval`` = heartbeat period):
   ``on_hello`` (late in-flight traffic does not resurrect it).
 * ``on_gone`` (its process is gone: nothing accepts connections at its address) -> DEAD at once.
 
-Events (drained with :meth:`Membership.take_events`), never duplicated for an unchanged state:
-``("join", id)`` first time a peer is known, ``("suspect", id)``, ``("dead", id)``,
-``("alive", id)`` back from SUSPECT/DEAD, ``("leave", id)`` graceful leave (state DEAD; no
-separate ``"dead"`` event). A late tick going straight from ALIVE to DEAD emits only ``"dead"``.
+Events (drained with :meth:`Membership.take_events`; frozen dataclasses declared in
+:mod:`.membership_events`, re-exported here), never duplicated for an unchanged state:
+``PeerJoined(id)`` first time a peer is known, ``PeerSuspect(id)``, ``PeerDead(id)``,
+``PeerAlive(id)`` back from SUSPECT/DEAD, ``PeerLeft(id)`` graceful leave (state DEAD; no
+separate ``PeerDead``). A late tick going straight from ALIVE to DEAD emits only ``PeerDead``.
+Each event class carries its ``change`` string (``join``/``suspect``/``dead``/``alive``/``leave``),
+which the runtime publishes to the UIs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .membership_events import PeerAlive, PeerDead, PeerEvent, PeerJoined, PeerLeft, PeerSuspect
+
 __all__ = [
+    "PeerEvent",
+    "PeerJoined",
+    "PeerSuspect",
+    "PeerDead",
+    "PeerAlive",
+    "PeerLeft",
     "PeerState",
     "PeerInfo",
     "MembershipError",
@@ -146,7 +157,7 @@ class Membership:
         self.dead_after = dead_after
         self._peers: dict[str, PeerInfo] = {}
         self._left: set[str] = set()
-        self._events: list[tuple] = []
+        self._events: list[PeerEvent] = []
 
     # -- thresholds -------------------------------------------------------------------
     @property
@@ -169,7 +180,7 @@ class Membership:
         if info is None:
             info = PeerInfo(node_id=peer_id, last_seen=now)
             self._peers[peer_id] = info
-            self._events.append(("join", peer_id))
+            self._events.append(PeerJoined(peer_id))
         self._left.discard(peer_id)
         info.name, info.addr, info.priority = str(name), str(addr), priority
         self._refresh(info, now)
@@ -194,7 +205,7 @@ class Membership:
         if info is None:
             info = PeerInfo(node_id=peer_id, last_seen=now)
             self._peers[peer_id] = info
-            self._events.append(("join", peer_id))
+            self._events.append(PeerJoined(peer_id))
         for key in _HB_FIELDS:
             if key in fields:
                 value = fields[key]
@@ -219,25 +230,25 @@ class Membership:
         if info is None or info.state is not PeerState.ALIVE:
             return
         info.state = PeerState.SUSPECT
-        self._events.append(("suspect", peer_id))
+        self._events.append(PeerSuspect(peer_id))
 
     def on_leave(self, peer_id: str, now: float) -> None:
-        """Graceful leave: DEAD at once, event ``("leave", id)``."""
+        """Graceful leave: DEAD at once, event ``PeerLeft(id)``."""
         info = self._peers.get(peer_id)
         if info is None or peer_id in self._left:
             return
         self._left.add(peer_id)
         info.state = PeerState.DEAD
-        self._events.append(("leave", peer_id))
+        self._events.append(PeerLeft(peer_id))
 
     def on_gone(self, peer_id: str, now: float) -> None:
         """The peer's process is gone (its address refuses connections): DEAD at once, event
-        ``("dead", id)``; unlike a graceful leave, a later heartbeat revives it."""
+        ``PeerDead(id)``; unlike a graceful leave, a later heartbeat revives it."""
         info = self._peers.get(peer_id)
         if info is None or info.state is PeerState.DEAD:
             return
         info.state = PeerState.DEAD
-        self._events.append(("dead", peer_id))
+        self._events.append(PeerDead(peer_id))
 
     def remove(self, peer_id: str) -> None:
         """Forget ``peer_id`` entirely (no event)."""
@@ -252,13 +263,13 @@ class Membership:
             silent = now - info.last_seen
             if silent >= self.dead_timeout:
                 info.state = PeerState.DEAD
-                self._events.append(("dead", pid))
+                self._events.append(PeerDead(pid))
             elif silent >= self.suspect_timeout and info.state is PeerState.ALIVE:
                 info.state = PeerState.SUSPECT
-                self._events.append(("suspect", pid))
+                self._events.append(PeerSuspect(pid))
 
     # -- outputs / queries --------------------------------------------------------------
-    def take_events(self) -> list[tuple]:
+    def take_events(self) -> list[PeerEvent]:
         """Return and clear the queued events, oldest first."""
         events, self._events = self._events, []
         return events
@@ -298,4 +309,4 @@ class Membership:
         info.last_seen = max(info.last_seen, now)
         if info.state is not PeerState.ALIVE:
             info.state = PeerState.ALIVE
-            self._events.append(("alive", info.node_id))
+            self._events.append(PeerAlive(info.node_id))

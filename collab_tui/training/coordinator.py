@@ -18,6 +18,7 @@ import time
 
 from ..ml.updates import ClientUpdate, from_bytes, to_bytes
 from .rounds import RoundTracker, RunConfig, RunState, aggregate, select_clients
+from .rounds_events import RoundFailed, RoundReady, RoundWaiting
 
 log = logging.getLogger("collab.training")
 
@@ -117,7 +118,7 @@ class RunCoordinator:
             tasks = {asyncio.ensure_future(self.svc.client_train(n, st, cfg, r, payload)): n for n in selected}
             bytes_moved = 0
             evals = []
-            while tracker.decide(time.monotonic()) == "wait":
+            while isinstance(verdict := tracker.decide(time.monotonic()), RoundWaiting):
                 done, _ = await asyncio.wait(list(tasks), timeout=max(0.01, tracker.deadline - time.monotonic()),
                                              return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -133,14 +134,16 @@ class RunCoordinator:
                 self._check_role()
             for task in tasks:
                 task.cancel()
-            decision = tracker.decide(time.monotonic())
-            if decision == "fail":
-                failures += 1
-                log.warning("round %d failed (%d/%d valid updates); retrying", r, len(tracker.updates), cfg.min_clients)
-                self.svc.publish(st, "round_failed", round=r, stragglers=tracker.stragglers())
-                if failures >= 3:
-                    raise RuntimeError(f"round {r} failed 3 times: {tracker.stragglers()}")
-                continue
+            match verdict:
+                case RoundFailed(valid=valid, needed=needed, stragglers=stragglers):
+                    failures += 1
+                    log.warning("round %d failed (%d/%d valid updates); retrying", r, valid, needed)
+                    self.svc.publish(st, "round_failed", round=r, stragglers=stragglers)
+                    if failures >= 3:
+                        raise RuntimeError(f"round {r} failed 3 times: {stragglers}")
+                    continue
+                case RoundReady(stragglers=stragglers):
+                    pass  # aggregated below
             updates = list(tracker.updates.values())
             new, kept, rejected = aggregate(self.strategy, weights, updates, cfg)
             for u in updates:
@@ -153,7 +156,7 @@ class RunCoordinator:
                 continue
             fit_max = max((u.metrics.get("fit_seconds", 0.0) for u in kept), default=0.0)
             entry = {
-                "round": r, "clients": [u.node_id for u in kept], "stragglers": tracker.stragglers(),
+                "round": r, "clients": [u.node_id for u in kept], "stragglers": stragglers,
                 "rejected": rejected, "samples": sum(u.num_examples for u in kept), "bytes": bytes_moved,
                 "wall_seconds": round(time.monotonic() - t0, 3), "fit_seconds_max": round(fit_max, 3),
                 "metrics": _weighted_fit_metrics(kept),
