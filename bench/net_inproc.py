@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from collab_tui.net.handshake import client_hello, make_hello, server_hello
-from collab_tui.net.identity import (
-    NodeIdentity, client_ssl_context, create_cluster, load_identity, make_csr, new_key, server_ssl_context, sign_csr,
-)
+from collab_tui.net.identity import NodeIdentity, create_cluster, load_identity
+from collab_tui.net.pki import make_csr, new_key, sign_csr
+from collab_tui.net.tls import client_ssl_context, server_ssl_context
 from collab_tui.net.transport import Connection
 
 HOST = "127.0.0.1"

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
+# The CLI's callers import these from here; the TUI imports them from textfmt (it must not import CLI code).
+from .textfmt import human_bytes, parse_duration  # noqa: F401
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_NODE, EXIT_REFUSED, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
 
 
@@ -44,29 +47,3 @@ def _plain(obj) -> str:
         width = max((len(str(k)) for k in obj), default=0)
         return "\n".join(f"{str(k).ljust(width)}  {v}" for k, v in obj.items())
     return str(obj)
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '15m', '1h', '2d' -> seconds."""
-    text = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if text and text[-1] in units:
-            value = float(text[:-1]) * units[text[-1]]
-        else:
-            value = float(text)
-    except ValueError:
-        raise ValueError(f"not a duration: {text!r} (try 90s, 15m, 1h)") from None
-    if value <= 0:
-        raise ValueError("duration must be positive")
-    return value
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

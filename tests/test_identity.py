@@ -1,4 +1,4 @@
-"""Tests for collab_tui.net.identity (files, certs, pins, and real TLS on 127.0.0.1)."""
+"""Tests for collab_tui.net.identity (files), .pki (certs, pins) and .tls (real TLS on 127.0.0.1)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,13 +13,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from collab_tui.net import identity as idm
+from collab_tui.net import tls
 from collab_tui.net.identity import (
-    IdentityError, NotInitialized, ca_pin, client_ssl_context, cluster_id_of, create_cluster,
-    install_joined_identity, join_client_ssl_context, load_identity, make_csr, new_key,
-    node_id_of, server_ssl_context, short_id, sign_csr, verify_issued_by, verify_pinned_server,
-    write_private, write_public,
+    NodeIdentity, NotInitialized, create_cluster, install_joined_identity, load_identity, write_private,
+    write_public,
 )
+from collab_tui.net.pki import (
+    IdentityError, ca_pin, cert_pem, cluster_id_of, make_csr, new_key, node_id_of, sign_csr, verify_issued_by,
+    verify_pinned_server,
+)
+from collab_tui.net.tls import client_ssl_context, join_client_ssl_context, server_ssl_context
+from collab_tui.textfmt import short_id
 
 T = 10.0  # seconds: timeout for every network wait
 
@@ -90,6 +94,28 @@ def test_create_refuses_existing_unless_forced(tmp_path):
 def test_load_missing_is_not_initialized(tmp_path):
     with pytest.raises(NotInitialized, match="collab init"):
         load_identity(tmp_path)
+
+
+def test_load_refuses_corrupt_or_foreign_material(tmp_path):
+    home, d = tmp_path / "a", tmp_path / "a" / "identity"
+    create_cluster(home, "alpha")
+    (d / "node.key").write_bytes(b"not a key")
+    with pytest.raises(IdentityError, match="bad private key"):
+        load_identity(home)
+    write_private(d / "node.key", new_key().private_bytes(  # a valid key, but not the certificate's
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(IdentityError, match="node key does not match"):
+        load_identity(home)
+
+    create_cluster(home, "alpha", force=True)
+    other = create_cluster(tmp_path / "b", "beta")
+    write_public(d / "ca.crt", cert_pem(other.ca_cert))  # our node cert under a foreign CA
+    (d / "ca.key").unlink()
+    with pytest.raises(IdentityError, match="is not issued by"):
+        load_identity(home)
+    (d / "ca.crt").unlink()
+    with pytest.raises(IdentityError, match="ca.crt is missing"):
+        load_identity(home)
 
 
 def test_bad_names_rejected(tmp_path):
@@ -166,12 +192,12 @@ def test_verify_pinned_server_ok_and_mismatch(tmp_path):
     ca = create_cluster(tmp_path / "a", "a")
     other = create_cluster(tmp_path / "b", "b")
     leaf = ca.cert.public_bytes(serialization.Encoding.DER)
-    ca_pem = idm.cert_pem(ca.ca_cert)
+    ca_pem = cert_pem(ca.ca_cert)
     got = verify_pinned_server(ca_pin(ca.ca_cert), ca_pem, leaf)
     assert cluster_id_of(got) == ca.cluster_id
     # server presents another CA than the token pins
     with pytest.raises(IdentityError, match="CA pin mismatch"):
-        verify_pinned_server(ca_pin(ca.ca_cert), idm.cert_pem(other.ca_cert),
+        verify_pinned_server(ca_pin(ca.ca_cert), cert_pem(other.ca_cert),
                              other.cert.public_bytes(serialization.Encoding.DER))
     # right CA but a leaf from another CA
     with pytest.raises(IdentityError, match="CA pin mismatch"):
@@ -193,7 +219,7 @@ def _self_signed_ident(tmp_path):
             .not_valid_before(now - dt.timedelta(minutes=1))
             .not_valid_after(now + dt.timedelta(days=1))
             .sign(key, hashes.SHA256()))
-    return idm.NodeIdentity(tmp_path, key, cert, cert, None)
+    return NodeIdentity(tmp_path, key, cert, cert, None)
 
 
 async def _server(ident):
@@ -257,14 +283,14 @@ async def test_tls_membership(tmp_path, caplog):
         other_ca_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts anything, presents other cert
         other_ca_client.check_hostname = False
         other_ca_client.verify_mode = ssl.CERT_NONE
-        idm._load_chain(other_ca_client, outsider)
+        tls._load_chain(other_ca_client, outsider)
         assert await _refused(port, other_ca_client)
 
         # a self-signed cert is refused
         ss_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ss_client.check_hostname = False
         ss_client.verify_mode = ssl.CERT_NONE
-        idm._load_chain(ss_client, selfsigned)
+        tls._load_chain(ss_client, selfsigned)
         assert await _refused(port, ss_client)
         assert seen == [member.node_id]
 
@@ -287,10 +313,10 @@ async def test_join_client_sees_pinnable_server_cert(tmp_path, caplog):
             sslobj = writer.get_extra_info("ssl_object")
             assert sslobj.version() == "TLSv1.3"
             leaf = sslobj.getpeercert(binary_form=True)
-            got = verify_pinned_server(ca_pin(ca.ca_cert), idm.cert_pem(ca.ca_cert), leaf)
+            got = verify_pinned_server(ca_pin(ca.ca_cert), cert_pem(ca.ca_cert), leaf)
             assert cluster_id_of(got) == ca.cluster_id
             other = create_cluster(tmp_path / "o", "o")
             with pytest.raises(IdentityError, match="CA pin mismatch"):
-                verify_pinned_server(ca_pin(other.ca_cert), idm.cert_pem(ca.ca_cert), leaf)
+                verify_pinned_server(ca_pin(other.ca_cert), cert_pem(ca.ca_cert), leaf)
         finally:
             writer.close()

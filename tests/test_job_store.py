@@ -27,7 +27,11 @@ def test_wal_mode_on(store):
 def test_job_ids_sortable_and_unique():
     a = new_job_id(1000.0)
     b = new_job_id(1000.5)
-    assert a < b and len(a) == 20 and int(a, 16) >= 0
+    assert a < b and len(a) == len(b) == 20
+    assert set(a + b) <= set("0123456789abcdef")
+    # 12 hex digits of milliseconds since the epoch, then 8 random ones
+    assert a[:12] == f"{1_000_000:012x}" and b[:12] == f"{1_000_500:012x}"
+    assert new_job_id(1000.0)[:12] == a[:12] and new_job_id(1000.0)[12:] != a[12:]  # the tail is random
     assert len({new_job_id() for _ in range(200)}) == 200
 
 

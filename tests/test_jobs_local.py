@@ -151,8 +151,15 @@ def _texts(tmp_path: Path, n: int) -> Path:
 
 
 def _result(job_id: str, item_id: str, worker: str = "w1", **extra) -> dict:
-    return {"t": "job.result", "job_id": job_id, "item_id": item_id, "worker": worker, "worker_name": worker,
+    """One entry of a worker's `job.results` message."""
+    return {"job_id": job_id, "item_id": item_id, "worker": worker, "worker_name": worker,
             "result": {"words": 2, "counts": {"alpha": 1, "beta": 1}}, "error": None, **extra}
+
+
+def _record(submitter: JobSubmitter, result: dict, attachment: bytes | None = None) -> bool:
+    """Deliver one result as a one-entry `job.results` message; True if it was new."""
+    (fresh,) = submitter.on_results([result], [attachment])
+    return fresh
 
 
 async def test_results_are_exactly_once_per_item_also_in_the_results_file(submitter, tmp_path):
@@ -160,11 +167,11 @@ async def test_results_are_exactly_once_per_item_also_in_the_results_file(submit
     job = await submitter.create([str(_texts(tmp_path, 3))], "wordcount", {}, str(out))
     jid = job["job_id"]
     assert job["total"] == 3 and job["status"] == "running"
-    assert submitter.on_result(_result(jid, "000000"), None) is True
-    assert submitter.on_result(_result(jid, "000000", worker="w2"), None) is False  # late duplicate
-    assert submitter.on_result(_result(jid, "000001", error="corrupt: nope"), None) is True
-    assert submitter.on_result(_result(jid, "000001"), None) is False  # first outcome wins
-    assert submitter.on_result(_result(jid, "000002"), b"\x89PNG fake attachment") is True
+    assert _record(submitter, _result(jid, "000000")) is True
+    assert _record(submitter, _result(jid, "000000", worker="w2")) is False  # late duplicate
+    assert _record(submitter, _result(jid, "000001", error="corrupt: nope")) is True
+    assert _record(submitter, _result(jid, "000001")) is False  # first outcome wins
+    assert _record(submitter, _result(jid, "000002"), b"\x89PNG fake attachment") is True
     shown = submitter.show(jid)
     assert shown["status"] == "done" and shown["counts"]["done"] == 2 and shown["counts"]["error"] == 1
     assert shown["items"][0]["worker"] == "w1" and shown["summary"]["words"] == 4
@@ -179,7 +186,7 @@ async def test_results_file_is_repaired_from_the_store(submitter, tmp_path):
     out = tmp_path / "out"
     jid = (await submitter.create([str(_texts(tmp_path, 3))], "wordcount", {}, str(out)))["job_id"]
     for k in range(3):
-        submitter.on_result(_result(jid, f"{k:06d}"), None)
+        _record(submitter, _result(jid, f"{k:06d}"))
     path = out / f"{jid}.results.jsonl"
     good = path.read_text()
     assert submitter.repair_results_files() == 0
@@ -194,26 +201,44 @@ async def test_cancel_stops_serving_items_even_once_cached(submitter, tmp_path):
     assert submitter.cancel(jid) == 3
     with pytest.raises(LookupError, match="cancelled"):
         submitter.read_item(jid, "000001")
-    assert submitter.on_result(_result(jid, "000001"), None) is False
+    assert _record(submitter, _result(jid, "000001")) is False
     assert submitter.store.job(jid)["status"] == "cancelled"
 
 
 async def test_watch_reports_every_item_once_including_those_finished_before(submitter, tmp_path):
     jid = (await submitter.create([str(_texts(tmp_path, 4))], "wordcount", {}, None))["job_id"]
-    submitter.on_result(_result(jid, "000000"), None)  # finished before anybody watches
+    _record(submitter, _result(jid, "000000"))  # finished before anybody watches
     submitter.store.record_error(jid, "000001", "gave up after retries: x", "")  # no event for this one
 
-    async def watch() -> list[dict]:
-        return [ev async for ev in submitter.watch(jid)]
+    watch = submitter.watch(jid)
 
-    task = asyncio.create_task(watch())
-    await asyncio.sleep(0.05)
-    submitter.on_result(_result(jid, "000002"), None)
-    submitter.on_result(_result(jid, "000003"), None)
-    events = await asyncio.wait_for(task, 5.0)
+    async def next_event() -> dict:
+        return await asyncio.wait_for(anext(watch), 5.0)
+
+    async def rest() -> list[dict]:
+        return [ev async for ev in watch]
+
+    try:
+        # the first event means the watcher is subscribed; then the backlog replayed from the store
+        first = await next_event()
+        assert first["kind"] == "job" and (first["done"], first["errors"]) == (1, 1)
+        backlog = [await next_event(), await next_event()]
+        assert [(ev["kind"], ev["item_id"]) for ev in backlog] == [("job_item", "000000"), ("job_item", "000001")]
+        # from here on results arrive while the watcher waits: they come as live events, in order
+        _record(submitter, _result(jid, "000002"))
+        live = [await next_event(), await next_event()]
+        assert [ev["kind"] for ev in live] == ["job_item", "job"] and live[0]["item_id"] == "000002"
+        assert (live[1]["state"], live[1]["done"], live[1]["errors"]) == ("running", 2, 1)  # only a live one
+        _record(submitter, _result(jid, "000002", worker="w2"))  # a late duplicate: no event
+        _record(submitter, _result(jid, "000003"))
+        events = [first, *backlog, *live, *await asyncio.wait_for(rest(), 5.0)]
+    finally:
+        await watch.aclose()
     items = Counter(ev["item_id"] for ev in events if ev["kind"] == "job_item")
     assert items == Counter({"000000": 1, "000001": 1, "000002": 1, "000003": 1})
-    assert events[-1]["kind"] == "job_finished" and events[-1]["status"] == "done"
+    assert [ev["kind"] for ev in events[-2:]] == ["job_item", "job_finished"]
+    assert events[-2]["item_id"] == "000003" and events[-2]["worker"] == "w1"
+    assert events[-1]["status"] == "done"
 
 
 async def test_unknown_type_is_refused_before_anything_is_stored(submitter, tmp_path):

@@ -19,6 +19,7 @@ import pytest
 
 from collab_tui.localcluster import LocalCluster
 from collab_tui.net import identity as idm
+from collab_tui.net import pki
 from collab_tui.vlan import VirtualLan, available
 
 from conftest import REPO, clean_env, wait_for
@@ -45,8 +46,8 @@ class NetnsCluster(LocalCluster):
     def provision_offline(self) -> None:
         ca = idm.create_cluster(self.homes[0], self.names[0])
         for i in range(1, self.n):
-            key = idm.new_key()
-            cert = idm.sign_csr(ca.ca_key, ca.ca_cert, idm.make_csr(key, self.names[i]))
+            key = pki.new_key()
+            cert = pki.sign_csr(ca.ca_key, ca.ca_cert, pki.make_csr(key, self.names[i]))
             idm.install_joined_identity(self.homes[i], key, cert, ca.ca_cert)
 
     def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:

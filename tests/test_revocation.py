@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from collab_tui.net.identity import create_cluster, make_csr, new_key, node_id_of, sign_csr
+from collab_tui.net.identity import create_cluster
+from collab_tui.net.pki import make_csr, new_key, node_id_of, sign_csr
 from collab_tui.net.revocation import (
     DenyList, DenyListStore, RevocationError, sign_denylist, verify_denylist,
 )

@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from collab_tui.localcluster import LocalCluster
 from collab_tui.net import identity as idm
+from collab_tui.net import pki, tls
 from collab_tui.net.codec import FrameDecoder, FrameError, Message, encode_message
 from collab_tui.net.handshake import make_hello
 
@@ -64,20 +65,20 @@ def _tls_ctx(cert_key_pem: bytes | None, tmp: Path) -> ssl.SSLContext:
 
 
 def _self_signed_pem() -> bytes:
-    key = idm.new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, idm.node_id_of(key.public_key()))])
+    key = pki.new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, pki.node_id_of(key.public_key()))])
     now = dt.datetime.now(dt.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    return idm.key_pem(key) + idm.cert_pem(cert)
+    return pki.key_pem(key) + pki.cert_pem(cert)
 
 
 def _member_identity(c: LocalCluster, home: Path, name: str) -> idm.NodeIdentity:
     """A brand-new legitimate member, signed by the cluster CA (node0 holds ca.key)."""
     ca = idm.load_identity(c.homes[0])
-    key = idm.new_key()
-    cert = idm.sign_csr(ca.ca_key, ca.ca_cert, idm.make_csr(key, name))
+    key = pki.new_key()
+    cert = pki.sign_csr(ca.ca_key, ca.ca_cert, pki.make_csr(key, name))
     home.mkdir(parents=True, exist_ok=True)
     return idm.NodeIdentity(home, key, cert, ca.ca_cert, None)
 
@@ -128,7 +129,7 @@ def _hello_bytes(ident: idm.NodeIdentity, name: str = "probe") -> bytes:
 
 def _handshake(addr: tuple[str, int], ident: idm.NodeIdentity, timeout: float = 5.0) -> dict:
     """A member's HELLO; returns the server's first answer (hello_ack or hello_nak)."""
-    ctx = idm.client_ssl_context(ident)
+    ctx = tls.client_ssl_context(ident)
     with _connect(addr, ctx, timeout) as sock:
         sock.settimeout(timeout)
         sock.sendall(_hello_bytes(ident))
@@ -159,7 +160,7 @@ def _still_serving(c: LocalCluster, tmp: Path) -> None:
 def test_client_cert_from_another_ca_is_refused(cluster, tmp_path):
     evil = idm.create_cluster(tmp_path / "evil", "evil")
     # it even claims the real cluster id in its HELLO
-    pem = idm.key_pem(evil.key) + idm.cert_pem(evil.cert)
+    pem = pki.key_pem(evil.key) + pki.cert_pem(evil.cert)
     hello = encode_message(make_hello("hello", evil.node_id, "evil", idm.load_identity(cluster.homes[0]).cluster_id,
                                       9, "127.0.0.1:1"))
     msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(pem, tmp_path)), hello)
@@ -167,7 +168,7 @@ def test_client_cert_from_another_ca_is_refused(cluster, tmp_path):
     assert "tls alert" in ended or ended in ("eof",) or ended.startswith("reset"), ended
     # the regular client context of another cluster does not even accept our server
     with pytest.raises(ssl.SSLError):
-        _connect(_addr(cluster, 0), idm.client_ssl_context(evil)).close()
+        _connect(_addr(cluster, 0), tls.client_ssl_context(evil)).close()
     _still_serving(cluster, tmp_path)
 
 
@@ -192,7 +193,7 @@ def test_oversized_frame_header_is_closed(cluster, tmp_path):
     assert msgs == []
     # an authenticated member that misbehaves after the handshake is cut off too
     member = _member_identity(cluster, tmp_path / "big", "big")
-    sock = _connect(_addr(cluster, 0), idm.client_ssl_context(member))
+    sock = _connect(_addr(cluster, 0), tls.client_ssl_context(member))
     sock.settimeout(5.0)
     sock.sendall(_hello_bytes(member, "big"))
     dec, first = FrameDecoder(), []
@@ -218,7 +219,7 @@ def test_certless_client_sending_hello_is_refused(cluster, tmp_path):
 def test_member_claiming_another_node_id_is_refused(cluster, tmp_path):
     member = _member_identity(cluster, tmp_path / "liar", "liar")
     fake = make_hello("hello", cluster.node_id(1), "liar", member.cluster_id, 0, "127.0.0.1:1")
-    msgs, ended = _talk(_connect(_addr(cluster, 0), idm.client_ssl_context(member)), encode_message(fake))
+    msgs, ended = _talk(_connect(_addr(cluster, 0), tls.client_ssl_context(member)), encode_message(fake))
     assert [m["t"] for m in msgs] == ["hello_nak"], msgs
     assert "does not match the certificate" in msgs[0]["error"]
     _still_serving(cluster, tmp_path)

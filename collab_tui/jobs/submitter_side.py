@@ -165,10 +165,6 @@ class JobSubmitter:
                 pass
         return total
 
-    def on_result(self, msg: dict, attachment: bytes | None) -> bool:
-        """Record one result (see `on_results`)."""
-        return self.on_results([msg], [attachment])[0]
-
     def on_results(self, msgs: list[dict], attachments: list[bytes | None]) -> list[bool]:
         """Record results (one worker's message) exactly once per item, one transaction per job; write
         the outputs of the new ones, then publish a ``job_item`` event per new result and one ``job``

@@ -60,11 +60,11 @@ def warm_up() -> float:
 def train(cfg: dict, r: int, weights_bytes: bytes, version: str, client_index: int) -> tuple[dict, bytes]:
     import numpy as np
 
-    from ..training.rounds import RunConfig
+    from .client_spec import ClientSpec
     from .local_training import evaluate, fit
     from .updates import compress_delta, dp_privatize, from_bytes, to_bytes
 
-    c = RunConfig.from_dict(cfg)
+    c = ClientSpec.from_config(cfg)
     weights = from_bytes(weights_bytes)
     x, y, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout)
     if len(x) == 0:
@@ -85,11 +85,11 @@ def train(cfg: dict, r: int, weights_bytes: bytes, version: str, client_index: i
 
 
 def evaluate_holdout(cfg: dict, weights_bytes: bytes) -> dict | None:
-    from ..training.rounds import RunConfig
+    from .client_spec import ClientSpec
     from .local_training import evaluate
     from .updates import from_bytes
 
-    c = RunConfig.from_dict(cfg)
+    c = ClientSpec.from_config(cfg)
     _, _, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout)
     return evaluate(c.arch, from_bytes(weights_bytes), x_ho, y_ho) if len(x_ho) else None
 

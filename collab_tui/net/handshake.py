@@ -14,7 +14,7 @@ from collections.abc import Callable
 from cryptography import x509
 
 from .. import PROTOCOL_VERSION
-from .identity import node_id_of
+from .pki import node_id_of
 from .transport import Connection
 
 

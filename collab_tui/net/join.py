@@ -30,7 +30,10 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..textfmt import short_id
 from . import identity as ident_mod
+from . import pki
+from .tls import join_client_ssl_context
 from .tokens import TokenError, TokenStore, parse_token
 from .transport import Connection
 
@@ -88,12 +91,12 @@ async def serve_join(
         name = str(req.get("name", ""))[:64]
         # Check the CSR before consuming a use of the token.
         tokens.check(str(req.get("token_id", "")), str(req.get("secret", "")))
-        cert = ident_mod.sign_csr(ident.ca_key, ident.ca_cert, csr)
+        cert = pki.sign_csr(ident.ca_key, ident.ca_cert, csr)
         tokens.redeem(str(req.get("token_id", "")), str(req.get("secret", "")))
-    except (JoinError, TokenError, ident_mod.IdentityError, ValueError) as exc:
+    except (JoinError, TokenError, pki.IdentityError, ValueError) as exc:
         await conn.send({"t": "join_err", "error": str(exc)})
         return None, f"join refused: {exc}"
-    node_id = ident_mod.node_id_of(cert)
+    node_id = pki.node_id_of(cert)
     blob = denylist_blob()
     await conn.send(
         {
@@ -103,7 +106,7 @@ async def serve_join(
             "denylist": base64.b64encode(blob).decode() if blob else None,
         }
     )
-    log.info("node %s (%s) joined with a token", ident_mod.short_id(node_id), name)
+    log.info("node %s (%s) joined with a token", short_id(node_id), name)
     return node_id, None
 
 
@@ -119,7 +122,7 @@ def _signer_addrs(raw) -> list[tuple[str, int]]:
 
 
 async def _join_one(token, host: str, port: int, key, csr, name: str, timeout: float) -> tuple:
-    ctx = ident_mod.join_client_ssl_context()
+    ctx = join_client_ssl_context()
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout)
     conn = Connection(reader, writer)
     try:
@@ -132,8 +135,8 @@ async def _join_one(token, host: str, port: int, key, csr, name: str, timeout: f
         if not leaf_der:
             raise JoinError("inviter presented no certificate")
         try:
-            ca_cert = ident_mod.verify_pinned_server(token.pin, str(hello.get("ca_pem", "")).encode(), leaf_der)
-        except ident_mod.IdentityError as exc:
+            ca_cert = pki.verify_pinned_server(token.pin, str(hello.get("ca_pem", "")).encode(), leaf_der)
+        except pki.IdentityError as exc:
             raise JoinError(f"{exc} (the secret was not sent)") from None
         if hello.get("can_sign") is False:  # a verified member: its hints are worth following
             raise NotASigner(_signer_addrs(hello.get("signers")))
@@ -222,8 +225,8 @@ async def join_cluster(
         await browser.start(advertise=False)
     elif not addrs:
         raise JoinError("no inviter found: pass --peer HOST:PORT or enable mDNS on this network")
-    key = ident_mod.new_key()
-    csr = ident_mod.make_csr(key, name)
+    key = pki.new_key()
+    csr = pki.make_csr(key, name)
     errors: list[str] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (search if browser is not None else 0.0)

@@ -29,7 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from collab_tui.net.identity import cluster_id_of, node_id_of, write_private
+from collab_tui.net.identity import write_private
+from collab_tui.net.pki import cluster_id_of, node_id_of
 
 __all__ = ["RevocationError", "DenyList", "DenyListStore", "sign_denylist", "verify_denylist",
            "FORMAT"]

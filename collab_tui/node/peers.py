@@ -22,11 +22,11 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 
-from ..net import identity as ident_mod
 from ..net.addresses import is_wildcard, join_hostport, peer_address, split_hostport
 from ..net.codec import FrameError
 from ..net.handshake import HandshakeError, client_hello, make_hello, peer_certificate, server_hello
 from ..net.refusals import RefusalLog
+from ..net.tls import client_ssl_context, server_ssl_context
 from ..net.transport import Connection, ConnectionClosed
 
 log = logging.getLogger("collab.peers")
@@ -103,7 +103,7 @@ class PeerTable:
     # ----------------------------------------------------------------- listening
     async def listen(self) -> int:
         cfg = self.node.cfg
-        self._server_ctx = ident_mod.server_ssl_context(self.node.ident)
+        self._server_ctx = server_ssl_context(self.node.ident)
         # TLS is started per connection (not by the server) so that a refused handshake (foreign CA,
         # self-signed certificate, plaintext client) reaches our code and is logged with its reason.
         self.server = await asyncio.start_server(self._accept_tcp, cfg.host, cfg.port, limit=2**20)
@@ -157,7 +157,7 @@ class PeerTable:
         host, port = parts
         n = self.node
         if self._client_ctx is None:
-            self._client_ctx = ident_mod.client_ssl_context(n.ident)
+            self._client_ctx = client_ssl_context(n.ident)
         try:  # TCP first with a short timeout (a lost SYN must not hold the dial for seconds), then TLS
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=2**20), CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:

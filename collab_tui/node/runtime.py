@@ -21,11 +21,12 @@ from .. import PROTOCOL_VERSION, __version__
 from ..config import NodeConfig, parse_hostport
 from ..net import identity as ident_mod
 from ..net.addresses import advertised_hosts, join_hostport, split_hostport
-from ..net.election import Election
-from ..net.membership import Membership, heartbeat_fields
+from ..net.election import Election, MasterChanged, Outgoing, RoleChanged, TermChanged
+from ..net.membership import Membership, PeerAlive, PeerDead, PeerJoined, PeerLeft, heartbeat_fields
 from ..net.revocation import DenyListStore, RevocationError
 from ..net.tokens import TokenStore
 from ..net.transport import Connection
+from ..textfmt import short_id
 from .events import EventBus
 from .peers import PeerTable
 from .resources import local_resources
@@ -245,7 +246,7 @@ class Node:
         self.deny = self.denylist_store.load(self.ident.ca_cert)
         for peer_id in list(self.peers.conns):
             if self.is_revoked(peer_id):
-                log.warning("peer %s is revoked: disconnecting", ident_mod.short_id(peer_id))
+                log.warning("peer %s is revoked: disconnecting", short_id(peer_id))
                 self.peers.drop(peer_id, "revoked")
                 self.membership.on_leave(peer_id, time.monotonic())
                 self._pump_membership()
@@ -332,33 +333,39 @@ class Node:
     def _pump_membership(self) -> None:
         now = time.monotonic()
         for ev in self.membership.take_events():
-            kind, peer_id = ev[0], ev[1]
+            peer_id = ev.node_id
             info = self.membership.get(peer_id)
-            if kind in ("join", "alive") and info is not None:
-                self.election.peer_up(peer_id, info.priority, now)
-            elif kind in ("dead", "leave"):
-                self.election.peer_down(peer_id, now)
-                if kind == "dead" and peer_id in self.peers.conns:
-                    # silent, yet its connection looks open (a cut cable, a partition): TCP would take
-                    # many seconds to notice. Drop it, so that the redial gets through when the link is back.
-                    self.peers.drop(peer_id, "silent for too long")
-            self.events.publish("peer", change=kind, node_id=peer_id, name=info.name if info else "")
-            log.info("peer %s: %s", ident_mod.short_id(peer_id), kind)
+            match ev:
+                case PeerJoined() | PeerAlive() if info is not None:
+                    self.election.peer_up(peer_id, info.priority, now)
+                case PeerDead():
+                    self.election.peer_down(peer_id, now)
+                    if peer_id in self.peers.conns:
+                        # silent, yet its connection looks open (a cut cable, a partition): TCP would take
+                        # many seconds to notice. Drop it, so that the redial gets through when the link is back.
+                        self.peers.drop(peer_id, "silent for too long")
+                case PeerLeft():
+                    self.election.peer_down(peer_id, now)
+            # ev.change: "join" | "suspect" | "dead" | "alive" | "leave", the strings the UIs know
+            self.events.publish("peer", change=ev.change, node_id=peer_id, name=info.name if info else "")
+            log.info("peer %s: %s", short_id(peer_id), ev.change)
 
     async def _flush_election(self) -> None:
         for ev in self.election.take_events():
-            if ev[0] == "term":
-                self.state.set("term", ev[1])  # persisted BEFORE anything in this term is sent
-            elif ev[0] == "master":
-                log.info("master is now %s (term %s)", ident_mod.short_id(ev[1]) if ev[1] else None, ev[2])
-                self.events.publish("master", master=ev[1], term=ev[2], self_is_master=ev[1] == self.node_id)
-            elif ev[0] == "role":
-                self.events.publish("role", role=ev[1], term=self.election.term)
-        for dest, msg in self.election.take_outbox():
-            if dest is None:
-                await self.peers.broadcast(msg)
-            else:
-                await self.peers.send(dest, msg)
+            match ev:
+                case TermChanged(term=term):
+                    self.state.set("term", term)  # persisted BEFORE anything in this term is sent
+                case MasterChanged(master_id=master, term=term):
+                    log.info("master is now %s (term %s)", short_id(master) if master else None, term)
+                    self.events.publish("master", master=master, term=term, self_is_master=master == self.node_id)
+                case RoleChanged(role=role):
+                    self.events.publish("role", role=role, term=self.election.term)
+        for out in self.election.take_outbox():
+            match out:
+                case Outgoing(dest=None, msg=msg):
+                    await self.peers.broadcast(msg)
+                case Outgoing(dest=dest, msg=msg):
+                    await self.peers.send(dest, msg)
 
     async def _ticker(self) -> None:
         while not self._stop.is_set():
@@ -465,7 +472,7 @@ class Node:
         now = time.monotonic()
         for p in self.membership.peers():
             out.append({
-                "node_id": p.node_id, "short_id": ident_mod.short_id(p.node_id), "name": p.name, "addr": p.addr,
+                "node_id": p.node_id, "short_id": short_id(p.node_id), "name": p.name, "addr": p.addr,
                 "role": self._peer_role(p), "term": self._peer_term(p), "state": p.state.value, "cpus": p.cpus, "load": p.load,
                 "mem_free": p.mem_free, "queue": p.queue, "model_version": p.model_version,
                 "priority": p.priority, "last_seen": round(now - p.last_seen, 2),

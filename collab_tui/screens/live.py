@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..textfmt import short_id as short
+
 HISTORY = 60  # load samples kept per node (one per poll)
-
-
-def short(node_id: str) -> str:
-    head = (node_id or "")[:12].upper()
-    return "-".join(head[i:i + 4] for i in range(0, len(head), 4))
 
 
 @dataclass

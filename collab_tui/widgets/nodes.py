@@ -10,8 +10,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Label, Sparkline, Static
 
-from ..cli_output import human_bytes
-from ..screens.live import short
+from ..textfmt import human_bytes, short_id as short
 
 COLUMNS = [("name", "Name"), ("short_id", "ID"), ("addr", "Address"), ("role", "Role"), ("term", "Term"),
            ("state", "State"), ("health", "Health"), ("cpus", "CPU"), ("load", "Load"), ("mem", "Mem free"),

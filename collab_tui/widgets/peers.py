@@ -11,7 +11,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label
 
-from ..cli_output import parse_duration
+from ..textfmt import parse_duration
 
 
 class InviteForm(Horizontal):
