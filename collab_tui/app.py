@@ -84,7 +84,7 @@ class CollabApp(App[None]):
         if delay:
             await asyncio.sleep(delay)
         try:
-            status = await self.client.call("status", timeout=5.0)
+            status = await self.client.using(timeout=5.0).status()
         except CLIENT_ERRORS as exc:
             self.post_message(NodeMissing(describe_error(exc)))
             return
@@ -112,7 +112,7 @@ class CollabApp(App[None]):
     async def follow_events(self) -> None:
         """Buffer the node's event stream; the screens get it in batches, at most every FLUSH_EVERY s."""
         try:
-            async for event in self.client.stream("subscribe"):
+            async for event in self.client.subscribe():
                 self.events.add(event)
         except CLIENT_ERRORS:
             pass
@@ -144,8 +144,8 @@ class CollabApp(App[None]):
     @work(group="poll")
     async def _poll(self) -> None:
         try:
-            status = await self.client.call("status", timeout=10.0)
-            nodes = await self.client.call("nodes", timeout=10.0)
+            status = await self.client.using(timeout=10.0).status()
+            nodes = await self.client.using(timeout=10.0).nodes()
         except CLIENT_ERRORS:
             self.post_message(ClusterPolled({}, [], ok=False))
             return

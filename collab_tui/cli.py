@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,21 +55,23 @@ def _home(home: Optional[Path]) -> Path:
 
 
 def _client(home: Path, out: Out):
-    from .node.control import ControlClient, NoNodeRunning
+    """The typed client of the local node (`client.Client`); exits 3 when no node runs."""
+    from .client import Client, NoNodeRunning
 
     try:
-        return ControlClient(home)
+        return Client(home)
     except NoNodeRunning as exc:
         out.error(str(exc))
         raise typer.Exit(EXIT_NO_NODE) from None
 
 
-def _call(home: Path, out_: Out, cmd: str, /, **args):
-    from .node.control import ControlError
+def _call(home: Path, out_: Out, ask: Callable):
+    """``ask(client)`` against the local node: a refusal exits 4 with the node's reason."""
+    from .client import ControlError
 
     with _client(home, out_) as client:
         try:
-            return client.call(cmd, **args)
+            return ask(client)
         except ControlError as exc:
             out_.error(str(exc))
             raise typer.Exit(EXIT_REFUSED) from None
@@ -86,12 +89,13 @@ def init(
     """Create a cluster CA and this node's key pair (private keys 0600)."""
     import socket
 
-    from .net import identity as ident_mod
+    from .net.identity import create_cluster
+    from .net.pki import IdentityError
 
     out, h = Out(json_out), _home(home)
     try:
-        ident = ident_mod.create_cluster(h, name or socket.gethostname()[:64], cluster_name=cluster, force=force)
-    except ident_mod.IdentityError as exc:
+        ident = create_cluster(h, name or socket.gethostname()[:64], cluster_name=cluster, force=force)
+    except IdentityError as exc:
         out.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
     out.data(
@@ -114,7 +118,7 @@ def invite(
     except ValueError as exc:
         out.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
-    res = _call(_home(home), out, "invite", ttl=seconds, uses=uses)
+    res = _call(_home(home), out, lambda c: c.invite(ttl=seconds, uses=uses))
     peers = " or ".join(f"--peer {a}" for a in res.get("addrs") or [res["addr"]])
     out.data(res, f"{res['token']}\n\non another machine of this LAN:  collab join {res['token']}\n"
                   f"(it finds this cluster with mDNS; where multicast does not reach, add {peers})")
@@ -137,10 +141,11 @@ def join(
     import socket
 
     from .config import ConfigError, parse_hostport, write_config
-    from .net.identity import identity_exists, short_id
+    from .net.identity import identity_exists
     from .net.join import JoinError, join_cluster
     from .net.tokens import TokenError, parse_token
     from .node.state import JsonState
+    from .textfmt import short_id
 
     out, h = Out(json_out), _home(home)
     if identity_exists(h):
@@ -183,7 +188,7 @@ def join(
 def trust_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Known members and revoked nodes."""
     out = Out(json_out)
-    res = _call(_home(home), out, "trust_list")
+    res = _call(_home(home), out, lambda c: c.trust_list())
     cols = [("short_id", "ID"), ("name", "NAME"), ("addr", "ADDRESS"), ("revoked", "REVOKED")]
     out.data(res, out.table(res["members"], cols) + f"\n(deny-list version {res['denylist_version']})")
 
@@ -197,7 +202,7 @@ def trust_revoke(
 ) -> None:
     """Revoke a node: signs a new deny-list; the master spreads it; the node is cut off within seconds."""
     out = Out(json_out)
-    res = _call(_home(home), out, "revoke", node=node, reason=reason)
+    res = _call(_home(home), out, lambda c: c.revoke(node=node, reason=reason))
     out.data(res, f"revoked {res['revoked'][:12]} (deny-list version {res['version']})")
 
 
@@ -245,7 +250,7 @@ def daemon(
 def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """This node: id, role, term, master, peers, health."""
     out = Out(json_out)
-    res = _call(_home(home), out, "status")
+    res = _call(_home(home), out, lambda c: c.status())
     if json_out:
         out.data(res)
         return
@@ -300,7 +305,7 @@ def nodes(
     out, h = Out(json_out), _home(home)
     try:
         while True:
-            rows = _call(h, out, "nodes")
+            rows = _call(h, out, lambda c: c.nodes())
             if watch and not json_out:
                 sys.stdout.write("\x1b[2J\x1b[H")
             out.data(rows, "\n".join([out.table(_node_rows(rows), NODE_COLUMNS), *_health_lines(rows)]))
@@ -335,10 +340,10 @@ def logs(
     try:
         if follow:
             with _client(h, out) as client:
-                for item in client.stream("logs_follow", n=lines):
+                for item in client.logs_follow(n=lines):
                     show(item)
         else:
-            for item in _call(h, out, "logs", n=lines):
+            for item in _call(h, out, lambda c: c.logs(n=lines)):
                 show(item)
     except (KeyboardInterrupt, BrokenPipeError):
         return
@@ -348,7 +353,7 @@ def logs(
 def stop(home: HomeOpt = None) -> None:
     """Ask the local node to leave the cluster gracefully and exit."""
     out = Out()
-    _call(_home(home), out, "stop")
+    _call(_home(home), out, lambda c: c.stop())
     out.info("node is leaving")
 
 

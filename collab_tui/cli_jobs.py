@@ -44,8 +44,8 @@ def submit(
     out_obj, h = Out(json_out), cli._home(home)
     abs_paths = [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in paths]
     options = {"method": method} if task == "ensemble" else {}
-    job = cli._call(h, out_obj, "submit", paths=abs_paths, task=task, model=model, options=options,
-                    out=str(out.absolute()) if out else None)
+    job = cli._call(h, out_obj, lambda c: c.submit(abs_paths, task=task, model=model, options=options,
+                                                   out=str(out.absolute()) if out else None))
     if no_wait:
         out_obj.data(job, job["job_id"])
         return
@@ -54,7 +54,7 @@ def submit(
     final = None
     with cli._client(h, out_obj) as client:
         try:
-            for ev in client.stream("job_watch", job_id=job["job_id"]):
+            for ev in client.job_watch(job_id=job["job_id"]):
                 if ev["kind"] == "job_item" and json_out:
                     out_obj.data(ev)
                 elif ev["kind"] == "job" and not json_out:
@@ -94,7 +94,7 @@ def jobs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Jobs submitted from this node."""
     cli = _cli()
     out_obj = Out(json_out)
-    rows = cli._call(cli._home(home), out_obj, "jobs")
+    rows = cli._call(cli._home(home), out_obj, lambda c: c.jobs())
     cols = [("job_id", "JOB"), ("task", "TASK"), ("status", "STATUS"), ("total", "ITEMS"), ("done", "DONE"),
             ("error", "ERRORS")]
     out_obj.data(rows, out_obj.table(rows, cols))
@@ -105,7 +105,7 @@ def job_show(job_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> No
     """Every item of one job with its result."""
     cli = _cli()
     out_obj = Out(json_out)
-    _print_items(out_obj, cli._call(cli._home(home), out_obj, "job_show", job_id=job_id))
+    _print_items(out_obj, cli._call(cli._home(home), out_obj, lambda c: c.job_show(job_id=job_id)))
 
 
 @job_app.command("cancel")
@@ -113,7 +113,7 @@ def job_cancel(job_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> 
     """Cancel the unfinished items of a job."""
     cli = _cli()
     out_obj = Out(json_out)
-    res = cli._call(cli._home(home), out_obj, "job_cancel", job_id=job_id)
+    res = cli._call(cli._home(home), out_obj, lambda c: c.job_cancel(job_id=job_id))
     out_obj.data(res, f"cancelled {res['cancelled_items']} item(s) of {job_id}")
 
 

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_output import EXIT_ERROR, Out
+from .ml.strategy_specs import DEFAULT as STRATEGY_DEFAULT
+from .ml.strategy_specs import NAMES as STRATEGY_NAMES
 
 train_app = typer.Typer(help="Start a federated training run (or `train resume`).", invoke_without_command=True)
 run_app = typer.Typer(help="Inspect or stop one run.", no_args_is_help=True)
@@ -48,7 +50,7 @@ def _watch(h: Path, out: Out, run_id: str) -> int:
     cli = _cli()
     with cli._client(h, out) as client:
         try:
-            events = client.stream("run_watch", run_id=run_id)
+            events = client.run_watch(run_id=run_id)
         except ConnectionError as exc:
             out.error(str(exc))
             return EXIT_ERROR
@@ -78,7 +80,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(help="Client learning rate (SGD).")] = 0.05,
-    strategy: Annotated[str, typer.Option(help="fedavg|fedavgm|fedprox|fedmedian|trimmed-mean|krum|fedadam")] = "fedavg",
+    strategy: Annotated[str, typer.Option(help="|".join(STRATEGY_NAMES))] = STRATEGY_DEFAULT,
     mu: Annotated[float, typer.Option(help="FedProx proximal term.")] = 0.0,
     min_clients: Annotated[int, typer.Option(min=1)] = 1,
     fraction: Annotated[float, typer.Option(help="Fraction of clients per round.")] = 1.0,
@@ -102,7 +104,7 @@ def train(
                 strategy=strategy, mu=mu, min_clients=min_clients, fraction=fraction, round_timeout=round_timeout,
                 mode=mode, buffer_k=buffer_k, compress=compress, dp_clip=dp_clip, dp_noise=dp_noise,
                 eval_dataset=eval_dataset, seed=seed)
-    res = cli._call(h, out, "train", **args)
+    res = cli._call(h, out, lambda c: c.train(**args))
     if no_wait:
         out.data(res, res["run_id"])
         return
@@ -116,7 +118,7 @@ def train_resume(run_id: Annotated[Optional[str], typer.Argument()] = None, no_w
     """Resume a stopped or failed run at its last committed round."""
     cli = _cli()
     out, h = Out(json_out), cli._home(home)
-    res = cli._call(h, out, "train_resume", run_id=run_id)
+    res = cli._call(h, out, lambda c: c.train_resume(run_id=run_id))
     out.info(f"run {res['run_id']} resumes after round {res['round']}")
     if not no_wait:
         raise typer.Exit(_watch(h, out, res["run_id"]))
@@ -126,7 +128,7 @@ def runs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Training runs known to this node (replicated from the master)."""
     cli = _cli()
     out = Out(json_out)
-    rows = cli._call(cli._home(home), out, "runs")
+    rows = cli._call(cli._home(home), out, lambda c: c.runs())
     cols = [("run_id", "RUN"), ("model", "MODEL"), ("strategy", "STRATEGY"), ("status", "STATUS"),
             ("round", "ROUND"), ("rounds", "OF"), ("accuracy", "ACCURACY"), ("version", "VERSION")]
     out.data(rows, out.table(rows, cols))
@@ -137,7 +139,7 @@ def run_show(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> No
     """History (accuracy, loss, bytes, stragglers per round) and the contribution ledger."""
     cli = _cli()
     out = Out(json_out)
-    st = cli._call(cli._home(home), out, "run_show", run_id=run_id)
+    st = cli._call(cli._home(home), out, lambda c: c.run_show(run_id=run_id))
     lines = [f"run {st['run_id']}  status {st['status']}  round {st['round']}/{st['config']['rounds']}  "
              f"strategy {st['config']['strategy']}  version {st['version']}"]
     lines += ["  " + _fmt_round(e) for e in st["history"]]
@@ -153,14 +155,14 @@ def run_stop(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> No
     """Stop a run after its current round (resume later with `collab train resume`)."""
     cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, "run_stop", run_id=run_id))
+    out.data(cli._call(cli._home(home), out, lambda c: c.run_stop(run_id=run_id)))
 
 
 @models_app.command("list")
 def models_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     cli = _cli()
     out = Out(json_out)
-    rows = cli._call(cli._home(home), out, "models_list")
+    rows = cli._call(cli._home(home), out, lambda c: c.models_list())
     out.data(rows, out.table(rows, [("name", "NAME"), ("versions", "VERSIONS"), ("latest", "LATEST")]))
 
 
@@ -169,7 +171,7 @@ def models_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")]
                 json_out: JsonOpt = False) -> None:
     cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, "models_show", ref=ref))
+    out.data(cli._call(cli._home(home), out, lambda c: c.models_show(ref=ref)))
 
 
 @models_app.command("import")
@@ -177,7 +179,7 @@ def models_import(path: Path, name: str, home: HomeOpt = None, json_out: JsonOpt
     """Import a .keras file as a new model."""
     cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, "models_import", path=str(path.absolute()), name=name))
+    out.data(cli._call(cli._home(home), out, lambda c: c.models_import(path=str(path.absolute()), name=name)))
 
 
 @models_app.command("export")
@@ -185,7 +187,7 @@ def models_export(ref: str, path: Path, home: HomeOpt = None, json_out: JsonOpt 
     """Write a version as a .keras file."""
     cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, "models_export", ref=ref, path=str(path.absolute())))
+    out.data(cli._call(cli._home(home), out, lambda c: c.models_export(ref=ref, path=str(path.absolute()))))
 
 
 @data_app.command("add")
@@ -213,14 +215,14 @@ def data_add(
         spec["path"] = str(path.absolute())
     if partition != "none":
         spec["partition"] = {"scheme": partition, "num_clients": clients, "client": client, "seed": seed, "alpha": alpha}
-    out.data(cli._call(cli._home(home), out, "data_add", name=name, spec=spec))
+    out.data(cli._call(cli._home(home), out, lambda c: c.data_add(name=name, spec=spec)))
 
 
 @data_app.command("list")
 def data_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     cli = _cli()
     out = Out(json_out)
-    rows = cli._call(cli._home(home), out, "data_list")
+    rows = cli._call(cli._home(home), out, lambda c: c.data_list())
     out.data(rows, out.table(rows, [("name", "NAME"), ("spec", "SPEC")]))
 
 
@@ -228,7 +230,7 @@ def data_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 def data_stats(name: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, "data_stats", name=name))
+    out.data(cli._call(cli._home(home), out, lambda c: c.data_stats(name=name)))
 
 
 @data_app.command("split")
@@ -238,7 +240,7 @@ def data_split(name: str, scheme: str = "iid", as_: Annotated[Optional[str], typ
     cli = _cli()
     out = Out(json_out)
     sys.stderr.write("note: this sends the dataset's images to the other nodes\n")
-    out.data(cli._call(cli._home(home), out, "data_split", name=name, scheme=scheme, **{"as": as_ or name}))
+    out.data(cli._call(cli._home(home), out, lambda c: c.data_split(name, as_=as_ or name, scheme=scheme)))
 
 
 def register(app: typer.Typer) -> None:

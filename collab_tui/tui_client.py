@@ -1,6 +1,6 @@
 """What the TUI needs from a node: an async client (the control socket) and a way to start a node.
 
-The app accepts any object with the `NodeClient` shape, so tests inject a fake that returns fixed data.
+The app takes any `client.AsyncClient`; tests inject one whose transport returns fixed data.
 Nothing here imports Textual; starting a daemon is a plain detached subprocess.
 """
 
@@ -12,11 +12,10 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
 
-from .node.control import AsyncControlClient, ControlError, NoNodeRunning
+from .client import AsyncClient
+from .node.control import ControlError, NoNodeRunning
 
 # Everything a control call can fail with: the node refused, is gone, or answered garbage.
 CLIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -24,19 +23,12 @@ CLIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class NodeClient(Protocol):
-    """The subset of `AsyncControlClient` the TUI uses."""
-
-    home: Path
-
-    async def call(self, cmd: str, timeout: float = 30.0, **args: Any) -> Any: ...
-
-    def stream(self, cmd: str, **args: Any) -> AsyncIterator[dict]: ...
+NodeClient = AsyncClient  # the app takes any `AsyncClient`: tests inject one whose transport is a fake
 
 
 def connect(home: Path) -> NodeClient:
     """A client for the node whose control socket lives in ``home`` (no I/O until the first call)."""
-    return AsyncControlClient(home)
+    return AsyncClient(home)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -247,3 +247,17 @@ def test_make_strategy():
         make_strategy("sgd")
     with pytest.raises(ValueError, match="bad options"):
         make_strategy("fedavg", mu=1)
+
+
+def test_the_registry_names_every_implementation_with_its_defaults():
+    """`ml/strategy_specs.py` is the one list the CLI, the TUI and the run config read."""
+    import inspect
+
+    from collab_tui.ml.strategy_specs import NAMES, SPECS, spec
+
+    assert set(STRATEGIES) == set(NAMES)
+    for s in SPECS:
+        params = inspect.signature(STRATEGIES[s.name].__init__).parameters
+        defaults = {k: p.default for k, p in params.items() if k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+        assert defaults == s.options, s.name
+    assert spec("Trimmed_Mean").name == "trimmed-mean"

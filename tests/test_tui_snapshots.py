@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from collab_tui.app import CollabApp
+from collab_tui import api
+from collab_tui.client import AsyncClient
 from collab_tui.node.control import ControlError, NoNodeRunning
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,27 +97,31 @@ def fake_data() -> dict:
     }
 
 
-class FakeClient:
-    """A `NodeClient` with fixed answers; streams yield their fixed items, then stay idle (an idle node)."""
+class FakeClient(AsyncClient):
+    """The app's real typed client on a fake transport: fixed answers by command; streams yield their fixed
+    items, then stay idle (an idle node). ``calls`` records (command, arguments) as sent on the wire."""
 
     def __init__(self, home: Path, running: bool = True) -> None:
-        self.home = home
+        super().__init__(home)
         self.running = running
         self.data = fake_data()
         self.calls: list[tuple[str, dict]] = []
 
-    async def call(self, cmd: str, timeout: float = 30.0, **args):
-        self.calls.append((cmd, args))
+    async def _answer(self, request):
+        self.calls.append((request.NAME, api.encode(request)))
         if not self.running:
             raise NoNodeRunning(self.home)
-        if cmd not in self.data:
-            raise ControlError(f"unknown command {cmd!r}")
-        return self.data[cmd]
+        if request.NAME not in self.data:
+            raise ControlError(f"unknown command {request.NAME!r}")
+        return self.data[request.NAME]
 
-    async def stream(self, cmd: str, **args):
+    def _call(self, request):
+        return self._answer(request)
+
+    async def _stream(self, request):
         if not self.running:
             raise NoNodeRunning(self.home)
-        for item in self.data.get(cmd, []) if cmd == "logs_follow" else []:
+        for item in self.data.get(request.NAME, []) if request.NAME == "logs_follow" else []:
             yield item
         await asyncio.Event().wait()
 

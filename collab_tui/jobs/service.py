@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from ..net.codec import FrameError
 from ..net.transport import BlobReply, Connection, ConnectionClosed, RemoteError
@@ -47,7 +46,7 @@ class JobService:
         node.unhealthy = self.worker.unhealthy  # {kind: reason}: in heartbeats, `status` and `nodes`
         if self.worker.enabled:  # the master gives tasks only to nodes that advertise "jobs"
             node.capabilities = sorted(set(node.capabilities) | {"jobs"})
-        for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.result", "job.results",
+        for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.results",
                   "job.item_failed", "job.cancel", "job.predict"):
             node.register(t, self._on_message)
 
@@ -263,9 +262,6 @@ class JobService:
             return None
         if t == "job.fetch":
             job_id = str(msg["job_id"])
-            if "item_ids" not in msg:  # one item (older workers)
-                data = await asyncio.to_thread(self.submitter.read_item, job_id, str(msg["item_id"]))
-                return BlobReply({"kind": "job.data"}, data)
             item_ids = [str(i) for i in msg["item_ids"]]
             datas, errors = await self._read_items(job_id, item_ids)
             sizes = [len(datas[i]) for i in item_ids if i in datas]
@@ -273,9 +269,6 @@ class JobService:
                              b"".join(datas[i] for i in item_ids if i in datas))
         if t == "job.results":
             self.submitter.on_results(*_split_results(msg))
-            return None
-        if t == "job.result":  # one result (older workers)
-            self.submitter.on_result(msg, msg.get("data") or None)
             return None
         if t == "job.item_failed":
             if self.node.election.accepts(int(msg.get("term", -1))):
@@ -293,61 +286,7 @@ class JobService:
         raise ValueError(f"unknown job message {t!r}")
 
     # ----------------------------------------------------------------- control API
-    def install_commands(self, ctl) -> None:
-        sub = self.submitter
+    def command_sets(self) -> list:
+        from .commands import JobCommands
 
-        async def submit(args):
-            opts = dict(args.get("options") or {})
-            if args.get("model"):
-                opts["model"] = args["model"]
-            return await sub.create(list(args.get("paths") or []), str(args.get("task", "faces")), opts, args.get("out"))
-
-        async def jobs(args):
-            return sub.store.jobs()
-
-        async def job_show(args):
-            return sub.show(str(args["job_id"]))
-
-        async def job_cancel(args):
-            job_id = str(args["job_id"])
-            n = sub.cancel(job_id)
-            master = self.node.election.master_id
-            if master:
-                await self.send_to(master, {"t": "job.cancel", "job_id": job_id})
-            return {"job_id": job_id, "cancelled_items": n}
-
-        async def job_watch(args):
-            async for ev in sub.watch(str(args["job_id"])):
-                yield ev
-
-        async def sched_stats(args):
-            return self.master.stats() if self.master else None
-
-        async def job_probe(args):
-            """Benchmark aid (`bench/jobs_bench.py`): run `n` one-item jobs one after the other, each created
-            exactly as `submit` creates it, and time each from the call to the moment its result is recorded
-            here (the job's final "job" event). Returns the seconds; probe jobs are deleted unless `keep`."""
-            n = max(1, min(int(args.get("n", 1)), 100_000))
-            timeout = float(args.get("timeout", 10.0))
-            paths, task = list(args.get("paths") or []), str(args.get("task", "noop"))
-            events = self.node.events.subscribe({"job"}, maxsize=100_000)
-            samples: list[float] = []
-            try:
-                for _ in range(n):
-                    t0 = time.time()
-                    job_id = (await sub.create(paths, task, dict(args.get("options") or {}), None))["job_id"]
-                    while True:
-                        ev = await events.get(timeout=timeout)
-                        if ev.get("job_id") == job_id and ev.get("state") in ("done", "cancelled"):
-                            samples.append(ev["ts"] - t0)
-                            break
-                    if not args.get("keep"):
-                        sub.forget(job_id)
-            finally:
-                events.close()
-            return {"samples": samples}
-
-        for name, fn in [("submit", submit), ("jobs", jobs), ("job_show", job_show), ("job_cancel", job_cancel),
-                         ("sched_stats", sched_stats), ("job_probe", job_probe)]:
-            ctl.command(name, fn)
-        ctl.stream("job_watch", job_watch)
+        return [JobCommands(self)]

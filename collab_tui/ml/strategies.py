@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from collab_tui.ml.strategy_specs import spec
 from collab_tui.ml.updates import ClientUpdate, Weights
 
 
@@ -345,11 +346,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def make_strategy(name: str, **options: Any) -> Strategy:
-    """Build a strategy by name (case-insensitive; '_' accepted for '-')."""
-    key = str(name).strip().lower().replace("_", "-")
-    cls = STRATEGIES.get(key)
-    if cls is None:
-        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    """Build a strategy by name (case-insensitive; '_' accepted for '-'); the names are `strategy_specs`'."""
+    key = spec(name).name  # ValueError for an unknown name
+    cls = STRATEGIES[key]
     try:
         return cls(**options)
     except TypeError as exc:

@@ -1,10 +1,13 @@
 """The local control API: a Unix domain socket (mode 0600) in HOME/run, newline-delimited JSON.
 
-Request ``{"cmd": NAME, "args": {...}}``; answer ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": "..."}``. Streaming commands (``subscribe``, ``logs`` with follow) answer
-with one ``{"ok": true, "stream": true}`` line, then one ``{"event": {...}}`` line per event until the
-client hangs up. The CLI uses the small synchronous client below (no asyncio, fast start); the TUI
-uses the async one.
+Commands are declared once in `collab_tui/api.py` (one request Struct each). The node's command
+classes mark their methods with ``@command(api.X)`` and the server mounts them (`ControlServer.mount`);
+it decodes and validates every request's arguments before the method runs, so a method receives an
+``api.X`` instance. Request ``{"cmd": NAME, "args": {...}}``; answer ``{"ok": true, "result": ...}``
+or ``{"ok": false, "error": "..."}``. Streaming commands answer with one ``{"ok": true, "stream":
+true}`` line, then one ``{"event": {...}}`` line per event until the client hangs up. The typed
+clients (`collab_tui/client.py`) sit on the two small transports below: a synchronous one for the CLI
+(no asyncio, fast start) and an asyncio one for the TUI.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
+
+from .. import api
 
 log = logging.getLogger("collab.control")
 
@@ -37,22 +43,46 @@ class ControlError(RuntimeError):
     """The node refused a control command."""
 
 
-Command = Callable[[dict], Awaitable[object]]
-StreamCommand = Callable[[dict], AsyncIterator[dict]]
+_MARK = "__control_request__"
+
+
+def command(request: type[api.Request]) -> Callable:
+    """Mark a method of a command class as the handler of ``request`` (a reply command: an async method
+    returning JSON-ready data; a stream: an async generator of events)."""
+
+    def mark(fn: Callable) -> Callable:
+        setattr(fn, _MARK, request)
+        return fn
+
+    return mark
+
+
+def stream(request: type[api.Stream]) -> Callable:
+    """`command` for a streaming request (reads better on async generators)."""
+    if not request.STREAM:
+        raise TypeError(f"{request.__name__} is not a stream")
+    return command(request)
 
 
 class ControlServer:
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.commands: dict[str, Command] = {}
-        self.streams: dict[str, StreamCommand] = {}
+        self.handlers: dict[str, tuple[type[api.Request], Callable[[Any], Any]]] = {}
         self.server: asyncio.base_events.Server | None = None
 
-    def command(self, name: str, fn: Command) -> None:
-        self.commands[name] = fn
+    def mount(self, commands: object) -> None:
+        """Serve every ``@command`` method of ``commands`` (an instance of a command class)."""
+        for attr in dir(type(commands)):
+            request = getattr(getattr(type(commands), attr), _MARK, None)
+            if request is None:
+                continue
+            if request.NAME in self.handlers:
+                raise ValueError(f"control command {request.NAME!r} is mounted twice")
+            self.handlers[request.NAME] = (request, getattr(commands, attr))
 
-    def stream(self, name: str, fn: StreamCommand) -> None:
-        self.streams[name] = fn
+    @property
+    def names(self) -> set[str]:
+        return set(self.handlers)
 
     async def start(self) -> Path:
         path = socket_path(self.home)
@@ -92,15 +122,21 @@ class ControlServer:
                 except (ValueError, KeyError, TypeError):
                     await _send(writer, {"ok": False, "error": "malformed control request"})
                     continue
-                if cmd in self.streams:
-                    await self._stream(cmd, args, reader, writer)
-                    return
-                fn = self.commands.get(cmd)
-                if fn is None:
-                    await _send(writer, {"ok": False, "error": f"unknown command {cmd!r}"})
+                entry = self.handlers.get(cmd)
+                if entry is None:
+                    await _send(writer, {"ok": False, "error": f"unknown command {cmd[:64]!r}"})
                     continue
+                request_type, fn = entry
                 try:
-                    result = await fn(args)
+                    request = api.decode(request_type, args)
+                except ValueError as exc:
+                    await _send(writer, {"ok": False, "error": str(exc)[:500]})
+                    continue
+                if request_type.STREAM:
+                    await self._stream(fn(request), reader, writer)
+                    return
+                try:
+                    result = await fn(request)
                     await _send(writer, {"ok": True, "result": result})
                 except Exception as exc:
                     if not isinstance(exc, (ValueError, PermissionError, LookupError, RuntimeError)):
@@ -111,11 +147,11 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def _stream(self, cmd: str, args: dict, reader, writer) -> None:
+    async def _stream(self, events: AsyncIterator[dict], reader, writer) -> None:
         await _send(writer, {"ok": True, "stream": True})
         gone = asyncio.ensure_future(reader.read(1))
         try:
-            async for event in self.streams[cmd](args):
+            async for event in events:
                 await _send(writer, {"event": event})
                 if gone.done():
                     break
@@ -143,7 +179,8 @@ def _alive(path: Path) -> bool:
 
 
 class ControlClient:
-    """Synchronous client for the CLI."""
+    """Synchronous transport (the CLI's typed `client.Client` sits on it; the test harness calls it with
+    wire names)."""
 
     def __init__(self, home: Path, timeout: float = 30.0) -> None:
         self.home = home
@@ -191,7 +228,7 @@ class ControlClient:
 
 
 class AsyncControlClient:
-    """asyncio client (the TUI runs on an event loop)."""
+    """asyncio transport (the TUI's typed `client.AsyncClient` sits on it)."""
 
     def __init__(self, home: Path) -> None:
         self.home = home

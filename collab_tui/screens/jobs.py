@@ -91,10 +91,10 @@ class JobsScreen(CollabScreen):
     @work(group="jobs-load", exclusive=True)
     async def _load_latest(self) -> None:
         try:
-            jobs = await self.client.call("jobs")
+            jobs = await self.client.jobs()
             if not jobs:
                 return
-            job = await self.client.call("job_show", job_id=jobs[-1]["job_id"])
+            job = await self.client.job_show(job_id=jobs[-1]["job_id"])
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("loading jobs", describe_error(exc)))
             return
@@ -103,7 +103,7 @@ class JobsScreen(CollabScreen):
     @work(group="jobs-show", exclusive=True)
     async def _show_job(self, job_id: str) -> None:
         try:
-            job = await self.client.call("job_show", job_id=job_id)
+            job = await self.client.job_show(job_id=job_id)
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("reading the job", describe_error(exc)))
             return
@@ -125,7 +125,7 @@ class JobsScreen(CollabScreen):
     async def _submit(self, path: str, task: str, out: str) -> None:
         options = {"method": "mean"} if task == "ensemble" else {}
         try:
-            job = await self.client.call("submit", paths=[path], task=task, options=options, out=out, timeout=120.0)
+            job = await self.client.using(timeout=120.0).submit(paths=[path], task=task, options=options, out=out)
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("submit refused", describe_error(exc)))
             return
@@ -139,7 +139,7 @@ class JobsScreen(CollabScreen):
     @work(group="jobs-watch", exclusive=True)
     async def _watch(self, job_id: str) -> None:
         try:
-            async for event in self.client.stream("job_watch", job_id=job_id):
+            async for event in self.client.job_watch(job_id=job_id):
                 self.events.add(event)
                 if event.get("kind") == "job_finished":
                     return
@@ -153,7 +153,7 @@ class JobsScreen(CollabScreen):
     @work(group="jobs-cancel")
     async def _cancel(self, job_id: str) -> None:
         try:
-            await self.client.call("job_cancel", job_id=job_id)
+            await self.client.job_cancel(job_id=job_id)
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("cancel refused", describe_error(exc)))
 

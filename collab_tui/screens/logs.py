@@ -59,7 +59,7 @@ class LogsScreen(CollabScreen):
     @work(group="logs-follow", exclusive=True)
     async def _follow(self) -> None:
         try:
-            async for rec in self.client.stream("logs_follow", n=BACKLOG):
+            async for rec in self.client.logs_follow(n=BACKLOG):
                 self.lines.add(rec)
         except CLIENT_ERRORS as exc:
             self.post_message(self.StreamFailed(describe_error(exc)))

@@ -76,7 +76,7 @@ class PeersScreen(CollabScreen):
     @work(group="trust-list", exclusive=True)
     async def _load(self) -> None:
         try:
-            res = await self.client.call("trust_list")
+            res = await self.client.trust_list()
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("reading the trust list", describe_error(exc)))
             return
@@ -110,7 +110,7 @@ class PeersScreen(CollabScreen):
     @work(group="invite", exclusive=True)
     async def _invite(self, ttl: float, uses: int) -> None:
         try:
-            res = await self.client.call("invite", ttl=ttl, uses=uses)
+            res = await self.client.invite(ttl=ttl, uses=uses)
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("invite refused", describe_error(exc)))
             return
@@ -153,7 +153,7 @@ class PeersScreen(CollabScreen):
     @work(group="revoke")
     async def _revoke(self, node_id: str, reason: str) -> None:
         try:
-            res = await self.client.call("revoke", node=node_id, reason=reason)
+            res = await self.client.revoke(node=node_id, reason=reason)
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("revoke refused", describe_error(exc)))
             return

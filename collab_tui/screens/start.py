@@ -105,7 +105,7 @@ class StartScreen(Screen):
         last = ""
         while asyncio.get_running_loop().time() < deadline:
             try:
-                await self.app.client.call("status", timeout=2.0)
+                await self.app.client.using(timeout=2.0).status()
             except CLIENT_ERRORS as exc:
                 last = describe_error(exc)
                 await asyncio.sleep(0.2)

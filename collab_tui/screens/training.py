@@ -96,7 +96,7 @@ class TrainingScreen(CollabScreen):
     @work(group="train-runs", exclusive=True)
     async def _list_runs(self) -> None:
         try:
-            runs = await self.client.call("runs")
+            runs = await self.client.runs()
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("listing runs", describe_error(exc)))
             return
@@ -106,7 +106,7 @@ class TrainingScreen(CollabScreen):
     async def _load_run(self, run_id: str, tries: int = 1) -> None:
         for attempt in range(tries):
             try:
-                state = await self.client.call("run_show", run_id=run_id)
+                state = await self.client.run_show(run_id=run_id)
                 break
             except ControlError as exc:  # a run started through the master reaches us by replication
                 if attempt + 1 >= tries:
@@ -144,7 +144,7 @@ class TrainingScreen(CollabScreen):
     @work(group="train-start", exclusive=True)
     async def _start(self, args: dict) -> None:
         try:
-            result = await self.client.call("train", timeout=120.0, **args)
+            result = await self.client.using(timeout=120.0).train(**args)
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("the node refused the run", describe_error(exc)))
             return
@@ -163,7 +163,7 @@ class TrainingScreen(CollabScreen):
     @work(group="train-stop")
     async def _stop(self, run_id: str) -> None:
         try:
-            await self.client.call("run_stop", run_id=run_id)
+            await self.client.run_stop(run_id=run_id)
         except CLIENT_ERRORS as exc:
             self.post_message(self.Failed("stop refused", describe_error(exc)))
 

@@ -1,32 +1,44 @@
-"""Control-socket commands of the training service: runs, models, local datasets."""
+"""Control commands of the training service: runs, models, local datasets."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 
+from .. import api
+from ..node.control import command, stream
 
-def install_training_commands(svc, ctl) -> None:
-    node = svc.node
 
-    async def train(args):
-        return await svc.start_run(dict(args))
+class RunCommands:
+    """Federated runs: start, list, show, stop, resume, watch."""
 
-    async def runs(args):
-        return [_run_row(s) for s in svc.runs.list()]
+    def __init__(self, svc) -> None:
+        self.svc = svc
 
-    async def run_show(args):
-        return svc.runs.get(str(args["run_id"])).to_dict()
+    @command(api.Train)
+    async def train(self, req: api.Train) -> dict:
+        return await self.svc.start_run({k: v for k, v in api.encode(req).items() if v is not None})
 
-    async def run_stop(args):
-        return await svc.stop_run(str(args["run_id"]))
+    @command(api.Runs)
+    async def runs(self, req: api.Runs) -> list[dict]:
+        return [_run_row(s) for s in self.svc.runs.list()]
 
-    async def train_resume(args):
-        return await svc.resume_run(args.get("run_id"))
+    @command(api.RunShow)
+    async def run_show(self, req: api.RunShow) -> dict:
+        return self.svc.runs.get(req.run_id).to_dict()
 
-    async def run_watch(args):
-        run_id = str(args["run_id"])
-        sub = node.events.subscribe({"fl", "fl_phase"})
+    @command(api.RunStop)
+    async def run_stop(self, req: api.RunStop) -> dict:
+        return await self.svc.stop_run(req.run_id)
+
+    @command(api.TrainResume)
+    async def train_resume(self, req: api.TrainResume) -> dict:
+        return await self.svc.resume_run(req.run_id)
+
+    @stream(api.RunWatch)
+    async def run_watch(self, req: api.RunWatch):
+        svc, run_id = self.svc, req.run_id
+        sub = svc.node.events.subscribe({"fl", "fl_phase"})
         try:
             for _ in range(100):  # a run started through the master reaches us by replication
                 try:
@@ -56,49 +68,72 @@ def install_training_commands(svc, ctl) -> None:
         finally:
             sub.close()
 
-    async def models_list(args):
-        return svc.registry.list()
 
-    async def models_show(args):
-        return svc.registry.show(str(args["ref"]))
+class ModelCommands:
+    """The model registry."""
 
-    async def models_import(args):
+    def __init__(self, svc) -> None:
+        self.svc = svc
+
+    @command(api.ModelsList)
+    async def models_list(self, req: api.ModelsList) -> list[dict]:
+        return self.svc.registry.list()
+
+    @command(api.ModelsShow)
+    async def models_show(self, req: api.ModelsShow) -> dict:
+        return self.svc.registry.show(req.ref)
+
+    @command(api.ModelsImport)
+    async def models_import(self, req: api.ModelsImport) -> dict:
         from ..ml import mltasks
 
-        return await svc.client.ml.call(mltasks.import_keras, str(args["path"]), str(args["name"]))
+        return await self.svc.client.ml.call(mltasks.import_keras, req.path, req.name)
 
-    async def models_export(args):
+    @command(api.ModelsExport)
+    async def models_export(self, req: api.ModelsExport) -> dict:
         from ..ml import mltasks
 
-        return await svc.client.ml.call(mltasks.export_keras, str(args["ref"]), str(args["path"]))
+        return await self.svc.client.ml.call(mltasks.export_keras, req.ref, req.path)
 
-    async def data_add(args):
-        spec = dict(args.get("spec") or {})
-        svc.datasets.add(str(args["name"]), spec)
+
+class DataCommands:
+    """This node's local datasets (they never leave it, except through an explicit `data_split`)."""
+
+    def __init__(self, svc) -> None:
+        self.svc = svc
+
+    @command(api.DataAdd)
+    async def data_add(self, req: api.DataAdd) -> dict:
+        svc = self.svc
+        svc.datasets.add(req.name, dict(req.spec))
         await svc.client.forget_data()
         svc.refresh_capabilities()
         svc.client.warm_up()  # a node with data will train: load TensorFlow in its ML process now
-        return await asyncio.to_thread(svc.datasets.stats, str(args["name"]))
+        return await asyncio.to_thread(svc.datasets.stats, req.name)
 
-    async def data_list(args):
-        return svc.datasets.list()
+    @command(api.DataList)
+    async def data_list(self, req: api.DataList) -> list[dict]:
+        return self.svc.datasets.list()
 
-    async def data_stats(args):
-        return await asyncio.to_thread(svc.datasets.stats, str(args["name"]))
+    @command(api.DataStats)
+    async def data_stats(self, req: api.DataStats) -> dict:
+        return await asyncio.to_thread(self.svc.datasets.stats, req.name)
 
-    async def data_split(args):
+    @command(api.DataSplit)
+    async def data_split(self, req: api.DataSplit) -> dict:
         """Deal a dataset held here out to the alive nodes (sends images: only for users who opt in)."""
         import numpy as np
 
         from ..ml.datasets import partition_iid, partition_label_shards
 
-        name, target = str(args["name"]), str(args.get("as") or args["name"])
+        svc, node = self.svc, self.svc.node
+        name, target = req.name, req.as_ or req.name
         x, y, labels = await asyncio.to_thread(svc.datasets.load, name)
         nodes = sorted(node.membership.alive_ids() | {node.node_id})
-        if args.get("scheme", "iid") == "shards":
+        if req.scheme == "shards":
             parts = partition_label_shards(y, len(nodes), num_shards=2 * len(nodes), shard_size=len(y) // (2 * len(nodes)))
         else:
-            parts = partition_iid(len(y), len(nodes), int(args.get("seed", 0)))
+            parts = partition_iid(len(y), len(nodes), req.seed)
         dealt = {}
         for nid, idx in zip(nodes, parts):
             buf = io.BytesIO()
@@ -110,13 +145,6 @@ def install_training_commands(svc, ctl) -> None:
                 await node.peers.conns[nid].request_blob(msg, buf.getvalue(), timeout=60)
             dealt[nid] = int(len(idx))
         return {"name": target, "parts": dealt}
-
-    for name, fn in [("train", train), ("runs", runs), ("run_show", run_show), ("run_stop", run_stop),
-                     ("train_resume", train_resume), ("models_list", models_list), ("models_show", models_show),
-                     ("models_import", models_import), ("models_export", models_export), ("data_add", data_add),
-                     ("data_list", data_list), ("data_stats", data_stats), ("data_split", data_split)]:
-        ctl.command(name, fn)
-    ctl.stream("run_watch", run_watch)
 
 
 def _run_row(st) -> dict:

@@ -5,7 +5,9 @@ clock is passed in.
 Round rule (stragglers): a round closes as soon as every selected client has answered; otherwise at
 its deadline it closes with what it has if at least ``min_clients`` valid updates arrived (the others
 are recorded as stragglers, "deadline"), and fails (to be retried) if fewer did. A client that dies
-or refuses is recorded with its reason and does not hold the round up.
+or refuses is recorded with its reason and does not hold the round up. :meth:`RoundTracker.decide`
+says which, as a frozen dataclass declared in ``rounds_events.py`` (re-exported here):
+``RoundWaiting()``, ``RoundReady(round, stragglers)`` or ``RoundFailed(round, valid, needed, stragglers)``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..ml import strategy_specs
 from ..ml.strategies import BufferedAggregator, make_strategy, staleness_weight
 from ..ml.updates import ClientUpdate, UpdateRejected, delta_norm, norm_outliers, validate_update
+from .rounds_events import RoundFailed, RoundReady, RoundVerdict, RoundWaiting
 
 OUTLIER_MIN_RATIO = 3.0  # a norm outlier must also be this many times the round's median norm
-STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam", "fedavgm")
+STRATEGIES = strategy_specs.NAMES
 
 
 @dataclass
@@ -144,12 +148,14 @@ class RoundTracker:
     def answered(self) -> int:
         return len(self.updates) + len(self.dropped)
 
-    def decide(self, now: float) -> str:
-        """'wait', 'aggregate' or 'fail'."""
+    def decide(self, now: float) -> RoundVerdict:
+        """``RoundWaiting()``, ``RoundReady(...)`` (aggregate now) or ``RoundFailed(...)`` (retry)."""
         everyone = self.answered() >= len(self.selected)
-        if everyone or now >= self.deadline:
-            return "aggregate" if len(self.updates) >= self.min_clients else "fail"
-        return "wait"
+        if not (everyone or now >= self.deadline):
+            return RoundWaiting()
+        if len(self.updates) >= self.min_clients:
+            return RoundReady(self.round, self.stragglers())
+        return RoundFailed(self.round, len(self.updates), self.min_clients, self.stragglers())
 
     def stragglers(self) -> dict[str, str]:
         late = {n: "deadline" for n in self.selected if n not in self.updates and n not in self.dropped}
@@ -196,4 +202,5 @@ def aggregate(strategy, reference: list[np.ndarray], updates: list[ClientUpdate]
 
 __all__ = [
     "RunConfig", "RunState", "RoundTracker", "select_clients", "screen_updates", "aggregate", "staleness_weight",
+    "RoundVerdict", "RoundWaiting", "RoundReady", "RoundFailed",
 ]

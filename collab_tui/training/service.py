@@ -20,7 +20,6 @@ import secrets
 from ..ml.updates import ClientUpdate, decompress_delta, from_bytes
 from ..net.transport import BlobReply, Connection, ConnectionClosed, RemoteError
 from .client import TrainingClient
-from .commands import install_training_commands
 from .coordinator import RunCoordinator
 from .rounds import RunConfig, RunState
 from .runstore import RunStore
@@ -328,5 +327,7 @@ class TrainingService:
         self.refresh_capabilities()
         return {"name": name, "count": int(len(y))}
 
-    def install_commands(self, ctl) -> None:
-        install_training_commands(self, ctl)
+    def command_sets(self) -> list:
+        from .commands import DataCommands, ModelCommands, RunCommands
+
+        return [RunCommands(self), ModelCommands(self), DataCommands(self)]

@@ -12,8 +12,8 @@ from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
-# Same names as collab_tui.training.rounds.STRATEGIES (not imported: that module pulls numpy and ml/).
-STRATEGIES = ["fedavg", "fedavgm", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam"]
+from ..ml.strategy_specs import DEFAULT, SPECS
+
 PHASE_STYLE = {"train": "yellow", "upload": "cyan", "selected": "dim", "aggregated": "green", "left out": "red",
                "rejected": "red"}
 
@@ -35,7 +35,7 @@ class TrainForm(VerticalScroll):
         yield Label("Epochs per round")
         yield Input("1", id="train-epochs", type="integer", compact=True)
         yield Label("Strategy")
-        yield Select([(s, s) for s in STRATEGIES], value="fedavg", allow_blank=False, id="train-strategy",
+        yield Select([(s.name, s.name) for s in SPECS], value=DEFAULT, allow_blank=False, id="train-strategy",
                      compact=True)
         yield Label("Min clients")
         yield Input("1", id="train-min-clients", type="integer", compact=True)

@@ -1,0 +1,99 @@
+"""The node's own control commands (status, nodes, trust, logs, stop, the event stream)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .. import api
+from ..logs import RingHandler
+from ..net.pki import ca_pin
+from ..textfmt import short_id
+from .control import command, stream
+
+
+def resolve_node(node, ref: str) -> str:
+    """Full id, short id (dashes optional), id prefix, or name -> full node id."""
+    ref = ref.strip()
+    key = ref.replace("-", "").lower()
+    members = {m["node_id"]: m for m in node._known.get("members", [])}
+    members.update({m["node_id"]: m for m in node.member_list()})
+    hits = [nid for nid, m in members.items() if (len(key) >= 4 and nid.startswith(key)) or m.get("name") == ref]
+    if len(hits) == 1:
+        return hits[0]
+    if len(key) == 64 and all(c in "0123456789abcdef" for c in key):
+        return key  # a node we have never seen can still be revoked
+    raise LookupError(f"no single node matches {ref!r}" + (f" ({len(hits)} match)" if hits else ""))
+
+
+class NodeCommands:
+    def __init__(self, node, ring: RingHandler) -> None:
+        self.node = node
+        self.ring = ring
+
+    @command(api.Status)
+    async def status(self, req: api.Status) -> dict:
+        return self.node.status()
+
+    @command(api.Nodes)
+    async def nodes(self, req: api.Nodes) -> list[dict]:
+        return self.node.nodes()
+
+    @command(api.Invite)
+    async def invite(self, req: api.Invite) -> dict:
+        node = self.node
+        if node.ident.ca_key is None:
+            raise PermissionError("this node does not hold the cluster CA key; invite from the node that ran `collab init`")
+        token = node.tokens.issue(ca_pin(node.ident.ca_cert), ttl_s=req.ttl, uses=req.uses)
+        return {"token": token, "addr": node.addr, "addrs": node.addrs}
+
+    @command(api.TrustList)
+    async def trust_list(self, req: api.TrustList) -> dict:
+        node = self.node
+        revoked = node.deny.entries
+        rows = []
+        for m in node._known.get("members", []) or node.member_list():
+            rows.append({**m, "short_id": short_id(m["node_id"]), "revoked": m["node_id"] in revoked})
+        known = {r["node_id"] for r in rows}
+        for nid in revoked:
+            if nid not in known:
+                rows.append({"node_id": nid, "short_id": short_id(nid), "name": "", "addr": "", "revoked": True})
+        return {"members": rows, "denylist_version": node.deny.version}
+
+    @command(api.Revoke)
+    async def revoke(self, req: api.Revoke) -> dict:
+        return await self.node.revoke(resolve_node(self.node, req.node), req.reason)
+
+    @command(api.Logs)
+    async def logs(self, req: api.Logs) -> list[dict]:
+        return list(self.ring.records)[-req.n:] if req.n > 0 else []
+
+    @command(api.Stop)
+    async def stop(self, req: api.Stop) -> dict:
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.node.stop(graceful=True)))
+        return {"stopping": True}
+
+    @stream(api.Subscribe)
+    async def subscribe(self, req: api.Subscribe):
+        sub = self.node.events.subscribe(set(req.kinds) if req.kinds else None)
+        try:
+            while True:
+                yield await sub.get()
+        finally:
+            sub.close()
+
+    @stream(api.LogsFollow)
+    async def logs_follow(self, req: api.LogsFollow):
+        queue: asyncio.Queue = asyncio.Queue(5000)
+
+        def push(item):
+            if not queue.full():
+                queue.put_nowait(item)
+
+        for item in (list(self.ring.records)[-req.n:] if req.n > 0 else []):
+            yield item
+        self.ring.listeners.append(push)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.ring.listeners.remove(push)
