@@ -19,14 +19,14 @@ from typing import Any, ClassVar, TypedDict
 import msgspec
 
 
-class Request(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A control command's arguments; ``NAME`` is the command's wire name."""
 
     NAME: ClassVar[str] = ""
     STREAM: ClassVar[bool] = False
 
 
-class Stream(Request, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class Stream(Request, kw_only=True, forbid_unknown_fields=True):
     """A command that answers with a stream of events."""
 
     STREAM: ClassVar[bool] = True

@@ -26,7 +26,7 @@ def _say(text: str = "") -> None:
 
 
 def _table(cluster: LocalCluster, i: int) -> None:
-    from .cli_output import Out
+    from .cli.output import Out
 
     rows = cluster.call(i, "nodes")
     cols = [("name", "NAME"), ("short_id", "ID"), ("addr", "ADDRESS"), ("role", "ROLE"), ("term", "TERM"),

@@ -15,7 +15,7 @@ HEAVY = ("tensorflow", "keras", "textual", "cv2")
 PROBE = """
 import json, sys
 sys.argv = ["collab", *json.loads(sys.argv[1])]
-from collab_tui import cli
+from collab_tui.cli import main as cli
 code = 0
 try:
     cli.main()

@@ -203,12 +203,12 @@ def _one(path: str, src: str, core: set[str] = frozenset()) -> list[str]:
 @pytest.mark.parametrize("path, src, rule", [
     ("collab_tui/net/codec.py", "def f():\n    from ..node import runtime\n", "net must not import the runtime"),
     ("collab_tui/net/codec.py", "import collab_tui.jobs.service as s\n", "net must not import"),
-    ("collab_tui/net/x.py", "from collab_tui.cli_output import Out\n", "net must not import"),
+    ("collab_tui/net/x.py", "from collab_tui.cli.output import Out\n", "net must not import"),
     ("collab_tui/ml/x.py", "from ..training.rounds import RunConfig\n", "ml must not import training"),
     ("collab_tui/ml/x.py", "from .. import net\n", "ml must not import"),
     ("collab_tui/jobs/x.py", "from ..screens import base\n", "a service"),
     ("collab_tui/training/x.py", "from ..tui_client import connect\n", "a service"),
-    ("collab_tui/widgets/x.py", "from ..cli_output import human_bytes\n", "must not import CLI code"),
+    ("collab_tui/widgets/x.py", "from ..cli.output import human_bytes\n", "must not import CLI code"),
     ("collab_tui/node/x.py", "from textual.app import App\n", "only the TUI"),
     ("collab_tui/textfmt.py", "from .net.pki import short_id\n", "a neutral leaf"),
 ])

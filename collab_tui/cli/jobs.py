@@ -8,18 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_output import EXIT_PARTIAL, Out
+from .common import HomeOpt, JsonOpt, call, home_of, node_client
+from .output import EXIT_PARTIAL, Out
 
 job_app = typer.Typer(help="Inspect or cancel one job.", no_args_is_help=True)
 
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", envvar="COLLAB_HOME", help="Node home directory.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
-
-def _cli():
-    from . import cli
-
-    return cli
 
 
 def _progress(done: int, errors: int, total: int) -> None:
@@ -40,11 +34,10 @@ def submit(
     json_out: JsonOpt = False,
 ) -> None:
     """Submit images (or other files) to the cluster; prints results as they arrive."""
-    cli = _cli()
-    out_obj, h = Out(json_out), cli._home(home)
+    out_obj, h = Out(json_out), home_of(home)
     abs_paths = [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in paths]
     options = {"method": method} if task == "ensemble" else {}
-    job = cli._call(h, out_obj, lambda c: c.submit(abs_paths, task=task, model=model, options=options,
+    job = call(h, out_obj, lambda c: c.submit(abs_paths, task=task, model=model, options=options,
                                                    out=str(out.absolute()) if out else None))
     if no_wait:
         out_obj.data(job, job["job_id"])
@@ -52,7 +45,7 @@ def submit(
     if not json_out:
         out_obj.info(f"job {job['job_id']}: {job['total']} item(s), task {task}")
     final = None
-    with cli._client(h, out_obj) as client:
+    with node_client(h, out_obj) as client:
         try:
             for ev in client.job_watch(job_id=job["job_id"]):
                 if ev["kind"] == "job_item" and json_out:
@@ -92,9 +85,8 @@ def _print_items(out_obj: Out, job: dict) -> None:
 
 def jobs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Jobs submitted from this node."""
-    cli = _cli()
     out_obj = Out(json_out)
-    rows = cli._call(cli._home(home), out_obj, lambda c: c.jobs())
+    rows = call(home_of(home), out_obj, lambda c: c.jobs())
     cols = [("job_id", "JOB"), ("task", "TASK"), ("status", "STATUS"), ("total", "ITEMS"), ("done", "DONE"),
             ("error", "ERRORS")]
     out_obj.data(rows, out_obj.table(rows, cols))
@@ -103,17 +95,15 @@ def jobs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 @job_app.command("show")
 def job_show(job_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Every item of one job with its result."""
-    cli = _cli()
     out_obj = Out(json_out)
-    _print_items(out_obj, cli._call(cli._home(home), out_obj, lambda c: c.job_show(job_id=job_id)))
+    _print_items(out_obj, call(home_of(home), out_obj, lambda c: c.job_show(job_id=job_id)))
 
 
 @job_app.command("cancel")
 def job_cancel(job_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Cancel the unfinished items of a job."""
-    cli = _cli()
     out_obj = Out(json_out)
-    res = cli._call(cli._home(home), out_obj, lambda c: c.job_cancel(job_id=job_id))
+    res = call(home_of(home), out_obj, lambda c: c.job_cancel(job_id=job_id))
     out_obj.data(res, f"cancelled {res['cancelled_items']} item(s) of {job_id}")
 
 

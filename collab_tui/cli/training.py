@@ -8,23 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_output import EXIT_ERROR, Out
-from .ml.strategy_specs import DEFAULT as STRATEGY_DEFAULT
-from .ml.strategy_specs import NAMES as STRATEGY_NAMES
+from ..ml.strategy_specs import DEFAULT as STRATEGY_DEFAULT
+from ..ml.strategy_specs import NAMES as STRATEGY_NAMES
+from .common import HomeOpt, JsonOpt, call, home_of, node_client
+from .output import EXIT_ERROR, Out
 
 train_app = typer.Typer(help="Start a federated training run (or `train resume`).", invoke_without_command=True)
 run_app = typer.Typer(help="Inspect or stop one run.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 data_app = typer.Typer(help="This node's local datasets (they never leave it during training).", no_args_is_help=True)
 
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", envvar="COLLAB_HOME", help="Node home directory.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
-
-def _cli():
-    from . import cli
-
-    return cli
 
 
 def _fmt_round(ev: dict) -> str:
@@ -47,8 +41,7 @@ def _fmt_round(ev: dict) -> str:
 
 
 def _watch(h: Path, out: Out, run_id: str) -> int:
-    cli = _cli()
-    with cli._client(h, out) as client:
+    with node_client(h, out) as client:
         try:
             events = client.run_watch(run_id=run_id)
         except ConnectionError as exc:
@@ -98,13 +91,12 @@ def train(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    cli = _cli()
-    out, h = Out(json_out), cli._home(home)
+    out, h = Out(json_out), home_of(home)
     args = dict(model=model, dataset=dataset, rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr,
                 strategy=strategy, mu=mu, min_clients=min_clients, fraction=fraction, round_timeout=round_timeout,
                 mode=mode, buffer_k=buffer_k, compress=compress, dp_clip=dp_clip, dp_noise=dp_noise,
                 eval_dataset=eval_dataset, seed=seed)
-    res = cli._call(h, out, lambda c: c.train(**args))
+    res = call(h, out, lambda c: c.train(**args))
     if no_wait:
         out.data(res, res["run_id"])
         return
@@ -116,9 +108,8 @@ def train(
 def train_resume(run_id: Annotated[Optional[str], typer.Argument()] = None, no_wait: bool = False,
                  home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Resume a stopped or failed run at its last committed round."""
-    cli = _cli()
-    out, h = Out(json_out), cli._home(home)
-    res = cli._call(h, out, lambda c: c.train_resume(run_id=run_id))
+    out, h = Out(json_out), home_of(home)
+    res = call(h, out, lambda c: c.train_resume(run_id=run_id))
     out.info(f"run {res['run_id']} resumes after round {res['round']}")
     if not no_wait:
         raise typer.Exit(_watch(h, out, res["run_id"]))
@@ -126,9 +117,8 @@ def train_resume(run_id: Annotated[Optional[str], typer.Argument()] = None, no_w
 
 def runs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Training runs known to this node (replicated from the master)."""
-    cli = _cli()
     out = Out(json_out)
-    rows = cli._call(cli._home(home), out, lambda c: c.runs())
+    rows = call(home_of(home), out, lambda c: c.runs())
     cols = [("run_id", "RUN"), ("model", "MODEL"), ("strategy", "STRATEGY"), ("status", "STATUS"),
             ("round", "ROUND"), ("rounds", "OF"), ("accuracy", "ACCURACY"), ("version", "VERSION")]
     out.data(rows, out.table(rows, cols))
@@ -137,9 +127,8 @@ def runs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 @run_app.command("show")
 def run_show(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """History (accuracy, loss, bytes, stragglers per round) and the contribution ledger."""
-    cli = _cli()
     out = Out(json_out)
-    st = cli._call(cli._home(home), out, lambda c: c.run_show(run_id=run_id))
+    st = call(home_of(home), out, lambda c: c.run_show(run_id=run_id))
     lines = [f"run {st['run_id']}  status {st['status']}  round {st['round']}/{st['config']['rounds']}  "
              f"strategy {st['config']['strategy']}  version {st['version']}"]
     lines += ["  " + _fmt_round(e) for e in st["history"]]
@@ -153,41 +142,36 @@ def run_show(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> No
 @run_app.command("stop")
 def run_stop(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Stop a run after its current round (resume later with `collab train resume`)."""
-    cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, lambda c: c.run_stop(run_id=run_id)))
+    out.data(call(home_of(home), out, lambda c: c.run_stop(run_id=run_id)))
 
 
 @models_app.command("list")
 def models_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    cli = _cli()
     out = Out(json_out)
-    rows = cli._call(cli._home(home), out, lambda c: c.models_list())
+    rows = call(home_of(home), out, lambda c: c.models_list())
     out.data(rows, out.table(rows, [("name", "NAME"), ("versions", "VERSIONS"), ("latest", "LATEST")]))
 
 
 @models_app.command("show")
 def models_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], home: HomeOpt = None,
                 json_out: JsonOpt = False) -> None:
-    cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, lambda c: c.models_show(ref=ref)))
+    out.data(call(home_of(home), out, lambda c: c.models_show(ref=ref)))
 
 
 @models_app.command("import")
 def models_import(path: Path, name: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Import a .keras file as a new model."""
-    cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, lambda c: c.models_import(path=str(path.absolute()), name=name)))
+    out.data(call(home_of(home), out, lambda c: c.models_import(path=str(path.absolute()), name=name)))
 
 
 @models_app.command("export")
 def models_export(ref: str, path: Path, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Write a version as a .keras file."""
-    cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, lambda c: c.models_export(ref=ref, path=str(path.absolute()))))
+    out.data(call(home_of(home), out, lambda c: c.models_export(ref=ref, path=str(path.absolute()))))
 
 
 @data_app.command("add")
@@ -205,7 +189,6 @@ def data_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Register a local dataset (an image folder, or built-in demo data with a partition)."""
-    cli = _cli()
     out = Out(json_out)
     if bool(folder) == bool(builtin):
         out.error("give exactly one of --folder or --builtin")
@@ -215,32 +198,29 @@ def data_add(
         spec["path"] = str(path.absolute())
     if partition != "none":
         spec["partition"] = {"scheme": partition, "num_clients": clients, "client": client, "seed": seed, "alpha": alpha}
-    out.data(cli._call(cli._home(home), out, lambda c: c.data_add(name=name, spec=spec)))
+    out.data(call(home_of(home), out, lambda c: c.data_add(name=name, spec=spec)))
 
 
 @data_app.command("list")
 def data_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    cli = _cli()
     out = Out(json_out)
-    rows = cli._call(cli._home(home), out, lambda c: c.data_list())
+    rows = call(home_of(home), out, lambda c: c.data_list())
     out.data(rows, out.table(rows, [("name", "NAME"), ("spec", "SPEC")]))
 
 
 @data_app.command("stats")
 def data_stats(name: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    cli = _cli()
     out = Out(json_out)
-    out.data(cli._call(cli._home(home), out, lambda c: c.data_stats(name=name)))
+    out.data(call(home_of(home), out, lambda c: c.data_stats(name=name)))
 
 
 @data_app.command("split")
 def data_split(name: str, scheme: str = "iid", as_: Annotated[Optional[str], typer.Option("--as")] = None,
                home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Deal a dataset held here out to every node (sends the images: only if you don't need privacy)."""
-    cli = _cli()
     out = Out(json_out)
     sys.stderr.write("note: this sends the dataset's images to the other nodes\n")
-    out.data(cli._call(cli._home(home), out, lambda c: c.data_split(name, as_=as_ or name, scheme=scheme)))
+    out.data(call(home_of(home), out, lambda c: c.data_split(name, as_=as_ or name, scheme=scheme)))
 
 
 def register(app: typer.Typer) -> None:

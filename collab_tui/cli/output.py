@@ -10,7 +10,7 @@ import json
 import sys
 
 # The CLI's callers import these from here; the TUI imports them from textfmt (it must not import CLI code).
-from .textfmt import human_bytes, parse_duration  # noqa: F401
+from ..textfmt import human_bytes, parse_duration  # noqa: F401
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_NODE, EXIT_REFUSED, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
 

@@ -1,0 +1,177 @@
+"""`collab daemon`, `status`, `nodes`, `logs`, `stop`, `demo`: the local node."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import HomeOpt, JsonOpt, call, home_of, node_client
+from .output import EXIT_ERROR, Out, human_bytes
+
+
+def daemon(
+    port: Annotated[Optional[int], typer.Option(help="TCP port (0 = any free port).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on.")] = None,
+    advertise: Annotated[Optional[str], typer.Option(help="Address peers should dial.")] = None,
+    peer: Annotated[Optional[list[str]], typer.Option("--peer", help="Static peer host:port (repeatable).")] = None,
+    priority: Annotated[Optional[int], typer.Option(help="Election priority (higher wins).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Node name.")] = None,
+    mdns: Annotated[Optional[bool], typer.Option("--mdns/--no-mdns", help="mDNS discovery.")] = None,
+    mdns_interface: Annotated[Optional[list[str]], typer.Option(help="Pin mDNS to these interface addresses.")] = None,
+    heartbeat: Annotated[Optional[float], typer.Option(help="Heartbeat interval, seconds.")] = None,
+    preempt: Annotated[Optional[bool], typer.Option("--preempt/--no-preempt", help="A higher node takes over a healthy master.")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Log to the file only.")] = False,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Write pid/port JSON here once serving.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run this node headless. SIGTERM = graceful leave (an immediate election if it was master)."""
+    import asyncio
+
+    from ..config import ConfigError, load_config
+    from ..net.identity import NotInitialized
+    from ..node.daemon import run_daemon
+
+    out, h = Out(), home_of(home)
+    overrides = {
+        "port": port, "host": host, "advertise": advertise, "peers": peer or None, "priority": priority,
+        "name": name, "mdns": mdns, "mdns_interfaces": mdns_interface or None, "heartbeat_interval": heartbeat,
+        "preempt": preempt, "log_level": log_level,
+    }
+    try:
+        cfg = load_config(h, overrides)
+        code = asyncio.run(run_daemon(h, cfg, log_to_stderr=not quiet, ready_file=ready_file))
+    except (ConfigError, NotInitialized, RuntimeError, OSError) as exc:
+        out.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    raise typer.Exit(code)
+
+
+def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """This node: id, role, term, master, peers, health."""
+    out = Out(json_out)
+    res = call(home_of(home), out, lambda c: c.status())
+    if json_out:
+        out.data(res)
+        return
+    shown = dict(res)
+    bad = shown.pop("unhealthy", None) or {}
+    if bad:  # one line: which task kinds this node keeps failing, and why
+        shown["health"] = "unhealthy: " + "; ".join(f"{kind} failing: {why}" for kind, why in bad.items())
+    out.data(shown)
+
+
+def _health_cell(row: dict) -> str:
+    """HEALTH column: "ok", "faces failing", ... ("" for a node too old to report it)."""
+    bad = row.get("unhealthy") or {}
+    if bad:
+        return ", ".join(f"{kind} failing" for kind in bad)
+    return str(row.get("health") or "")
+
+
+def _health_lines(rows: list[dict]) -> list[str]:
+    """One line per unhealthy node, with the full reasons (shown under the table)."""
+    lines = []
+    for r in rows:
+        bad = r.get("unhealthy") or {}
+        if bad:
+            who = f"{r.get('name', '')} ({r.get('short_id') or str(r.get('node_id', ''))[:12]})"
+            lines.append(f"{who} is unhealthy: " + "; ".join(f"{kind} tasks fail: {why}" for kind, why in bad.items()))
+    return lines
+
+
+def _node_rows(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        r["mem"] = human_bytes(r.get("mem_free"))
+        r["model"] = (r.get("model_version") or "")[:12]
+    return [{**r, "health_cell": _health_cell(r)} for r in rows]  # copies: --json keeps its keys
+
+
+NODE_COLUMNS = [
+    ("name", "NAME"), ("short_id", "ID"), ("addr", "ADDRESS"), ("role", "ROLE"), ("term", "TERM"),
+    ("state", "STATE"), ("health_cell", "HEALTH"), ("cpus", "CPU"), ("load", "LOAD"), ("mem", "MEM FREE"),
+    ("queue", "QUEUE"), ("model", "MODEL"),
+]
+
+
+def nodes(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Refresh interval for --watch.")] = 1.0,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The cluster's nodes as this node sees them."""
+    out, h = Out(json_out), home_of(home)
+    try:
+        while True:
+            rows = call(h, out, lambda c: c.nodes())
+            if watch and not json_out:
+                sys.stdout.write("\x1b[2J\x1b[H")
+            out.data(rows, "\n".join([out.table(_node_rows(rows), NODE_COLUMNS), *_health_lines(rows)]))
+            if not watch:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def logs(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    lines: Annotated[int, typer.Option("-n", help="How many recent lines.")] = 50,
+    level: Annotated[str, typer.Option(help="Minimum level.")] = "DEBUG",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The node's recent log lines."""
+    import logging
+
+    out, h = Out(json_out), home_of(home)
+    floor = logging.getLevelName(level.upper())
+    floor = floor if isinstance(floor, int) else 0
+
+    def show(item: dict) -> None:
+        if logging.getLevelName(item["level"]) < floor:
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(item["ts"]))
+        out.data(item, f"{stamp} {item['level']:<7} {item['logger']}: {item['msg']}")
+
+    try:
+        if follow:
+            with node_client(h, out) as client:
+                for item in client.logs_follow(n=lines):
+                    show(item)
+        else:
+            for item in call(h, out, lambda c: c.logs(n=lines)):
+                show(item)
+    except (KeyboardInterrupt, BrokenPipeError):
+        return
+
+
+def stop(home: HomeOpt = None) -> None:
+    """Ask the local node to leave the cluster gracefully and exit."""
+    out = Out()
+    call(home_of(home), out, lambda c: c.stop())
+    out.info("node is leaving")
+
+
+def demo(
+    nodes_: Annotated[int, typer.Option("--nodes", min=2, max=8, help="How many local nodes.")] = 3,
+    keep: Annotated[bool, typer.Option(help="Keep the temporary homes for inspection.")] = False,
+    lan: Annotated[Optional[bool], typer.Option("--lan/--loopback",
+                                                help="Virtual LAN of network namespaces (default: when root).")] = None,
+) -> None:
+    """Start N nodes (a virtual LAN as root, else loopback), show discovery and the master, kill it, show the
+    failover, run a recognition job and a federated training run, clean up."""
+    from ..demo import run_demo
+
+    raise typer.Exit(run_demo(nodes_, keep=keep, lan=lan))
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (daemon, status, nodes, logs, stop):
+        app.command()(fn)
+    app.command(name="demo")(demo)
