@@ -13,9 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from collab_tui.ml.cvload import import_cv2
-
-cv2 = import_cv2()  # not `import cv2`: a first import racing in threads is unsafe (see cvload)
+from collab_tui.ml.cvload import cv2  # never `import cv2` (see cvload)
 
 __all__ = [
     "DIGITS_LABELS",

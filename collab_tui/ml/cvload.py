@@ -8,9 +8,10 @@ bound that object at import time (``import cv2`` at its top) keeps it for the li
 one node every face task then failed with ``module 'cv2' has no attribute 'data'``.
 
 So the first import happens under one process-wide lock, and every module of collab that runs in job
-threads (the pool initializer, ``ml/images.py``, ``ml/detectors.py``, ...) gets cv2 from here. Importing
-this module costs nothing: cv2 is loaded on the first call only, so ``collab --help`` and an idle daemon
-stay free of it.
+threads (the pool initializer, ``ml/images.py``, ``ml/detectors.py``, ...) gets cv2 from here: a module
+that needs it at its top writes ``from collab_tui.ml.cvload import cv2`` (the same as ``cv2 = import_cv2()``,
+never ``import cv2``). Importing this module costs nothing: cv2 is loaded on the first call (or the first
+``cvload.cv2``) only, so ``collab --help`` and an idle daemon stay free of it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def import_cv2() -> ModuleType:
     if mod is not None:
         return mod
     return _import_locked()
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``from collab_tui.ml.cvload import cv2``: `import_cv2()` written as an import."""
+    if name == "cv2":
+        return import_cv2()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _bootstrapping(mod: ModuleType) -> bool:

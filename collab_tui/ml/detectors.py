@@ -12,10 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from collab_tui.ml.cvload import import_cv2
+from collab_tui.ml.cvload import cv2  # never `import cv2` (see cvload)
 from collab_tui.ml.images import MAX_BYTES, MAX_PIXELS, decode_image
-
-cv2 = import_cv2()  # not `import cv2`: a first import racing in threads is unsafe (see cvload)
 
 __all__ = [
     "TASKS",

@@ -282,14 +282,11 @@ class Election:
             self._accept_master(peer_id, term, now)
 
     def _on_election(self, peer_id: str, term: int, now: float) -> None:
-        if self.role == MASTER:
-            if term > self.term:
-                self.term = term  # silently: _become_master emits term + 1
-                self._become_master(now)
-            else:
-                self._send(peer_id, EL_COORDINATOR)
+        if self.role == MASTER and term <= self.term:
+            self._send(peer_id, EL_COORDINATOR)
             return
-        self._adopt(term)
+        if self._master_handles(term, now):
+            return
         if self.rank_of(peer_id) > self.rank:
             return  # a higher node asking us: inconsistent priorities, nothing to do
         live_master = self.master_id if self.master_id in self._alive else None
@@ -305,24 +302,16 @@ class Election:
         self._begin_election(now)
 
     def _on_answer(self, peer_id: str, term: int, now: float) -> None:
-        if self.role == MASTER:
-            if term > self.term:
-                self.term = term
-                self._become_master(now)
+        if self._master_handles(term, now):
             return
-        self._adopt(term)
         if self.role == CANDIDATE and self._answer_deadline is not None:
             self._answer_deadline = None
             self._coord_deadline = now + self.coordinator_timeout
 
     def _on_leave(self, peer_id: str, term: int, now: float) -> None:
         self._alive.discard(peer_id)
-        if self.role == MASTER:
-            if term > self.term:
-                self.term = term
-                self._become_master(now)
+        if self._master_handles(term, now):
             return
-        self._adopt(term)
         lost = self.master_id is None and peer_id == self._lost_master
         if peer_id != self.master_id and not lost:
             return
@@ -365,6 +354,18 @@ class Election:
             self._begin_election(now)  # bully: we outrank this master
 
     # -- helpers ----------------------------------------------------------------------------
+    def _master_handles(self, term: int, now: float) -> bool:
+        """A peer's term, heard in an election, answer or leave. The master takes a higher one silently and
+        claims mastership again above it (`_become_master` emits term + 1), and is done with the message
+        (True); any other role adopts a higher term and goes on (False)."""
+        if self.role != MASTER:
+            self._adopt(term)
+            return False
+        if term > self.term:
+            self.term = term
+            self._become_master(now)
+        return True
+
     def _adopt(self, term: int) -> None:
         if term > self.term:
             self._set_term(term)

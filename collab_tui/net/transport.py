@@ -196,17 +196,15 @@ class Connection:
             else:
                 self._blobs[sid] = (msg, rx)
             return
-        if "re" in msg:
-            fut = self._pending.get(msg["re"])
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-            return
-        self._handle(msg)
+        self._route(msg)
 
     def _deliver_blob(self, header: dict, data: bytes) -> None:
-        msg = {**header, "t": str(header.get("kind", "blob")), "data": data}
-        if "re" in header:
-            fut = self._pending.get(header["re"])
+        self._route({**header, "t": str(header.get("kind", "blob")), "data": data})
+
+    def _route(self, msg: dict) -> None:
+        """A reply (``re``) resolves the request waiting for it (a late one is dropped); the rest is handled."""
+        if "re" in msg:
+            fut = self._pending.get(msg["re"])
             if fut is not None and not fut.done():
                 fut.set_result(msg)
             return

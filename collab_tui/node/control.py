@@ -13,6 +13,7 @@ clients (`collab_tui/client.py`) sit on the two small transports below: a synchr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -178,6 +179,20 @@ def _alive(path: Path) -> bool:
         s.close()
 
 
+_NO_LISTENER = (FileNotFoundError, ConnectionRefusedError)  # connecting: no socket file, or no node behind it
+
+
+def _request_line(cmd: str, args: dict) -> bytes:
+    return json.dumps({"cmd": cmd, "args": args}).encode() + b"\n"
+
+
+def _accepted(reply: dict) -> dict:
+    """The node's first answer to a request, or `ControlError` with its reason."""
+    if not reply.get("ok"):
+        raise ControlError(reply.get("error", "failed"))
+    return reply
+
+
 class ControlClient:
     """Synchronous transport (the CLI's typed `client.Client` sits on it; the test harness calls it with
     wire names)."""
@@ -188,24 +203,19 @@ class ControlClient:
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(str(socket_path(home)))
-        except (FileNotFoundError, ConnectionRefusedError):
+        except _NO_LISTENER:
             self.sock.close()
             raise NoNodeRunning(home) from None
         self.file = self.sock.makefile("rb")
 
     def call(self, cmd: str, **args) -> object:
-        self.sock.sendall(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
-        reply = self._read()
-        if not reply.get("ok"):
-            raise ControlError(reply.get("error", "failed"))
-        return reply.get("result")
+        self.sock.sendall(_request_line(cmd, args))
+        return _accepted(self._read()).get("result")
 
     def stream(self, cmd: str, **args):
         self.sock.settimeout(None)
-        self.sock.sendall(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
-        first = self._read()
-        if not first.get("ok"):
-            raise ControlError(first.get("error", "failed"))
+        self.sock.sendall(_request_line(cmd, args))
+        _accepted(self._read())
         while True:
             msg = self._read()
             yield msg["event"]
@@ -228,39 +238,34 @@ class ControlClient:
 
 
 class AsyncControlClient:
-    """asyncio transport (the TUI's typed `client.AsyncClient` sits on it)."""
+    """asyncio transport (the TUI's typed `client.AsyncClient` sits on it): one connection per request."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
 
-    async def call(self, cmd: str, timeout: float = 30.0, **args) -> object:
+    @contextlib.asynccontextmanager
+    async def _sent(self, cmd: str, args: dict) -> AsyncIterator[asyncio.StreamReader]:
+        """A new connection with the request sent: yields its reader, closes it on the way out."""
         try:
             reader, writer = await asyncio.open_unix_connection(str(socket_path(self.home)), limit=MAX_LINE)
-        except (FileNotFoundError, ConnectionRefusedError):
+        except _NO_LISTENER:
             raise NoNodeRunning(self.home) from None
         try:
-            writer.write(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
-            reply = json.loads(await asyncio.wait_for(reader.readline(), timeout))
+            writer.write(_request_line(cmd, args))
+            yield reader
         finally:
             writer.close()
-        if not reply.get("ok"):
-            raise ControlError(reply.get("error", "failed"))
-        return reply.get("result")
+
+    async def call(self, cmd: str, timeout: float = 30.0, **args) -> object:
+        async with self._sent(cmd, args) as reader:
+            reply = json.loads(await asyncio.wait_for(reader.readline(), timeout))
+        return _accepted(reply).get("result")
 
     async def stream(self, cmd: str, **args) -> AsyncIterator[dict]:
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(socket_path(self.home)), limit=MAX_LINE)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise NoNodeRunning(self.home) from None
-        try:
-            writer.write(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
-            first = json.loads(await reader.readline())
-            if not first.get("ok"):
-                raise ControlError(first.get("error", "failed"))
+        async with self._sent(cmd, args) as reader:
+            _accepted(json.loads(await reader.readline()))
             while True:
                 line = await reader.readline()
                 if not line:
                     return
                 yield json.loads(line)["event"]
-        finally:
-            writer.close()

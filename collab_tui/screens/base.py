@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input
 
+from ..tui_client import CLIENT_ERRORS, describe_error
 from ..widgets.batch import BatchReady
 from .live import LiveState
 from .messages import ClusterPolled, NodeEvents
@@ -20,6 +24,13 @@ class CollabScreen(Screen):
     """A mode screen. Subclasses override `refresh_data`, `node_events` and `cluster_polled`."""
 
     app: "CollabApp"
+
+    @dataclass
+    class Failed(Message):
+        """A control call of this screen failed: shown as an error toast, then passed to `failed`."""
+
+        what: str
+        error: str
 
     @property
     def client(self) -> "NodeClient":
@@ -64,5 +75,23 @@ class CollabScreen(Screen):
     def cluster_polled(self, status: dict, nodes: list[dict]) -> None:
         """React to the app's periodic `status` + `nodes` poll."""
 
-    def fail(self, what: str, error: str) -> None:
-        self.notify(f"{what}: {error}", severity="error", timeout=6)
+    def failed(self, what: str, error: str) -> None:
+        """React to a failed control call (after its error toast), e.g. show the reason in a widget."""
+
+    def on_collab_screen_failed(self, message: Failed) -> None:
+        self.notify(f"{message.what}: {message.error}", severity="error", timeout=6)
+        self.failed(message.what, message.error)
+
+    async def ask(self, what: str, call: Callable[[], Awaitable[Any]],
+                  reply: Callable[[Any], Message] | None = None) -> Any:
+        """From a worker: await one control call. Posts ``reply(result)`` (when given) and returns the result;
+        on failure posts `Failed` (``what``: the reason) and returns None. ``call`` makes the request inside
+        the guard, so what building it raises (a refused argument, a missing key) is a failure too."""
+        try:
+            result = await call()
+        except CLIENT_ERRORS as exc:
+            self.post_message(self.Failed(what, describe_error(exc)))
+            return None
+        if reply is not None:
+            self.post_message(reply(result))
+        return result

@@ -41,11 +41,6 @@ class JobsScreen(CollabScreen):
     class JobShown(Message):
         job: dict
 
-    @dataclass
-    class Failed(Message):
-        what: str
-        error: str
-
     def __init__(self) -> None:
         super().__init__()
         self.job: dict | None = None
@@ -90,24 +85,13 @@ class JobsScreen(CollabScreen):
 
     @work(group="jobs-load", exclusive=True)
     async def _load_latest(self) -> None:
-        try:
-            jobs = await self.client.jobs()
-            if not jobs:
-                return
-            job = await self.client.job_show(job_id=jobs[-1]["job_id"])
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("loading jobs", describe_error(exc)))
-            return
-        self.post_message(self.JobShown(job))
+        jobs = await self.ask("loading jobs", self.client.jobs)
+        if jobs:
+            await self.ask("loading jobs", lambda: self.client.job_show(job_id=jobs[-1]["job_id"]), self.JobShown)
 
     @work(group="jobs-show", exclusive=True)
     async def _show_job(self, job_id: str) -> None:
-        try:
-            job = await self.client.job_show(job_id=job_id)
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("reading the job", describe_error(exc)))
-            return
-        self.post_message(self.JobShown(job))
+        await self.ask("reading the job", lambda: self.client.job_show(job_id=job_id), self.JobShown)
 
     # ----------------------------------------------------------------- submitting
     def action_submit(self) -> None:
@@ -124,12 +108,9 @@ class JobsScreen(CollabScreen):
     @work(group="jobs-submit", exclusive=True)
     async def _submit(self, path: str, task: str, out: str) -> None:
         options = {"method": "mean"} if task == "ensemble" else {}
-        try:
-            job = await self.client.using(timeout=120.0).submit(paths=[path], task=task, options=options, out=out)
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("submit refused", describe_error(exc)))
-            return
-        self.post_message(self.JobStarted(job))
+        client = self.client.using(timeout=120.0)
+        await self.ask("submit refused", lambda: client.submit(paths=[path], task=task, options=options, out=out),
+                       self.JobStarted)
 
     def on_jobs_screen_job_started(self, message: JobStarted) -> None:
         self._set_job(message.job)
@@ -152,15 +133,11 @@ class JobsScreen(CollabScreen):
 
     @work(group="jobs-cancel")
     async def _cancel(self, job_id: str) -> None:
-        try:
-            await self.client.job_cancel(job_id=job_id)
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("cancel refused", describe_error(exc)))
+        await self.ask("cancel refused", lambda: self.client.job_cancel(job_id=job_id))
 
-    def on_jobs_screen_failed(self, message: Failed) -> None:
-        self.fail(message.what, message.error)
+    def failed(self, what: str, error: str) -> None:
         if self.job is None:
-            self.query_one("#job-state", Label).update(f"{message.what}: {message.error}")
+            self.query_one("#job-state", Label).update(f"{what}: {error}")
 
     # ----------------------------------------------------------------- showing
     def _set_job(self, job: dict) -> None:

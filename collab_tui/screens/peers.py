@@ -12,7 +12,6 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Footer, Header, Label, Static
 
-from ..tui_client import CLIENT_ERRORS, describe_error
 from ..widgets.peers import InviteForm, TrustTable
 from .base import CollabScreen
 from .confirm import ConfirmRevoke
@@ -44,11 +43,6 @@ class PeersScreen(CollabScreen):
     class Revoked(Message):
         result: dict
 
-    @dataclass
-    class Failed(Message):
-        what: str
-        error: str
-
     def __init__(self) -> None:
         super().__init__()
         self.token: str | None = None
@@ -75,12 +69,8 @@ class PeersScreen(CollabScreen):
 
     @work(group="trust-list", exclusive=True)
     async def _load(self) -> None:
-        try:
-            res = await self.client.trust_list()
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("reading the trust list", describe_error(exc)))
-            return
-        self.post_message(self.TrustListed(res.get("members", []), int(res.get("denylist_version", 0))))
+        await self.ask("reading the trust list", self.client.trust_list,
+                       lambda res: self.TrustListed(res.get("members", []), int(res.get("denylist_version", 0))))
 
     def on_peers_screen_trust_listed(self, message: TrustListed) -> None:
         self.members = message.members
@@ -102,19 +92,15 @@ class PeersScreen(CollabScreen):
 
     # ----------------------------------------------------------------- invite
     def action_invite(self) -> None:
-        self.query_one(InviteForm).request()
+        self.query_one(InviteForm).submit()
 
     def on_invite_form_requested(self, message: InviteForm.Requested) -> None:
         self._invite(message.ttl, message.uses)
 
     @work(group="invite", exclusive=True)
     async def _invite(self, ttl: float, uses: int) -> None:
-        try:
-            res = await self.client.invite(ttl=ttl, uses=uses)
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("invite refused", describe_error(exc)))
-            return
-        self.post_message(self.Invited(res["token"], res.get("addr", "")))
+        await self.ask("invite refused", lambda: self.client.invite(ttl=ttl, uses=uses),
+                       lambda res: self.Invited(res["token"], res.get("addr", "")))
 
     def on_peers_screen_invited(self, message: Invited) -> None:
         self.token = message.token
@@ -152,18 +138,12 @@ class PeersScreen(CollabScreen):
 
     @work(group="revoke")
     async def _revoke(self, node_id: str, reason: str) -> None:
-        try:
-            res = await self.client.revoke(node=node_id, reason=reason)
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("revoke refused", describe_error(exc)))
-            return
-        self.post_message(self.Revoked(res))
+        await self.ask("revoke refused", lambda: self.client.revoke(node=node_id, reason=reason), self.Revoked)
 
     def on_peers_screen_revoked(self, message: Revoked) -> None:
         self.notify(f"revoked {message.result.get('revoked', '')[:12]} (deny-list v{message.result.get('version')})")
         self._load()
 
-    def on_peers_screen_failed(self, message: Failed) -> None:
-        self.fail(message.what, message.error)
-        if message.what == "invite refused":
-            self.query_one("#invite-token", Static).update(Text(message.error, style="red"))
+    def failed(self, what: str, error: str) -> None:
+        if what == "invite refused":
+            self.query_one("#invite-token", Static).update(Text(error, style="red"))

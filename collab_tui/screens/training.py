@@ -43,11 +43,6 @@ class TrainingScreen(CollabScreen):
     class RunsListed(Message):
         runs: list
 
-    @dataclass
-    class Failed(Message):
-        what: str
-        error: str
-
     def __init__(self) -> None:
         super().__init__()
         self.run_id: str | None = None
@@ -95,12 +90,7 @@ class TrainingScreen(CollabScreen):
 
     @work(group="train-runs", exclusive=True)
     async def _list_runs(self) -> None:
-        try:
-            runs = await self.client.runs()
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("listing runs", describe_error(exc)))
-            return
-        self.post_message(self.RunsListed(runs))
+        await self.ask("listing runs", self.client.runs, self.RunsListed)
 
     @work(group="train-show", exclusive=True)
     async def _load_run(self, run_id: str, tries: int = 1) -> None:
@@ -136,19 +126,15 @@ class TrainingScreen(CollabScreen):
 
     # ----------------------------------------------------------------- starting / stopping
     def action_start_run(self) -> None:
-        self.query_one(TrainForm).start()
+        self.query_one(TrainForm).submit()
 
     def on_train_form_start(self, message: TrainForm.Start) -> None:
         self._start(message.args)
 
     @work(group="train-start", exclusive=True)
     async def _start(self, args: dict) -> None:
-        try:
-            result = await self.client.using(timeout=120.0).train(**args)
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("the node refused the run", describe_error(exc)))
-            return
-        self.post_message(self.RunStarted(result))
+        await self.ask("the node refused the run", lambda: self.client.using(timeout=120.0).train(**args),
+                       self.RunStarted)
 
     def on_training_screen_run_started(self, message: RunStarted) -> None:
         run_id = message.result["run_id"]
@@ -162,15 +148,11 @@ class TrainingScreen(CollabScreen):
 
     @work(group="train-stop")
     async def _stop(self, run_id: str) -> None:
-        try:
-            await self.client.run_stop(run_id=run_id)
-        except CLIENT_ERRORS as exc:
-            self.post_message(self.Failed("stop refused", describe_error(exc)))
+        await self.ask("stop refused", lambda: self.client.run_stop(run_id=run_id))
 
-    def on_training_screen_failed(self, message: Failed) -> None:
-        if message.what.startswith("the node refused"):
-            self.query_one(TrainForm).set_status(message.error, error=True)
-        self.fail(message.what, message.error)
+    def failed(self, what: str, error: str) -> None:
+        if what.startswith("the node refused"):
+            self.query_one(TrainForm).set_status(error, error=True)
 
     # ----------------------------------------------------------------- showing
     def on_training_screen_run_shown(self, message: RunShown) -> None:

@@ -6,15 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual import on
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Label, Sparkline, Static
 
 from ..textfmt import human_bytes, short_id as short
-
-COLUMNS = [("name", "Name"), ("short_id", "ID"), ("addr", "Address"), ("role", "Role"), ("term", "Term"),
-           ("state", "State"), ("health", "Health"), ("cpus", "CPU"), ("load", "Load"), ("mem", "Mem free"),
-           ("queue", "Queue"), ("model", "Model")]
+from .tables import KeyedTable
 
 STATE_STYLE = {"self": "bold", "alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 ROLE_STYLE = {"master": "bold magenta", "candidate": "yellow"}
@@ -41,8 +39,13 @@ def cells(row: dict) -> list:
     ]
 
 
-class NodeTable(DataTable):
+class NodeTable(KeyedTable):
     """One row per node, keyed by node id; the cursor stays on its node across refreshes."""
+
+    COLUMNS = (("name", "Name"), ("short_id", "ID"), ("addr", "Address"), ("role", "Role"), ("term", "Term"),
+               ("state", "State"), ("health", "Health"), ("cpus", "CPU"), ("load", "Load"), ("mem", "Mem free"),
+               ("queue", "Queue"), ("model", "Model"))
+    ZEBRA = True
 
     @dataclass
     class NodeChosen(Message):
@@ -50,44 +53,17 @@ class NodeTable(DataTable):
 
         node_id: str
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.zebra_stripes = True
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
-
     def show_rows(self, rows: list[dict]) -> None:
-        keys = [r["node_id"] for r in rows]
-        current = [k.value for k in self.rows]
-        if keys == current:
-            for r in rows:
-                for (col, _), value in zip(COLUMNS, cells(r)):
-                    self.update_cell(r["node_id"], col, value)
-            return
-        chosen = self.chosen()
-        self.clear()
-        for r in rows:
-            self.add_row(*cells(r), key=r["node_id"])
-        if chosen in keys:
-            self.move_cursor(row=keys.index(chosen))
+        if [r["node_id"] for r in rows] == [k.value for k in self.rows]:
+            for r in rows:  # the same nodes: update the cells in place
+                self.set_row(r["node_id"], cells(r))
+        else:
+            self.fill(((r["node_id"], cells(r)) for r in rows), keep_cursor=True)
 
-    def chosen(self) -> str | None:
-        if not self.row_count:
-            return None
-        try:
-            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - cursor outside the table
-            return None
-
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        event.stop()
-        if event.row_key.value:
-            self.post_message(self.NodeChosen(event.row_key.value))
-
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        if event.row_key.value:
-            self.post_message(self.NodeChosen(event.row_key.value))
+    @on(DataTable.RowHighlighted)
+    @on(DataTable.RowSelected)
+    def _row_chosen(self, event: DataTable.RowHighlighted | DataTable.RowSelected) -> None:
+        self.post_chosen(event, self.NodeChosen)
 
 
 class LoadSparklines(VerticalScroll):

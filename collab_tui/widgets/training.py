@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
@@ -13,12 +12,14 @@ from textual.widgets import Button, DataTable, Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
 from ..ml.strategy_specs import DEFAULT, SPECS
+from .forms import Form
+from .tables import KeyedTable
 
 PHASE_STYLE = {"train": "yellow", "upload": "cyan", "selected": "dim", "aggregated": "green", "left out": "red",
                "rejected": "red"}
 
 
-class TrainForm(VerticalScroll):
+class TrainForm(VerticalScroll, Form):
     """Model, rounds, epochs, strategy, min clients, dataset. Posts `Start` with validated arguments."""
 
     @dataclass
@@ -56,27 +57,22 @@ class TrainForm(VerticalScroll):
             raise ValueError(f"{label} must be at least {low}")
         return value
 
-    @on(Button.Pressed, "#train-start")
-    @on(Input.Submitted)
-    def start(self, event: Message | None = None) -> None:
-        if event is not None:
-            event.stop()
-        try:
-            model = self.query_one("#train-model", Input).value.strip()
-            dataset = self.query_one("#train-dataset", Input).value.strip()
-            if not model:
-                raise ValueError("model is required (e.g. digits)")
-            if not dataset:
-                raise ValueError("dataset is required (add one with `collab data add`)")
-            args = {"model": model, "dataset": dataset, "rounds": self._int("train-rounds", "rounds"),
-                    "epochs": self._int("train-epochs", "epochs"),
-                    "strategy": str(self.query_one("#train-strategy", Select).value),
-                    "min_clients": self._int("train-min-clients", "min clients")}
-        except ValueError as exc:
-            self.set_status(str(exc), error=True)
-            return
+    def collect(self) -> Start:
+        model = self.query_one("#train-model", Input).value.strip()
+        dataset = self.query_one("#train-dataset", Input).value.strip()
+        if not model:
+            raise ValueError("model is required (e.g. digits)")
+        if not dataset:
+            raise ValueError("dataset is required (add one with `collab data add`)")
+        args = {"model": model, "dataset": dataset, "rounds": self._int("train-rounds", "rounds"),
+                "epochs": self._int("train-epochs", "epochs"),
+                "strategy": str(self.query_one("#train-strategy", Select).value),
+                "min_clients": self._int("train-min-clients", "min clients")}
         self.set_status("starting …")
-        self.post_message(self.Start(args))
+        return self.Start(args)
+
+    def refuse(self, reason: str) -> None:
+        self.set_status(reason, error=True)
 
 
 def _acc_loss(entry: dict) -> tuple[float | None, float | None]:
@@ -111,90 +107,64 @@ class MetricsPlot(PlotextPlot):
         self.refresh()
 
 
-class RoundsTable(DataTable):
-    COLUMNS = [("round", "Round"), ("clients", "Clients"), ("samples", "Samples"), ("mb", "MB"),
-               ("secs", "Secs"), ("acc", "Acc"), ("loss", "Loss"), ("left", "Left out (why)")]
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+class RoundsTable(KeyedTable):
+    COLUMNS = (("round", "Round"), ("clients", "Clients"), ("samples", "Samples"), ("mb", "MB"),
+               ("secs", "Secs"), ("acc", "Acc"), ("loss", "Loss"), ("left", "Left out (why)"))
 
     def show(self, history: list[dict], name_of) -> None:
-        self.clear()
-        for e in history:
-            acc, loss = _acc_loss(e)
-            left = {**(e.get("stragglers") or {}), **(e.get("rejected") or {})}
-            why = "; ".join(f"{name_of(n)}: {reason}" for n, reason in left.items())
-            self.add_row(str(e.get("round", "")), str(len(e.get("clients") or [])), str(e.get("samples", "")),
-                         f"{(e.get('bytes') or 0) / 1e6:.2f}", f"{e.get('wall_seconds', 0):.1f}",
-                         "" if acc is None else f"{acc:.3f}", "" if loss is None else f"{loss:.3f}",
-                         Text(why or "-", style="red" if why else "dim"), key=str(e.get("round", "")))
+        self.fill((str(e.get("round", "")), _round_cells(e, name_of)) for e in history)
 
 
-class PhaseTable(DataTable):
+def _round_cells(e: dict, name_of) -> list:
+    acc, loss = _acc_loss(e)
+    left = {**(e.get("stragglers") or {}), **(e.get("rejected") or {})}
+    why = "; ".join(f"{name_of(n)}: {reason}" for n, reason in left.items())
+    return [str(e.get("round", "")), str(len(e.get("clients") or [])), str(e.get("samples", "")),
+            f"{(e.get('bytes') or 0) / 1e6:.2f}", f"{e.get('wall_seconds', 0):.1f}",
+            "" if acc is None else f"{acc:.3f}", "" if loss is None else f"{loss:.3f}",
+            Text(why or "-", style="red" if why else "dim")]
+
+
+class PhaseTable(KeyedTable):
     """Each client's current phase in the watched run (from fl_phase / fl events)."""
 
-    COLUMNS = [("node", "Client"), ("phase", "Phase"), ("round", "Round"), ("note", "Note")]
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+    COLUMNS = (("node", "Client"), ("phase", "Phase"), ("round", "Round"), ("note", "Note"))
 
     def show(self, phases: dict[str, dict], name_of) -> None:
-        self.clear()
-        for nid, p in sorted(phases.items(), key=lambda kv: name_of(kv[0])):
-            phase = p.get("phase", "")
-            self.add_row(name_of(nid), Text(phase, style=PHASE_STYLE.get(phase, "")), str(p.get("round", "")),
-                         p.get("note", ""), key=nid)
+        self.fill((nid, [name_of(nid), Text(p.get("phase", ""), style=PHASE_STYLE.get(p.get("phase", ""), "")),
+                         str(p.get("round", "")), p.get("note", "")])
+                  for nid, p in sorted(phases.items(), key=lambda kv: name_of(kv[0])))
 
 
-class LedgerTable(DataTable):
+class LedgerTable(KeyedTable):
     """The run's contribution ledger: what each client gave and how much of it was accepted."""
 
-    COLUMNS = [("node", "Client"), ("samples", "Samples"), ("accepted", "Accepted"), ("rejected", "Rejected"),
-               ("rounds", "Rounds")]
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+    COLUMNS = (("node", "Client"), ("samples", "Samples"), ("accepted", "Accepted"), ("rejected", "Rejected"),
+               ("rounds", "Rounds"))
 
     def show(self, ledger: dict[str, dict], name_of) -> None:
-        self.clear()
-        for nid, e in sorted(ledger.items(), key=lambda kv: name_of(kv[0])):
-            self.add_row(name_of(nid), str(e.get("samples", 0)), str(e.get("accepted", 0)),
-                         str(e.get("rejected", 0)), str(e.get("rounds", 0)), key=nid)
+        self.fill((nid, [name_of(nid), *(str(e.get(k, 0)) for k in ("samples", "accepted", "rejected", "rounds"))])
+                  for nid, e in sorted(ledger.items(), key=lambda kv: name_of(kv[0])))
 
 
-class RunsTable(DataTable):
+class RunsTable(KeyedTable):
     """Runs known to this node; Enter or click watches one."""
 
-    COLUMNS = [("run", "Run"), ("model", "Model"), ("strategy", "Strategy"), ("status", "Status"),
-               ("round", "Round"), ("acc", "Acc")]
+    COLUMNS = (("run", "Run"), ("model", "Model"), ("strategy", "Strategy"), ("status", "Status"),
+               ("round", "Round"), ("acc", "Acc"))
 
     @dataclass
     class RunChosen(Message):
         run_id: str
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
-
     def show(self, runs: list[dict]) -> None:
         if runs == getattr(self, "_shown", None):
             return
         self._shown = runs
-        self.clear()
-        for r in reversed(runs):
-            acc = r.get("accuracy")
-            self.add_row(r["run_id"][:12], str(r.get("model", "")), str(r.get("strategy", "")),
-                         str(r.get("status", "")), f"{r.get('round', 0)}/{r.get('rounds', '?')}",
-                         "" if acc is None else f"{acc:.3f}", key=r["run_id"])
+        self.fill((r["run_id"], [r["run_id"][:12], str(r.get("model", "")), str(r.get("strategy", "")),
+                                 str(r.get("status", "")), f"{r.get('round', 0)}/{r.get('rounds', '?')}",
+                                 "" if r.get("accuracy") is None else f"{r['accuracy']:.3f}"])
+                  for r in reversed(runs))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        if event.row_key.value:
-            self.post_message(self.RunChosen(event.row_key.value))
+        self.post_chosen(event, self.RunChosen)
