@@ -14,7 +14,7 @@ Wire format (newline-delimited JSON on the node's Unix socket): ``{"cmd": NAME, 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 import msgspec
 
@@ -32,7 +32,10 @@ class Stream(Request, kw_only=True, forbid_unknown_fields=True):
     STREAM: ClassVar[bool] = True
 
 
-def decode(cls: type[Request], args: dict) -> Request:
+R = TypeVar("R", bound="Request")
+
+
+def decode(cls: type[R], args: dict[str, Any]) -> R:
     """Validate a request's arguments; raises ValueError naming the command and the field."""
     try:
         return msgspec.convert(args, type=cls)
@@ -40,9 +43,10 @@ def decode(cls: type[Request], args: dict) -> Request:
         raise ValueError(f"bad arguments for {cls.NAME}: {exc}") from None
 
 
-def encode(req: Request) -> dict:
+def encode(req: Request) -> dict[str, Any]:
     """The arguments of a request as JSON-ready data."""
-    return msgspec.to_builtins(req)
+    out: dict[str, Any] = msgspec.to_builtins(req)
+    return out
 
 
 # --------------------------------------------------------------------------- node

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
+
+_TYPES: dict[str, type | tuple[type, ...]] = {"dict": dict, "str": str, "int": int, "float": (int, float), "bool": bool}
 
 
 @dataclass(frozen=True)
 class ClientSpec:
-    arch: dict
+    arch: dict[str, Any]
     dataset: str
     seed: int
     holdout: float
@@ -21,15 +24,15 @@ class ClientSpec:
     compress: bool
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "ClientSpec":
+    def from_config(cls, cfg: dict[str, Any]) -> ClientSpec:
         """The fields of a run config (``RunConfig.__dict__`` as sent on the wire); checked, not trusted."""
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
+            kind = str(f.type).split("[")[0]
             if f.name not in cfg:
                 raise ValueError(f"run config lacks {f.name!r}")
-            want = {"dict": dict, "str": str, "int": int, "float": (int, float), "bool": bool}[f.type]
-            value = cfg[f.name]
-            if not isinstance(value, want) or (f.type in ("int", "float") and isinstance(value, bool)):
-                raise ValueError(f"run config field {f.name!r} must be {f.type}, got {type(value).__name__}")
-            values[f.name] = float(value) if f.type == "float" else value
+            value: Any = cfg[f.name]
+            if not isinstance(value, _TYPES[kind]) or (kind in ("int", "float") and isinstance(value, bool)):
+                raise ValueError(f"run config field {f.name!r} must be {kind}, got {type(value).__name__}")
+            values[f.name] = float(cfg[f.name]) if kind == "float" else cfg[f.name]
         return cls(**values)

@@ -54,7 +54,9 @@ def weighted_average(updates: Sequence[ClientUpdate], w: np.ndarray) -> list[np.
     return out
 
 
-def _pseudo_gradient(global_weights, updates, weights) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _pseudo_gradient(
+    global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate], weights: Sequence[float] | None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Server optimisers (FedAdam, FedAvgM): (global as float64, weighted average of updates - global)."""
     _check(global_weights, updates)
     avg = weighted_average(updates, _agg_weights(updates, weights))
@@ -83,7 +85,10 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def aggregate(self, global_weights, updates, weights=None) -> Weights:
+    def aggregate(
+        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        weights: Sequence[float] | None = None,
+    ) -> Weights:
         _check(global_weights, updates)
         return _cast_like(weighted_average(updates, _agg_weights(updates, weights)), global_weights)
 
@@ -105,7 +110,10 @@ class FedMedian(Strategy):
 
     name = "fedmedian"
 
-    def aggregate(self, global_weights, updates, weights=None) -> Weights:
+    def aggregate(
+        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        weights: Sequence[float] | None = None,
+    ) -> Weights:
         _check(global_weights, updates)
         out = [np.median(np.stack([np.asarray(u.weights[i], np.float64) for u in updates]), axis=0)
                for i in range(len(global_weights))]
@@ -123,7 +131,10 @@ class TrimmedMean(Strategy):
             raise ValueError(f"beta must be in [0, 0.5), got {beta}")
         self.beta = float(beta)
 
-    def aggregate(self, global_weights, updates, weights=None) -> Weights:
+    def aggregate(
+        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        weights: Sequence[float] | None = None,
+    ) -> Weights:
         _check(global_weights, updates)
         n = len(updates)
         k = math.floor(self.beta * n)
@@ -178,7 +189,10 @@ class Krum(Strategy):
         m = min(self.m, len(updates)) if len(updates) > 2 * self.f + 2 else 1
         return [int(i) for i in np.argsort(sc, kind="stable")[:m]]
 
-    def aggregate(self, global_weights, updates, weights=None) -> Weights:
+    def aggregate(
+        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        weights: Sequence[float] | None = None,
+    ) -> Weights:
         _check(global_weights, updates)
         w = _agg_weights(updates, weights)
         idx = self.select(updates)
@@ -208,7 +222,10 @@ class FedAdam(Strategy):
         self._v: list[np.ndarray] | None = None
         self._rounds = 0
 
-    def aggregate(self, global_weights, updates, weights=None) -> Weights:
+    def aggregate(
+        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        weights: Sequence[float] | None = None,
+    ) -> Weights:
         g, delta = _pseudo_gradient(global_weights, updates, weights)
         if self._m is None or self._v is None:
             self._m = [np.zeros_like(d) for d in delta]
@@ -224,7 +241,9 @@ class FedAdam(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters, round count and copies of m and v (lists of float64 arrays or None)."""
-        copy = (lambda xs: None if xs is None else [x.copy() for x in xs])
+        def copy(xs: list[np.ndarray] | None) -> list[np.ndarray] | None:
+            return None if xs is None else [x.copy() for x in xs]
+
         return {"name": self.name, "eta": self.eta, "beta1": self.beta1, "beta2": self.beta2,
                 "tau": self.tau, "rounds": self._rounds, "m": copy(self._m), "v": copy(self._v)}
 
@@ -266,7 +285,10 @@ class FedAvgM(Strategy):
         self._v: list[np.ndarray] | None = None
         self._rounds = 0
 
-    def aggregate(self, global_weights, updates, weights=None) -> Weights:
+    def aggregate(
+        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        weights: Sequence[float] | None = None,
+    ) -> Weights:
         g, delta = _pseudo_gradient(global_weights, updates, weights)
         if self._v is None:
             self._v = [np.zeros_like(d) for d in delta]
@@ -301,7 +323,7 @@ def staleness_weight(lag: int, alpha: float = 0.5) -> float:
     """FedBuff-style polynomial staleness discount 1 / (1 + lag)^alpha."""
     if lag < 0:
         raise ValueError(f"lag must be >= 0, got {lag}")
-    return 1.0 / (1.0 + lag) ** alpha
+    return float(1.0 / (1.0 + lag) ** alpha)
 
 
 class BufferedAggregator:

@@ -243,7 +243,7 @@ class Election:
             return
         self._on_master_claim(peer_id, term, now)
 
-    def on_message(self, peer_id: str, msg: dict, now: float) -> None:
+    def on_message(self, peer_id: str, msg: dict[str, Any], now: float) -> None:
         """Handle one ``el.*`` message from ``peer_id``."""
         if not isinstance(msg, dict):
             raise ElectionError(f"election message must be an object, got {type(msg).__name__}")
@@ -252,6 +252,7 @@ class Election:
             raise ElectionError(f"unknown election message type {kind!r}")
         if not _is_term(term):
             raise ElectionError(f"{kind} needs an int term >= 0, got {term!r}")
+        assert isinstance(term, int)  # _is_term checked it (for the type checker)
         if self._left or peer_id == self.self_id:
             return
         if kind == EL_COORDINATOR:
