@@ -23,7 +23,7 @@ HEARTBEAT = 0.25  # the shipped default
 def provision(n: int, priorities: list[int], job_threads: list[int], base: Path | None = None) -> LocalCluster:
     """Create a cluster (node0 runs `init`, the others join with a token), give each node its
     ``job_threads`` (config.toml) and leave every daemon stopped."""
-    c = LocalCluster(n, base=base, priorities=priorities, heartbeat=HEARTBEAT)
+    c = LocalCluster(n, base=base, priorities=priorities, heartbeat=HEARTBEAT, env={"COLLAB_DIAGNOSTICS": "1"})
     c.provision()  # starts node0
     for i, threads in enumerate(job_threads):
         write_config(c.homes[i], {"job_threads": threads})

@@ -113,6 +113,14 @@ def test_cli_status_nodes_logs_against_a_live_node(cluster, cli, cli_json):
     assert trust["denylist_version"] == 0
 
 
+def test_diagnostics_commands_are_not_served_by_a_production_node(cluster):
+    from collab_tui.node.control import ControlError
+
+    for cmd in ("job_probe", "sched_stats"):
+        with pytest.raises(ControlError, match="unknown command"):
+            cluster.call(0, cmd)
+
+
 def test_cli_without_a_running_node_exits_3(tmp_path, cli):
     for args in (["nodes"], ["status"], ["nodes", "--json"]):
         res = cli(*args, "--home", tmp_path / "nothing-here")

@@ -14,7 +14,7 @@ import pytest
 
 from collab_tui import api
 from collab_tui.client import Client, Commands
-from collab_tui.jobs.commands import JobCommands
+from collab_tui.jobs.commands import JobCommands, JobDiagnostics
 from collab_tui.node.commands import NodeCommands
 from collab_tui.node.control import ControlClient, ControlError, ControlServer, command
 from collab_tui.training.commands import DataCommands, ModelCommands, RunCommands
@@ -26,8 +26,8 @@ BENCH_ONLY = {"sched_stats", "job_probe"}
 def _server(home: Path) -> ControlServer:
     ctl = ControlServer(home)
     svc = SimpleNamespace(submitter=None, node=None)
-    for commands in (NodeCommands(None, None), JobCommands(svc), RunCommands(svc), ModelCommands(svc),
-                     DataCommands(svc)):
+    for commands in (NodeCommands(None, None), JobCommands(svc), JobDiagnostics(svc), RunCommands(svc),
+                     ModelCommands(svc), DataCommands(svc)):
         ctl.mount(commands)
     return ctl
 

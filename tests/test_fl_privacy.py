@@ -2,10 +2,11 @@
 
 Design (what is real, what is not, and why the check can fail):
 
-* The client side is the node's real training handler, `TrainingService._on_message`, behind a real
-  `net.transport.Connection`, with its real ML process (TensorFlow in a child process, as on a node)
-  training on a real *folder* dataset of PNG files. Only the node runtime around it is a small stand-in
-  (term check, phase messages routed back over the same connection).
+* The client side is the node's real training handlers (`TrainingService`'s handler table, fenced by
+  term), behind a real `net.transport.Connection`, with its real ML process (TensorFlow in a child
+  process, as on a node) training on a real *folder* dataset of PNG files. Only the node around it is a
+  small stand-in, a fake `ServiceContext` (term check, phase messages routed back over the same
+  connection).
 * The master side is the test: it sends `fl.train` and `fl.eval` exactly as `TrainingService.client_train`
   and `collect_evals` do, over loopback TCP through a recording proxy. TLS is left out on purpose: the
   peer receives the plaintext application stream, so that is what must be clean.
@@ -33,6 +34,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from fake_context import FakeContext
 
 from collab_tui.ml import mltasks
 from collab_tui.ml.datasets import DatasetRegistry, load_folder, split_holdout
@@ -40,6 +42,7 @@ from collab_tui.ml.updates import from_bytes, to_bytes
 from collab_tui.net.blobs import BlobReceiver
 from collab_tui.net.codec import Chunk, FrameDecoder
 from collab_tui.net.transport import Connection, RemoteError
+from collab_tui.node.context import PeerView
 from collab_tui.training.rounds import RunConfig
 from collab_tui.training.service import BUILTIN_MODELS, TrainingService
 
@@ -149,28 +152,18 @@ def dataset(tmp_path_factory):
     return SimpleNamespace(root=root, files=files, x=x, needles=needles)
 
 
-class _Node:
-    """The little of a node runtime that `TrainingService` touches on a client."""
+class _Context(FakeContext):
+    """What `TrainingService` gets of its node on a client: the master is its one peer."""
 
     def __init__(self, home: Path) -> None:
-        self.home = home
-        self.node_id = "c" * 64
-        self.capabilities = ["train"]
-        self.handlers: dict = {}
+        super().__init__("c" * 64, home=home, term=TERM, master_id=MASTER_ID, peers=[PeerView(MASTER_ID)],
+                         capabilities=["train"])
         self.conn: Connection | None = None
-        self.election = SimpleNamespace(term=TERM, master_id=MASTER_ID, accepts=lambda t: t >= TERM)
-        self.events = SimpleNamespace(publish=lambda *a, **k: None)
-        self.peers = SimpleNamespace(send=self._send)
-        self.model_version = None
+        self.on_send = self._send
 
-    async def _send(self, node_id: str, msg: dict) -> None:  # fl.phase goes to the master on our connection
+    async def _send(self, node_id: str, msg: dict) -> bool:  # fl.phase goes to the master on our connection
         await self.conn.send(msg)
-
-    def register(self, t: str, handler) -> None:
-        self.handlers[t] = handler
-
-    def member_list(self) -> list[dict]:
-        return [{"node_id": MASTER_ID}, {"node_id": self.node_id}]
+        return True
 
 
 @contextlib.asynccontextmanager
@@ -178,13 +171,13 @@ async def wire(svc: TrainingService):
     """master Connection -> recording proxy -> client Connection (handler: the real training service).
     Yields (master_conn, recorded) where recorded["up"] is every byte the client sent."""
     recorded = {"up": bytearray(), "down": bytearray()}
-    svc.node.conn = None
+    svc.ctx.conn = None
     tasks: list[asyncio.Task] = []
 
     async def client_side(reader, writer):
         conn = Connection(reader, writer)
-        conn.peer_id, conn.handler = MASTER_ID, svc._on_message
-        svc.node.conn = conn
+        conn.peer_id, conn.handler = MASTER_ID, lambda c, msg: svc.ctx.deliver(c.peer_id, msg)
+        svc.ctx.conn = conn
         tasks.append(asyncio.current_task())
         await conn.run()
 
@@ -211,7 +204,7 @@ async def wire(svc: TrainingService):
     proxy_port = proxy_srv.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
     master = Connection(reader, writer)
-    master.peer_id = svc.node.node_id
+    master.peer_id = svc.ctx.node_id
     phases: list[dict] = []
 
     async def on_master_message(conn, msg):
@@ -220,10 +213,10 @@ async def wire(svc: TrainingService):
     master.handler = on_master_message
     master_task = asyncio.create_task(master.run())
     for _ in range(500):  # the proxy and the client side accept asynchronously
-        if svc.node.conn is not None:
+        if svc.ctx.conn is not None:
             break
         await asyncio.sleep(0.01)
-    assert svc.node.conn is not None, "the client side never accepted the connection"
+    assert svc.ctx.conn is not None, "the client side never accepted the connection"
     try:
         yield master, recorded, phases
     finally:
@@ -238,10 +231,10 @@ async def wire(svc: TrainingService):
 
 
 def _service(tmp_path: Path, dataset) -> TrainingService:
-    node = _Node(tmp_path / "client-home")
-    DatasetRegistry(node.home).add("default", {"kind": "folder", "path": str(dataset.root), "input_shape": [8, 8, 1]})
-    svc = TrainingService(node)
-    assert "data:default" in node.capabilities
+    ctx = _Context(tmp_path / "client-home")
+    DatasetRegistry(ctx.home).add("default", {"kind": "folder", "path": str(dataset.root), "input_shape": [8, 8, 1]})
+    svc = TrainingService(ctx)
+    assert "data:default" in ctx.capabilities()
     return svc
 
 
@@ -354,7 +347,7 @@ async def test_auditor_catches_the_opt_in_data_split_path(tmp_path, dataset):
     async with wire(svc) as (master, recorded, _):
         buf = io.BytesIO()
         np.savez(buf, x=dataset.x, y=np.zeros(len(dataset.x), np.int64))  # what data_split sends
-        await asyncio.wait_for(svc.node.conn.send_blob({"kind": "fl.data", "name": "d"}, buf.getvalue(),
+        await asyncio.wait_for(svc.ctx.conn.send_blob({"kind": "fl.data", "name": "d"}, buf.getvalue(),
                                                        chunk_size=1000), 10)
     audit = WireAudit(bytes(recorded["up"]))
     found = audit.find({k: v for k, v in dataset.needles.items() if k.startswith("float32")})

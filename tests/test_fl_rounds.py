@@ -11,13 +11,14 @@ import asyncio
 import json
 import os
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_context import FakeContext
 
 from collab_tui.ml.registry import ModelRegistry
 from collab_tui.ml.updates import ClientUpdate
+from collab_tui.node.context import PeerView
 from collab_tui.training import rounds
 from collab_tui.training.coordinator import RunCoordinator
 from collab_tui.training.rounds import (
@@ -348,25 +349,13 @@ def test_run_store_lookup_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the coordinator's round loop
-class _Membership:
-    def __init__(self, peers: dict[str, list[str]]) -> None:
-        self._peers = [SimpleNamespace(node_id=n, capabilities=c) for n, c in peers.items()]
-
-    def alive_ids(self) -> set[str]:
-        return {p.node_id for p in self._peers}
-
-    def peers(self):
-        return list(self._peers)
-
-
 class FakeService:
     """What `RunCoordinator` uses of `TrainingService`, with a real registry and run store on disk and the
     real `train_candidates`; clients are functions. The master ("m") holds the data itself."""
 
     def __init__(self, home, clients: dict, capabilities: dict[str, list[str]]) -> None:
-        self.node = SimpleNamespace(node_id="m", is_master=True, can_commit=lambda: True,
-                                    election=SimpleNamespace(term=7), capabilities=capabilities.pop("m"),
-                                    membership=_Membership(capabilities))
+        self.ctx = FakeContext("m", term=7, is_master=True, capabilities=capabilities.pop("m"),
+                               peers=[PeerView(n, capabilities=tuple(c)) for n, c in capabilities.items()])
         self.registry = ModelRegistry(home)
         self.runs = RunStore(home)
         self.clients = clients

@@ -10,16 +10,17 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from fake_context import FakeContext
 
 from collab_tui.jobs import types as jtypes
-from collab_tui.jobs.health import WorkerHealth
+from collab_tui.jobs.health import FailuresSummary, KindRecovered, KindUnhealthy, WorkerHealth
 from collab_tui.jobs.master_side import JobMaster
 from collab_tui.jobs.submitter_side import JobSubmitter
 from collab_tui.jobs.scheduler import task_id_for
 from collab_tui.jobs.store import JobStore
 from collab_tui.jobs.types import JobOutput, JobType
 from collab_tui.jobs.worker_side import JobWorker
-from collab_tui.node.events import EventBus
+from collab_tui.node.context import PeerView
 
 SUB, MASTER, W = "s" * 64, "m" * 64, "w" * 64
 CV2 = "module 'cv2' has no attribute 'data'"
@@ -28,17 +29,17 @@ CV2 = "module 'cv2' has no attribute 'data'"
 # --------------------------------------------------------------------------- the tracker
 def test_three_failures_in_a_row_make_a_kind_unhealthy_one_success_clears_it():
     h = WorkerHealth()
-    assert h.failure("faces", "boom", 0.0) == [("failures", "faces", 1, "boom")]  # the first one: at once
+    assert h.failure("faces", "boom", 0.0) == [FailuresSummary("faces", 1, "boom")]  # the first one: at once
     assert h.failure("faces", "boom", 0.1) == []
     assert h.unhealthy() == {}
-    assert h.failure("faces", CV2, 0.2) == [("unhealthy", "faces", CV2, 3)]
+    assert h.failure("faces", CV2, 0.2) == [KindUnhealthy("faces", CV2, 3)]
     assert h.unhealthy() == {"faces": CV2}
-    assert h.failure("wordcount", "x", 0.3)[0][0] == "failures"  # per kind
+    assert isinstance(h.failure("wordcount", "x", 0.3)[0], FailuresSummary)  # per kind
     assert h.unhealthy() == {"faces": CV2}
     for k in range(100):
         assert h.failure("faces", CV2, 0.4 + k * 0.01) == []  # no line per failed task
     assert h.tick(10.0) == []
-    assert h.success("faces", 20.0) == [("recovered", "faces", 103)]
+    assert h.success("faces", 20.0) == [KindRecovered("faces", 103)]
     assert h.unhealthy() == {} and h.consecutive("faces") == 0
     assert h.success("faces", 20.1) == []
     assert h.tick(100.0) == []  # the recovery line said it all
@@ -55,14 +56,14 @@ def test_summaries_are_at_most_one_per_interval_with_the_count():
         lines += h.tick(t)
     assert h.unhealthy() == {}
     assert 1 <= len(lines) <= 1 + int(t // 30.0) + 1
-    assert sum(ev[2] for ev in lines if ev[0] == "failures") <= 1000
-    assert all(ev[0] == "failures" for ev in lines)
+    assert all(isinstance(ev, FailuresSummary) for ev in lines)
+    assert sum(ev.count for ev in lines) <= 1000
     # the failures not yet summarised are, once the interval is over
     h2 = WorkerHealth(summary_every=30.0)
     h2.failure("faces", "a", 0.0)
     h2.failure("faces", "b", 1.0)
     assert h2.tick(5.0) == []
-    assert h2.tick(31.0) == [("failures", "faces", 1, "b")]
+    assert h2.tick(31.0) == [FailuresSummary("faces", 1, "b")]
     assert h2.tick(100.0) == []
 
 
@@ -112,8 +113,8 @@ def _worker():
     async def fetch_many(submitter, job_id, item_ids):
         raise ConnectionError("submitter is not connected")
 
-    node = SimpleNamespace(node_id=W, name="w", election=SimpleNamespace(accepts=lambda t: True, master_id=MASTER))
-    svc = SimpleNamespace(node=node, send_to=send_to, deliver_results=deliver_results, fetch_many=fetch_many)
+    ctx = FakeContext(W, name="w", master_id=MASTER)
+    svc = SimpleNamespace(ctx=ctx, send_to=send_to, deliver_results=deliver_results, fetch_many=fetch_many)
     return JobWorker(svc, threads=1), acks, results
 
 
@@ -191,23 +192,19 @@ async def test_the_worker_copies_the_attempts_into_results_and_a_success_clears(
 
 # --------------------------------------------------------------------------- the master
 def _master(peers: list | None = None):
-    peers = peers or []
-    membership = SimpleNamespace(alive_ids=lambda: {p.node_id for p in peers}, peers=lambda: peers,
-                                 get=lambda nid: next((p for p in peers if p.node_id == nid), None))
-    node = SimpleNamespace(node_id=MASTER, name="m", election=SimpleNamespace(term=3), membership=membership)
+    ctx = FakeContext(MASTER, name="m", term=3, peers=peers or [])
     sent: list[tuple[str, dict]] = []
 
     async def send_to(node_id, msg):
         sent.append((node_id, msg))
         return True
 
-    svc = SimpleNamespace(node=node, worker=SimpleNamespace(enabled=False), send_to=send_to)
+    svc = SimpleNamespace(ctx=ctx, worker=SimpleNamespace(enabled=False), send_to=send_to)
     return JobMaster(svc), sent
 
 
-def _peer(node_id: str, name: str, unhealthy: dict | None = None):
-    return SimpleNamespace(node_id=node_id, name=name, cpus=4, load=0.0, capabilities=["jobs"],
-                           extra={"unhealthy": unhealthy} if unhealthy is not None else {})
+def _peer(node_id: str, name: str, unhealthy: dict | None = None) -> PeerView:
+    return PeerView(node_id, name, cpus=4, load=0.0, capabilities=("jobs",), unhealthy=unhealthy or {})
 
 
 async def test_master_benches_a_failing_worker_logs_once_and_passes_attempts_along(caplog):
@@ -286,9 +283,7 @@ def test_store_without_the_attempts_column_is_migrated(tmp_path):
 async def test_job_show_reports_the_retried_attempts(tmp_path):
     import json
 
-    node = SimpleNamespace(home=tmp_path / "home", node_id="a" * 64, name="local", events=EventBus(),
-                           election=SimpleNamespace(master_id=None, term=1, accepts=lambda t: True))
-    sub = JobSubmitter(SimpleNamespace(node=node))
+    sub = JobSubmitter(SimpleNamespace(ctx=FakeContext(home=tmp_path / "home")))
     try:
         d = tmp_path / "texts"
         d.mkdir()

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fake_context import FakeContext
 
 from collab_tui.config import ConfigError, load_config
 from collab_tui.jobs import store as store_mod
@@ -23,7 +24,6 @@ from collab_tui.jobs.store import JobStore
 from collab_tui.jobs.submitter_side import JobSubmitter, collect_paths
 from collab_tui.jobs.types import get_type
 from collab_tui.jobs.worker_side import JobWorker
-from collab_tui.node.events import EventBus
 
 SUB, MASTER, W = "s" * 64, "m" * 64, "w" * 64
 
@@ -69,8 +69,8 @@ def test_counters_follow_cancel_and_are_added_to_old_stores(tmp_path):
 
 # --------------------------------------------------------------------------- submitter
 class FakeService:
-    def __init__(self, node) -> None:
-        self.node = node
+    def __init__(self, ctx: FakeContext) -> None:
+        self.ctx = ctx
         self.sent: list[tuple[str, dict]] = []
 
     async def send_to(self, node_id: str, msg: dict) -> bool:
@@ -84,9 +84,7 @@ class FakeService:
 
 @pytest.fixture
 def sub(tmp_path):
-    node = SimpleNamespace(home=tmp_path / "home", node_id=SUB, name="sub", events=EventBus(),
-                           election=SimpleNamespace(master_id=MASTER, term=1, accepts=lambda t: True))
-    svc = FakeService(node)
+    svc = FakeService(FakeContext(SUB, name="sub", home=tmp_path / "home", master_id=MASTER))
     s = JobSubmitter(svc)
     yield s
     s.store.close()
@@ -117,7 +115,7 @@ async def test_batch_results_one_transaction_events_and_results_file(sub, tmp_pa
     d = _files(tmp_path, [5, 5, 5])
     out = tmp_path / "out"
     jid = (await sub.create([str(d)], "noop", {}, str(out)))["job_id"]
-    events = sub.node.events.subscribe({"job", "job_item"})
+    events = sub.ctx.subscribe({"job", "job_item"})
 
     def res(item: str, worker: str = "w1", **kw) -> dict:
         return {"job_id": jid, "item_id": item, "worker": worker, "result": {"bytes": 5}, "error": None, **kw}
@@ -175,9 +173,7 @@ def test_folder_walk_matches_sorted_rglob(tmp_path):
 
 # --------------------------------------------------------------------------- master and worker
 def _master(worker_enabled: bool = True) -> JobMaster:
-    node = SimpleNamespace(node_id=MASTER, election=SimpleNamespace(term=3),
-                           membership=SimpleNamespace(alive_ids=lambda: set(), peers=lambda: []))
-    svc = SimpleNamespace(node=node, worker=SimpleNamespace(enabled=worker_enabled))
+    svc = SimpleNamespace(ctx=FakeContext(MASTER, term=3), worker=SimpleNamespace(enabled=worker_enabled))
     return JobMaster(svc)
 
 
@@ -221,7 +217,7 @@ def test_min_inflight_gives_a_busy_worker_a_second_batch():
 
 
 async def test_worker_queues_inline_items_at_once_and_acks_results_in_one_message():
-    node = SimpleNamespace(node_id=W, name="w", election=SimpleNamespace(accepts=lambda t: True, master_id=MASTER))
+    ctx = FakeContext(W, name="w", master_id=MASTER)
     calls: list[tuple] = []
 
     async def deliver_results(submitter, payloads, attachments):
@@ -232,7 +228,7 @@ async def test_worker_queues_inline_items_at_once_and_acks_results_in_one_messag
         calls.append(("ack", node_id, msg))
         return True
 
-    svc = SimpleNamespace(node=node, deliver_results=deliver_results, send_to=send_to)
+    svc = SimpleNamespace(ctx=ctx, deliver_results=deliver_results, send_to=send_to)
     worker = JobWorker(svc, threads=1)
     await worker.start()
     try:
@@ -261,8 +257,7 @@ async def test_a_node_with_job_threads_minus_one_refuses_tasks(tmp_path):
         acks.append(msg)
         return True
 
-    node = SimpleNamespace(node_id=W, election=SimpleNamespace(accepts=lambda t: True, master_id=MASTER))
-    worker = JobWorker(SimpleNamespace(node=node, send_to=send_to), enabled=False)
+    worker = JobWorker(SimpleNamespace(ctx=FakeContext(W, master_id=MASTER), send_to=send_to), enabled=False)
     worker.on_assign(MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "noop",
                               "items": [{"item_id": "0", "size": 1}]})
     await asyncio.sleep(0.01)

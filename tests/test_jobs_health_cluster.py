@@ -79,7 +79,7 @@ def setup(tmp_path_factory):
     plugin = _plugin(base / "plugin")
     failures_log = base / "broken-runs.log"
     pythonpath = os.pathsep.join(p for p in (str(plugin), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PYTHONPATH": pythonpath, "FLAKY_LOG": str(failures_log)}
+    env = {"PYTHONPATH": pythonpath, "FLAKY_LOG": str(failures_log), "COLLAB_DIAGNOSTICS": "1"}  # sched_stats
     c = PerNodeEnvCluster(3, priorities=[0, 1, 2], heartbeat=0.2, env=env,
                           per_node={BROKEN: {"FLAKY_BROKEN": "1"}})
     try:

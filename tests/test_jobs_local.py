@@ -12,13 +12,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fake_context import FakeContext
 
 from collab_tui.jobs import types as jtypes
 from collab_tui.jobs.master_side import REOPEN_AFTER, JobMaster
 from collab_tui.jobs.scheduler import task_id_for
 from collab_tui.jobs.submitter_side import JobSubmitter, collect_paths
 from collab_tui.jobs.wordcount import WordCount, count_words
-from collab_tui.node.events import EventBus
 
 
 # --------------------------------------------------------------------------- registry
@@ -130,14 +130,9 @@ def test_word_count_type():
 
 
 # --------------------------------------------------------------------------- submitter, in-process
-def _fake_node(home: Path, master: str | None = None) -> SimpleNamespace:
-    return SimpleNamespace(home=home, node_id="a" * 64, name="local", events=EventBus(),
-                           election=SimpleNamespace(master_id=master, term=1, accepts=lambda t: True))
-
-
 @pytest.fixture
 def submitter(tmp_path):
-    sub = JobSubmitter(SimpleNamespace(node=_fake_node(tmp_path / "home")))
+    sub = JobSubmitter(SimpleNamespace(ctx=FakeContext(home=tmp_path / "home")))
     yield sub
     sub.store.close()
 
@@ -251,7 +246,7 @@ async def test_unknown_type_is_refused_before_anything_is_stored(submitter, tmp_
 
 # --------------------------------------------------------------------------- master, in-process
 def test_master_requeues_an_item_whose_outcome_never_reached_the_submitter():
-    m = JobMaster(SimpleNamespace(node=SimpleNamespace(node_id="m" * 64)))
+    m = JobMaster(SimpleNamespace(ctx=FakeContext("m" * 64)))
     sub = "s" * 64
     msg = {"job_id": "job1", "kind": "noop", "items": [{"item_id": "0", "size": 1}, {"item_id": "1", "size": 1}]}
     assert m.on_submit(sub, msg) == 2
@@ -269,7 +264,7 @@ def test_master_requeues_an_item_whose_outcome_never_reached_the_submitter():
 
 
 def test_master_forgets_the_jobs_of_a_dead_submitter_until_it_resubmits():
-    m = JobMaster(SimpleNamespace(node=SimpleNamespace(node_id="m" * 64)))
+    m = JobMaster(SimpleNamespace(ctx=FakeContext("m" * 64)))
     sub, other = "s" * 64, "o" * 64
     items = [{"item_id": str(k), "size": 1} for k in range(3)]
     m.on_submit(sub, {"job_id": "mine", "kind": "noop", "items": items})

@@ -148,8 +148,8 @@ def violations(sources: dict[str, str], core: set[str] = CORE, also_known: Itera
             rule = "ml must not import training, jobs, node or net"
         elif internal and a in {"jobs", "training"} and is_frontend(imp.target):
             rule = "a service (jobs, training) must not import a frontend"
-        elif internal and a == "node" and is_frontend(imp.target):
-            rule = "the runtime (node) must not import a frontend"
+        elif internal and a == "node" and (is_frontend(imp.target) or t in {"jobs", "training", "compose", "daemon"}):
+            rule = "the runtime (node) must not import a service, the composition root or a frontend"
         elif internal and (a in TUI) and is_cli(imp.target):
             rule = "the TUI (widgets, screens, app, tui_client) must not import CLI code"
         elif not internal and imp.target == "textual" and a not in {"app", "screens", "widgets"}:
@@ -210,6 +210,8 @@ def _one(path: str, src: str, core: set[str] = frozenset()) -> list[str]:
     ("collab_tui/training/x.py", "from ..tui_client import connect\n", "a service"),
     ("collab_tui/widgets/x.py", "from ..cli.output import human_bytes\n", "must not import CLI code"),
     ("collab_tui/node/x.py", "from textual.app import App\n", "only the TUI"),
+    ("collab_tui/node/x.py", "def f():\n    from ..compose import compose\n", "the runtime (node) must not"),
+    ("collab_tui/node/x.py", "from ..jobs.service import JobService\n", "the runtime (node) must not"),
     ("collab_tui/textfmt.py", "from .net.pki import short_id\n", "a neutral leaf"),
 ])
 def test_checker_flags_upward_imports(path, src, rule):
@@ -226,6 +228,7 @@ def test_checker_flags_io_in_a_core():
 
 
 def test_checker_allows_downward_imports():
-    assert _one("collab_tui/node/x.py", "from ..net import codec\nfrom ..jobs.scheduler import Scheduler\n") == []
+    assert _one("collab_tui/node/x.py", "from ..net import codec\nfrom .. import api\n") == []
+    assert _one("collab_tui/compose.py", "from .jobs.service import JobService\nfrom .node.runtime import Node\n") == []
     assert _one("collab_tui/net/x.py", "from ..fsutil import atomic_write\nfrom .codec import encode\n") == []
     assert _one("collab_tui/widgets/x.py", "from ..textfmt import human_bytes\n") == []

@@ -34,7 +34,7 @@ def daemon(
 
     from ..config import ConfigError, load_config
     from ..net.identity import NotInitialized
-    from ..node.daemon import run_daemon
+    from ..daemon import run_daemon
 
     out, h = Out(), home_of(home)
     overrides = {

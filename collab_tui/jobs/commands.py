@@ -31,7 +31,7 @@ class JobCommands:
     @command(api.JobCancel)
     async def job_cancel(self, req: api.JobCancel) -> dict:
         n = self.sub.cancel(req.job_id)
-        master = self.svc.node.election.master_id
+        master = self.svc.ctx.master_id
         if master:
             await self.svc.send_to(master, {"t": "job.cancel", "job_id": req.job_id})
         return {"job_id": req.job_id, "cancelled_items": n}
@@ -40,6 +40,17 @@ class JobCommands:
     async def job_watch(self, req: api.JobWatch):
         async for ev in self.sub.watch(req.job_id):
             yield ev
+
+
+class JobDiagnostics:
+    """Benchmark and test aids, mounted only when the daemon runs with ``COLLAB_DIAGNOSTICS=1`` in its
+    environment (bench/ and a few tests set it); a production node does not answer them."""
+
+    ENV = "COLLAB_DIAGNOSTICS"
+
+    def __init__(self, service) -> None:
+        self.svc = service
+        self.sub = service.submitter
 
     @command(api.SchedStats)
     async def sched_stats(self, req: api.SchedStats) -> dict | None:
@@ -51,7 +62,7 @@ class JobCommands:
         each from the call to the moment its result is recorded here (the job's final "job" event). Returns
         the seconds; probe jobs are deleted unless ``keep``."""
         n = max(1, min(req.n, 100_000))
-        events = self.svc.node.events.subscribe({"job"}, maxsize=100_000)
+        events = self.svc.ctx.subscribe({"job"}, maxsize=100_000)
         samples: list[float] = []
         try:
             for _ in range(n):

@@ -9,19 +9,49 @@ Rules, per task kind: ``threshold`` (3) consecutive failures make the kind unhea
 reason; one success of that kind clears it. `unhealthy()` is what the node reports in its heartbeats and
 its status (``{kind: reason}``).
 
-Logging is bounded: the events returned tell the driver what to log, never one line per failed task:
-``("unhealthy", kind, reason, consecutive)`` once on the transition, ``("recovered", kind, failures)``
-once when it clears, and ``("failures", kind, count, reason)`` at most once per ``summary_every`` seconds
-per kind with the number of failures since the previous line (the first failure of a quiet kind is
-reported at once, with count 1).
+Logging is bounded: the events returned (frozen dataclasses, below) tell the driver what to log, never
+one line per failed task: `KindUnhealthy` once on the transition, `KindRecovered` once when it clears,
+and `FailuresSummary` at most once per ``summary_every`` seconds per kind with the number of failures
+since the previous line (the first failure of a quiet kind is reported at once, with count 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["FailuresSummary", "HealthEvent", "KindRecovered", "KindUnhealthy", "WorkerHealth"]
+
 THRESHOLD = 3
 SUMMARY_EVERY = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class KindUnhealthy:
+    """``kind`` failed ``consecutive`` times in a row (the threshold): this node is unhealthy for it."""
+
+    kind: str
+    reason: str
+    consecutive: int
+
+
+@dataclass(frozen=True, slots=True)
+class KindRecovered:
+    """A task of ``kind`` ran fine again, after ``failures`` failures since it turned unhealthy."""
+
+    kind: str
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailuresSummary:
+    """``count`` failures of ``kind`` since the previous line (``reason``: the last one's)."""
+
+    kind: str
+    count: int
+    reason: str
+
+
+HealthEvent = KindUnhealthy | KindRecovered | FailuresSummary
 
 
 @dataclass
@@ -42,7 +72,7 @@ class WorkerHealth:
         self.summary_every = float(summary_every)
         self._kinds: dict[str, _Kind] = {}
 
-    def failure(self, kind: str, reason: str, now: float) -> list[tuple]:
+    def failure(self, kind: str, reason: str, now: float) -> list[HealthEvent]:
         """An infrastructure failure of a task of ``kind`` on this node."""
         k = self._kinds.setdefault(kind, _Kind())
         k.consecutive += 1
@@ -54,36 +84,36 @@ class WorkerHealth:
             k.unhealthy = True
             k.failures_while_unhealthy = k.consecutive
             k.unlogged, k.logged_at = 0, now
-            return [("unhealthy", kind, k.reason, k.consecutive)]
+            return [KindUnhealthy(kind, k.reason, k.consecutive)]
         return self._summary(kind, k, now)
 
-    def success(self, kind: str, now: float) -> list[tuple]:
+    def success(self, kind: str, now: float) -> list[HealthEvent]:
         """A task of ``kind`` ran fine here: the kind is healthy again. (Failures not logged yet are still
         summarised by `tick`, so that a kind that fails every other task still gets one line per interval.)"""
         k = self._kinds.get(kind)
         if k is None:
             return []
-        out: list[tuple] = []
+        out: list[HealthEvent] = []
         if k.unhealthy:  # the recovery line counts the failures since the transition
-            out.append(("recovered", kind, k.failures_while_unhealthy))
+            out.append(KindRecovered(kind, k.failures_while_unhealthy))
             k.unlogged, k.logged_at = 0, now
         k.consecutive, k.unhealthy, k.failures_while_unhealthy = 0, False, 0
         if not k.unlogged and now - k.logged_at >= self.summary_every:
             del self._kinds[kind]  # nothing left to say about it
         return out
 
-    def tick(self, now: float) -> list[tuple]:
+    def tick(self, now: float) -> list[HealthEvent]:
         """Summary lines that are due (failures counted since the last line, interval elapsed)."""
-        out: list[tuple] = []
+        out: list[HealthEvent] = []
         for kind, k in self._kinds.items():
             out += self._summary(kind, k, now)
         return out
 
-    def _summary(self, kind: str, k: _Kind, now: float, force: bool = False) -> list[tuple]:
-        if not k.unlogged or (not force and now - k.logged_at < self.summary_every):
+    def _summary(self, kind: str, k: _Kind, now: float) -> list[HealthEvent]:
+        if not k.unlogged or now - k.logged_at < self.summary_every:
             return []
         n, k.unlogged, k.logged_at = k.unlogged, 0, now
-        return [("failures", kind, n, k.reason)]
+        return [FailuresSummary(kind, n, k.reason)]
 
     def unhealthy(self) -> dict[str, str]:
         """``{kind: last reason}`` of the kinds this node is failing now."""

@@ -37,7 +37,7 @@ class JobMaster:
     def __init__(self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4,
                  min_inflight: int = 2) -> None:
         self.svc = service
-        self.node = service.node
+        self.ctx = service.ctx
         # min_inflight 2: even a busy worker holds a second batch, fetched while the first one runs, so it
         # never waits for a round trip to the master between two batches
         self.sched = Scheduler(inflight_per_worker=inflight_per_worker, task_timeout=task_timeout,
@@ -114,14 +114,13 @@ class JobMaster:
         self._capacity_at = now
         res = local_resources()
         if self.svc.worker.enabled:
-            self.sched.update_worker(WorkerCapacity(self.node.node_id, res["cpus"], res["load"], 0, True), now)
+            self.sched.update_worker(WorkerCapacity(self.ctx.node_id, res["cpus"], res["load"], 0, True), now)
             health = getattr(self.svc.worker, "unhealthy", None)
-            self.sched.report_health(self.node.node_id, health() if callable(health) else {}, now)
-        alive = self.node.membership.alive_ids()
-        for p in self.node.membership.peers():
-            if p.node_id in alive and "jobs" in (p.capabilities or ["jobs"]):
+            self.sched.report_health(self.ctx.node_id, health() if callable(health) else {}, now)
+        for p in self.ctx.peers():
+            if p.alive and "jobs" in (p.capabilities or ("jobs",)):
                 self.sched.update_worker(WorkerCapacity(p.node_id, max(1, p.cpus), p.load, 0, True), now)
-                self.sched.report_health(p.node_id, (p.extra or {}).get("unhealthy") or {}, now)
+                self.sched.report_health(p.node_id, p.unhealthy, now)
             elif self.sched.free_slots(p.node_id) or self.sched.inflight_of(p.node_id):
                 self.sched.worker_dead(p.node_id, now)
 
@@ -144,7 +143,7 @@ class JobMaster:
             if meta is None:
                 continue
             msg = {
-                "t": "job.assign", "term": self.node.election.term, "job_id": job_id,
+                "t": "job.assign", "term": self.ctx.term, "job_id": job_id,
                 "submitter": meta["submitter"], "kind": meta["kind"], "options": meta["options"],
                 "items": [self._item(job_id, t) for t in a.tasks],
             }
@@ -160,7 +159,7 @@ class JobMaster:
                     if meta:
                         await self.svc.send_to(meta["submitter"], {
                             "t": "job.item_failed", "job_id": job_id, "item_id": item_id,
-                            "error": f"gave up after retries: {error}", "term": self.node.election.term,
+                            "error": f"gave up after retries: {error}", "term": self.ctx.term,
                             "attempts": self.sched.attempts_of(tid),
                         })
                 case TaskRetried(task_id=tid, reason=reason):
@@ -177,10 +176,10 @@ class JobMaster:
                     log.info("worker %s runs %s tasks again (%s): back in the pool", self._name(worker), kind, why)
 
     def _name(self, node_id: str) -> str:
-        if node_id == self.node.node_id:
-            return f"{getattr(self.node, 'name', '')} ({node_id[:12]}, this node)"
-        info = self.node.membership.get(node_id) if hasattr(self.node, "membership") else None
-        name = getattr(info, "name", "") if info is not None else ""
+        if node_id == self.ctx.node_id:
+            return f"{self.ctx.name} ({node_id[:12]}, this node)"
+        info = self.ctx.peer(node_id)
+        name = info.name if info is not None else ""
         return f"{name} ({node_id[:12]})" if name else node_id[:12]
 
     def stats(self) -> dict:

@@ -1,7 +1,10 @@
-"""The jobs service: plugs the submitter, worker and master parts into a node.
+"""The jobs service: plugs the submitter, worker and master parts into a node (through its
+`ServiceContext`: the service never sees the node itself).
 
 Every node is a submitter (for the jobs started on it) and a worker; the elected master also runs the
-scheduler. Messages to ourselves are delivered in-process (the master works too, without sockets).
+scheduler. Messages to ourselves are delivered in-process, through the same handler table (the master
+works too, without sockets). Master-issued, side-effecting messages (`job.assign`, `job.item_failed`)
+are fenced by term.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import asyncio
 import logging
 
 from ..net.codec import FrameError
-from ..net.transport import BlobReply, Connection, ConnectionClosed, RemoteError
+from ..net.transport import BlobReply, ConnectionClosed, RemoteError
+from ..node.context import ServiceContext, fenced, handler, register_handlers
 from .master_side import JobMaster
 from .submitter_side import INLINE_READ_BYTES, JobSubmitter
 from .worker_side import JobWorker
 
 log = logging.getLogger("collab.jobs")
+
 
 def _split_results(msg: dict) -> tuple[list[dict], list[bytes | None]]:
     """A `job.results` message: result fields plus, when some have attachments, a blob of them all
@@ -33,22 +38,20 @@ def _split_results(msg: dict) -> tuple[list[dict], list[bytes | None]]:
 
 
 class JobService:
-    def __init__(self, node) -> None:
-        self.node = node
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
         self.submitter = JobSubmitter(self)
-        threads = int(getattr(getattr(node, "cfg", None), "job_threads", 0) or 0)
+        threads = int(ctx.config.job_threads or 0)
         self.worker = JobWorker(self, threads=threads if threads > 0 else None, enabled=threads >= 0)
         self.master: JobMaster | None = None
         self._task: asyncio.Task | None = None
         self._sub = None
         self._wake = asyncio.Event()
-        node.queue_depth = self.worker.depth
-        node.unhealthy = self.worker.unhealthy  # {kind: reason}: in heartbeats, `status` and `nodes`
+        ctx.provide_heartbeat("queue", self.worker.depth)
+        ctx.provide_heartbeat("unhealthy", self.worker.unhealthy)  # {kind: reason}: heartbeats, `status`, `nodes`
         if self.worker.enabled:  # the master gives tasks only to nodes that advertise "jobs"
-            node.capabilities = sorted(set(node.capabilities) | {"jobs"})
-        for t in ("job.submit", "job.assign", "job.done", "job.fetch", "job.results",
-                  "job.item_failed", "job.cancel", "job.predict"):
-            node.register(t, self._on_message)
+            ctx.add_capabilities("jobs")
+        self._handlers = register_handlers(ctx, self)
 
     # ----------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -57,7 +60,7 @@ class JobService:
         except Exception:  # a broken out dir must not stop the node
             log.exception("repairing results files failed")
         await self.worker.start()
-        self._sub = self.node.events.subscribe({"master", "peer"})
+        self._sub = self.ctx.subscribe({"master", "peer"})
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._loop())
 
@@ -115,27 +118,26 @@ class JobService:
             await self.master.pump()
 
     def _sync_role(self) -> None:
-        if self.node.is_master and self.master is None:
+        if self.ctx.is_master and self.master is None:
             self.master = JobMaster(self)
             log.info("this node now schedules jobs")
-        elif not self.node.is_master and self.master is not None:
+        elif not self.ctx.is_master and self.master is not None:
             self.master = None
 
     # ----------------------------------------------------------------- messaging
     async def send_to(self, node_id: str, msg: dict) -> bool:
-        if node_id == self.node.node_id:
+        if node_id == self.ctx.node_id:
             await self._local(msg)
             return True
-        return await self.node.peers.send(node_id, msg)
+        return await self.ctx.send(node_id, msg)
 
     async def request(self, node_id: str, msg: dict, timeout: float = 10.0) -> dict | None:
-        if node_id == self.node.node_id:
+        if node_id == self.ctx.node_id:
             return await self._local(msg) or {}
-        conn = self.node.peers.conns.get(node_id)
-        if conn is None:
+        if not self.ctx.connected(node_id):
             return None
         try:
-            return await conn.request(msg, timeout)
+            return await self.ctx.request(node_id, msg, timeout)
         except (ConnectionClosed, RemoteError, asyncio.TimeoutError) as exc:
             log.info("%s to %s failed: %s", msg["t"], node_id[:12], exc)
             return None
@@ -150,12 +152,11 @@ class JobService:
                          item_ids: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
         """The bytes of a batch from its submitter, in one request: ``({item_id: bytes}, {item_id: error})``.
         Raises if the submitter cannot be asked at all."""
-        if submitter == self.node.node_id:
+        if submitter == self.ctx.node_id:
             return await self._read_items(job_id, item_ids)
-        conn = self.node.peers.conns.get(submitter)
-        if conn is None:
+        if not self.ctx.connected(submitter):
             raise ConnectionError("submitter is not connected")
-        reply = await conn.request({"t": "job.fetch", "job_id": job_id, "item_ids": item_ids}, 60.0)
+        reply = await self.ctx.request(submitter, {"t": "job.fetch", "job_id": job_id, "item_ids": item_ids}, 60.0)
         data, sizes, errors = reply["data"], reply.get("sizes") or [], dict(reply.get("errors") or {})
         ok = [i for i in item_ids if i not in errors]
         if len(sizes) != len(ok) or sum(sizes) != len(data):
@@ -172,34 +173,34 @@ class JobService:
     async def deliver_results(self, submitter: str, payloads: list[dict], attachments: list[bytes | None]) -> bool:
         """Send results to their submitter in one message; False if they could not be sent (the items must
         not count as done)."""
-        if submitter == self.node.node_id:
+        if submitter == self.ctx.node_id:
             self.submitter.on_results(payloads, attachments)
             return True
-        conn = self.node.peers.conns.get(submitter)
-        if conn is None:
+        if not self.ctx.connected(submitter):
             log.info("submitter %s gone; it will resubmit", submitter[:12])
             return False
         try:
             try:
-                await self._send_results(conn, payloads, attachments)
+                await self._send_results(submitter, payloads, attachments)
             except FrameError:  # together they make too big a header: one message each
                 if len(payloads) == 1:
                     raise
                 for payload, attachment in zip(payloads, attachments):
-                    await self._send_results(conn, [payload], [attachment])
-        except (ConnectionClosed, FrameError) as exc:  # FrameError: one result alone is too big to send
+                    await self._send_results(submitter, [payload], [attachment])
+        # FrameError: one result alone is too big to send; ConnectionError: gone meanwhile (ConnectionClosed...)
+        except (ConnectionError, FrameError) as exc:
             log.info("results to %s not sent: %s", submitter[:12], exc)
             return False
         return True
 
-    @staticmethod
-    async def _send_results(conn: Connection, payloads: list[dict], attachments: list[bytes | None]) -> None:
+    async def _send_results(self, submitter: str, payloads: list[dict], attachments: list[bytes | None]) -> None:
         sizes = [len(a) if a else 0 for a in attachments]
         if any(sizes):
-            await conn.send_blob({"kind": "job.results", "results": payloads, "sizes": sizes},
-                                 b"".join(a for a in attachments if a))
-        else:  # nothing attached (no-op, word count, faces without annotation): a plain message
-            await conn.send({"t": "job.results", "results": payloads})
+            await self.ctx.send_blob(submitter, {"kind": "job.results", "results": payloads, "sizes": sizes},
+                                     b"".join(a for a in attachments if a))
+        # nothing attached (no-op, word count, faces without annotation): a plain message
+        elif not await self.ctx.send(submitter, {"t": "job.results", "results": payloads}):
+            raise ConnectionClosed("connection closed")
 
     async def ensemble(self, data: bytes, options: dict) -> dict:
         """Every node predicts with its own model; answers are combined by vote or mean probability."""
@@ -208,85 +209,96 @@ class JobService:
         from ..ml.classify import ensemble_combine
 
         local = await self._predict(data, options)
-        probs, voters = [np.asarray(local["probs"])], [self.node.name]
+        probs, voters = [np.asarray(local["probs"])], [self.ctx.name]
         labels = local["labels"]
-        peers = [c for pid, c in self.node.peers.conns.items() if pid in self.node.membership.alive_ids()]
+        peers = [p for p in self.ctx.alive_peers() if self.ctx.connected(p.node_id)]
 
-        replies = await asyncio.gather(*(self._ask_predict(c, data, options) for c in peers))
-        for conn, rep in zip(peers, replies):
+        replies = await asyncio.gather(*(self._ask_predict(p.node_id, data, options) for p in peers))
+        for peer, rep in zip(peers, replies):
             if rep and rep.get("labels") == labels:
                 probs.append(np.asarray(rep["probs"]))
-                voters.append(conn.hello.get("name", conn.peer_id[:8]))
+                voters.append(peer.name or peer.node_id[:8])
         combined = ensemble_combine(probs, method=options.get("method", "mean"), labels=labels)
         combined = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in combined.items()}
         return {"labels": [combined["label"]], "ensemble": combined, "voters": voters}
 
-    async def _ask_predict(self, conn: Connection, data: bytes, options: dict) -> dict | None:
+    async def _ask_predict(self, peer: str, data: bytes, options: dict) -> dict | None:
         try:
-            return await conn.request_blob({"kind": "job.predict", "options": options}, data, 60.0)
-        except (ConnectionClosed, RemoteError, asyncio.TimeoutError):
+            return await self.ctx.request_blob(peer, {"kind": "job.predict", "options": options}, data, 60.0)
+        except (ConnectionError, RemoteError, asyncio.TimeoutError):  # ConnectionClosed is a ConnectionError
             return None
 
     async def _predict(self, data: bytes, options: dict) -> dict:
         from ..ml import mltasks
         from ..ml.mlproc import for_node
 
-        return await for_node(self.node.home).call(mltasks.predict, data, options)
+        return await for_node(self.ctx.home).call(mltasks.predict, data, options)
 
-    # ----------------------------------------------------------------- handlers
-    async def _on_message(self, conn: Connection, msg: dict):
-        return await self._handle(conn.peer_id, msg)
-
+    # ----------------------------------------------------------------- handlers (peer messages)
     async def _local(self, msg: dict):
-        return await self._handle(self.node.node_id, msg)
+        """A message to ourselves: delivered to our own handler, fenced like any other."""
+        fn = self._handlers.get(msg["t"])
+        if fn is None:
+            raise ValueError(f"unknown job message {msg['t']!r}")
+        return await fn(self.ctx.node_id, msg)
 
-    async def _handle(self, sender: str, msg: dict):
-        t = msg["t"]
-        if t == "job.submit":
-            self._sync_role()  # just elected: schedule now rather than refuse until the loop notices
-            if self.master is None:
-                raise PermissionError("not the master")
-            accepted = self.master.on_submit(sender, msg)
+    @handler("job.submit")
+    async def _on_submit(self, sender: str, msg: dict) -> dict:
+        self._sync_role()  # just elected: schedule now rather than refuse until the loop notices
+        if self.master is None:
+            raise PermissionError("not the master")
+        accepted = self.master.on_submit(sender, msg)
+        await self._pump_now()
+        return {"accepted": accepted, "term": self.ctx.term}
+
+    @handler("job.assign")
+    @fenced
+    async def _on_assign(self, sender: str, msg: dict) -> None:
+        self.worker.on_assign(sender, msg)
+
+    @handler("job.done")
+    async def _on_done(self, sender: str, msg: dict) -> None:
+        if self.master is not None:
+            self.master.on_done(sender, msg)
             await self._pump_now()
-            return {"accepted": accepted, "term": self.node.election.term}
-        if t == "job.assign":
-            if sender != self.node.election.master_id and sender != self.node.node_id:
-                if not self.node.election.accepts(int(msg.get("term", -1))):
-                    raise PermissionError("stale master")
-            self.worker.on_assign(sender, msg)
-            return None
-        if t == "job.done":
-            if self.master is not None:
-                self.master.on_done(sender, msg)
-                await self._pump_now()
-            return None
-        if t == "job.fetch":
-            job_id = str(msg["job_id"])
-            item_ids = [str(i) for i in msg["item_ids"]]
-            datas, errors = await self._read_items(job_id, item_ids)
-            sizes = [len(datas[i]) for i in item_ids if i in datas]
-            return BlobReply({"kind": "job.data", "sizes": sizes, "errors": errors},
-                             b"".join(datas[i] for i in item_ids if i in datas))
-        if t == "job.results":
-            self.submitter.on_results(*_split_results(msg))
-            return None
-        if t == "job.item_failed":
-            if self.node.election.accepts(int(msg.get("term", -1))):
-                attempts = msg.get("attempts")
-                attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0 else 0
-                self.submitter.store.record_error(str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "",
-                                                  attempts=attempts)
-            return None
-        if t == "job.cancel":
-            if self.master is not None:
-                self.master.on_cancel(str(msg["job_id"]))
-            return None
-        if t == "job.predict":
-            return await self._predict(msg["data"], dict(msg.get("options") or {}))
-        raise ValueError(f"unknown job message {t!r}")
+
+    @handler("job.fetch")
+    async def _on_fetch(self, sender: str, msg: dict) -> BlobReply:
+        job_id = str(msg["job_id"])
+        item_ids = [str(i) for i in msg["item_ids"]]
+        datas, errors = await self._read_items(job_id, item_ids)
+        sizes = [len(datas[i]) for i in item_ids if i in datas]
+        return BlobReply({"kind": "job.data", "sizes": sizes, "errors": errors},
+                         b"".join(datas[i] for i in item_ids if i in datas))
+
+    @handler("job.results")
+    async def _on_results(self, sender: str, msg: dict) -> None:
+        self.submitter.on_results(*_split_results(msg))
+
+    @handler("job.item_failed")
+    @fenced
+    async def _on_item_failed(self, sender: str, msg: dict) -> None:
+        attempts = msg.get("attempts")
+        attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0 else 0
+        self.submitter.store.record_error(str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "",
+                                          attempts=attempts)
+
+    @handler("job.cancel")
+    async def _on_cancel(self, sender: str, msg: dict) -> None:
+        if self.master is not None:
+            self.master.on_cancel(str(msg["job_id"]))
+
+    @handler("job.predict")
+    async def _on_predict(self, sender: str, msg: dict) -> dict:
+        return await self._predict(msg["data"], dict(msg.get("options") or {}))
 
     # ----------------------------------------------------------------- control API
     def command_sets(self) -> list:
-        from .commands import JobCommands
+        import os
 
-        return [JobCommands(self)]
+        from .commands import JobCommands, JobDiagnostics
+
+        sets: list = [JobCommands(self)]
+        if os.environ.get(JobDiagnostics.ENV) == "1":
+            sets.append(JobDiagnostics(self))
+        return sets

@@ -41,8 +41,8 @@ def _results_line(job_id: str, item_id: str, src: Path, result: dict) -> str:
 class JobSubmitter:
     def __init__(self, service) -> None:
         self.svc = service
-        self.node = service.node
-        self.store = JobStore(self.node.home / "state" / "jobs.db")
+        self.ctx = service.ctx
+        self.store = JobStore(self.ctx.home / "state" / "jobs.db")
         self._sent_to: dict[str, str] = {}  # job_id -> master it was last submitted to
         self.items_cache: dict[tuple[str, str], dict] = {}
         self._out_dirs: dict[str, str | None] = {}
@@ -61,10 +61,10 @@ class JobSubmitter:
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         job_id = self.store.create_job(kind, items, options, model=options.get("model"),
-                                       submitter=self.node.node_id,
+                                       submitter=self.ctx.node_id,
                                        out_dir=str(Path(out_dir).resolve()) if out_dir else None)
         self._out_dirs[job_id] = str(Path(out_dir).resolve()) if out_dir else None
-        self.node.events.publish("job", job_id=job_id, state="submitted", total=len(items), done=0, errors=0)
+        self.ctx.publish("job", job_id=job_id, state="submitted", total=len(items), done=0, errors=0)
         sent = [{"item_id": iid, "size": size} for iid, _, size, _ in items]
         for item in sent:
             if item["item_id"] in inline:
@@ -74,7 +74,7 @@ class JobSubmitter:
 
     async def resubmit(self, job_id: str) -> bool:
         """Send the unfinished items to the current master (idempotent on its side)."""
-        if not self.node.election.master_id:
+        if not self.ctx.master_id:
             return False
         job = self.store.job(job_id)
         if job["status"] in ("done", "cancelled"):
@@ -90,7 +90,7 @@ class JobSubmitter:
         (``wait=False``): the master starts assigning before it would answer, and an answer crossing the
         first results only delays them. A submission that gets lost or refused is sent again like any
         other: at the next master change or within 5 s (`resubmit_all`)."""
-        master = self.node.election.master_id
+        master = self.ctx.master_id
         if not master:
             return False
         msg = {"t": "job.submit", "job_id": job_id, "kind": kind, "options": options, "items": items}
@@ -100,7 +100,7 @@ class JobSubmitter:
         return ok
 
     async def resubmit_all(self, force: bool = False) -> None:
-        master = self.node.election.master_id
+        master = self.ctx.master_id
         for job_id in self.store.unfinished_jobs():
             if force or self._sent_to.get(job_id) != master:
                 try:
@@ -212,11 +212,11 @@ class JobSubmitter:
                 fresh[k] = True
                 self.items_cache.pop((job_id, item_id), None)
                 msg = msgs[k]
-                self.node.events.publish("job_item", job_id=job_id, item_id=item_id, worker=str(msg.get("worker", "")),
-                                         error=msg.get("error"), result=msg.get("result"))
+                self.ctx.publish("job_item", job_id=job_id, item_id=item_id, worker=str(msg.get("worker", "")),
+                                 error=msg.get("error"), result=msg.get("result"))
             if new and job is not None:
-                self.node.events.publish("job", job_id=job_id, state=job["status"], total=job["total"],
-                                         done=job["counts"].get("done", 0), errors=job["counts"].get("error", 0))
+                self.ctx.publish("job", job_id=job_id, state=job["status"], total=job["total"],
+                                 done=job["counts"].get("done", 0), errors=job["counts"].get("error", 0))
         return fresh
 
     def _out_dir(self, job_id: str) -> str | None:
@@ -282,7 +282,7 @@ class JobSubmitter:
         Every finished item is reported exactly once as a ``job_item`` event, including the items that
         finished before the watcher subscribed (they are replayed from the store) and the ones whose
         outcome was recorded without an event (an item the master gave up on)."""
-        sub = self.node.events.subscribe({"job", "job_item"})
+        sub = self.ctx.subscribe({"job", "job_item"})
         seen: set[str] = set()
 
         def backlog():

@@ -1,6 +1,7 @@
-"""A worker's part of distributed jobs: accept assignments (fenced by term), fetch each batch's bytes
-straight from its submitter (one request per batch; tiny items come inline with the assignment), run
-the job type in a thread, send the results to the submitter and a tiny acknowledgement to the master.
+"""A worker's part of distributed jobs: accept assignments (fenced by term, in the service's handler),
+fetch each batch's bytes straight from its submitter (one request per batch; tiny items come inline with
+the assignment), run the job type in a thread, send the results to the submitter and a tiny
+acknowledgement to the master.
 
 Results that finish together travel together: each finished item goes to a per-submitter outbox that is
 flushed on the next turn of the event loop, as one `job.results` message (attachments concatenated),
@@ -28,7 +29,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .health import WorkerHealth
+from .health import FailuresSummary, HealthEvent, KindRecovered, KindUnhealthy, WorkerHealth
 from .scheduler import task_id_for
 from .types import get_type
 
@@ -64,7 +65,7 @@ def _timed(fn, *args):
 class JobWorker:
     def __init__(self, service, threads: int | None = None, enabled: bool = True) -> None:
         self.svc = service
-        self.node = service.node
+        self.ctx = service.ctx
         self.enabled = enabled  # False (config job_threads = -1): this node runs no task
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="collab-job", initializer=_one_cv_thread)
@@ -74,7 +75,6 @@ class JobWorker:
         self._runners: list[asyncio.Task] = []
         self._tasks: set[asyncio.Task] = set()
         self._outbox: dict[str, list[tuple[str, dict, bytes | None]]] = {}  # submitter -> finished items
-        self.done_count = 0
         self.health = WorkerHealth()
 
     def unhealthy(self) -> dict[str, str]:
@@ -89,19 +89,19 @@ class JobWorker:
         log.debug("task %s failed on this node: %s", tid, reason)
         self._log_health(self.health.failure(kind, reason, time.monotonic()))
 
-    def _log_health(self, events: list[tuple]) -> None:
+    def _log_health(self, events: list[HealthEvent]) -> None:
         for ev in events:
-            if ev[0] == "unhealthy":
-                log.warning("%s tasks keep failing on this node (%d in a row): %s; this node now reports itself "
-                            "unhealthy for %s tasks", ev[1], ev[3], ev[2], ev[1])
-            elif ev[0] == "recovered":
-                log.info("%s tasks run on this node again (after %d failures): healthy", ev[1], ev[2])
-            elif ev[0] == "failures":
-                if self.health.unhealthy().get(ev[1]) is not None:
-                    log.warning("%d more %s task(s) failed on this node (still unhealthy): %s", ev[2], ev[1], ev[3])
-                else:
+            match ev:
+                case KindUnhealthy(kind=kind, reason=reason, consecutive=n):
+                    log.warning("%s tasks keep failing on this node (%d in a row): %s; this node now reports "
+                                "itself unhealthy for %s tasks", kind, n, reason, kind)
+                case KindRecovered(kind=kind, failures=n):
+                    log.info("%s tasks run on this node again (after %d failures): healthy", kind, n)
+                case FailuresSummary(kind=kind, count=n, reason=reason) if kind in self.health.unhealthy():
+                    log.warning("%d more %s task(s) failed on this node (still unhealthy): %s", n, kind, reason)
+                case FailuresSummary(kind=kind, count=n, reason=reason):
                     log.warning("%d %s task(s) failed on this node: %s (failures are summarised, at most one "
-                                "line every %.0f s)", ev[2], ev[1], ev[3], self.health.summary_every)
+                                "line every %.0f s)", n, kind, reason, self.health.summary_every)
 
     def depth(self) -> int:
         return self.queue.qsize() + self.running + self.fetching
@@ -125,10 +125,7 @@ class JobWorker:
         task.add_done_callback(self._tasks.discard)
 
     def on_assign(self, sender: str, msg: dict) -> None:
-        term = msg.get("term")
-        if not isinstance(term, int) or not self.node.election.accepts(term):
-            log.warning("refused job.assign from %s with stale term %r", sender[:12], term)
-            return
+        """A `job.assign` (its term already checked: `JobService` handles it ``@fenced``)."""
         items = msg.get("items", [])
         item_ids = [str(item["item_id"]) for item in items]
         if not item_ids:
@@ -208,7 +205,7 @@ class JobWorker:
             from ..ml import mltasks
             from ..ml.mlproc import for_node
 
-            return await for_node(self.node.home).call(getattr(mltasks, task), data, options), None, None
+            return await for_node(self.ctx.home).call(getattr(mltasks, task), data, options), None, None
         if getattr(jtype, "inline", False):
             out = jtype.run(data, options)
             return out.result, out.attachment, None
@@ -217,7 +214,7 @@ class JobWorker:
 
     async def _ack(self, done: list[str], failed: list[dict]) -> None:
         """Tell the current master (which may have changed since the assignment)."""
-        master = self.node.election.master_id
+        master = self.ctx.master_id
         if master:
             await self.svc.send_to(master, {"t": "job.done", "done": done, "failed": failed})
 
@@ -246,8 +243,8 @@ class JobWorker:
         if seconds is not None:
             t1 = t2 - seconds
         payload = {
-            "job_id": job_id, "item_id": item_id, "worker": self.node.node_id,
-            "worker_name": self.node.name, "result": result, "error": error,
+            "job_id": job_id, "item_id": item_id, "worker": self.ctx.node_id,
+            "worker_name": self.ctx.name, "result": result, "error": error,
             "timings": {"fetch_ms": fetch_ms, "run_ms": round((t2 - t1) * 1000, 2)},
             "attempts": (msg.get("_attempts") or {}).get(item_id, 0),
         }
@@ -275,7 +272,6 @@ class JobWorker:
             log.exception("delivering %d results to %s failed", len(tids), submitter[:12])
             sent = False
         if sent:
-            self.done_count += len(tids)
             await self._ack(tids, [])
         else:
             why = "the result could not be sent to the submitter"

@@ -2,8 +2,9 @@
 
 The runtime never imports Textual or TensorFlow. Frontends (CLI, TUI) talk to it through the control
 socket (`control.py`) or, in-process, through its methods and its event bus. Services (jobs, training)
-plug in with `register(msg_type, handler)` for their wire messages and subscribe to the event bus
-(`peer`, `master`, `role` events) for membership changes.
+never see it: each gets a `ServiceContext` (`context.py`) through which it registers handlers for its
+wire messages, subscribes to the event bus (`peer`, `master`, `role` events) and contributes to the
+heartbeats. The composition root (`collab_tui/compose.py`) builds the node and `attach`es the services.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..net.revocation import DenyListStore, RevocationError
 from ..net.tokens import TokenStore
 from ..net.transport import Connection
 from ..textfmt import short_id
+from .context import Contributions
 from .events import EventBus
 from .peers import PeerTable
 from .resources import local_resources
@@ -76,11 +78,9 @@ class Node:
         self.handlers: dict[str, Handler] = {}
         self.services: list = []
         self.started_at = time.time()
-        self.queue_depth: Callable[[], int] = lambda: 0
-        self.model_version: Callable[[], str | None] = lambda: None
-        # task kinds this node keeps failing, with the reason ({kind: reason}); set by the jobs service
-        self.unhealthy: Callable[[], dict[str, str]] = lambda: {}
-        self.capabilities: list[str] = ["faces", "people", "classify", "train"]
+        # queue depth, model version, unhealthy task kinds ({kind: reason}) and capabilities: provided by
+        # the services through their contexts
+        self.contributions = Contributions()
         self.discovery = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -169,7 +169,15 @@ class Node:
     async def wait_stopped(self) -> None:
         await self._stop.wait()
 
+    def wound_down(self) -> bool:
+        """After `stop`: every connection closed and mDNS unregistered."""
+        return not self.peers.conns and (self.discovery is None or self.discovery._azc is None)
+
     # ----------------------------------------------------------------- plumbing
+    def attach(self, service) -> None:
+        """A service to start with the node and stop before it (it has ``start()`` and ``stop()``)."""
+        self.services.append(service)
+
     def register(self, msg_type: str, handler: Handler) -> None:
         self.handlers[msg_type] = handler
 
@@ -386,11 +394,11 @@ class Node:
         res = local_resources()
         msg = heartbeat_fields(
             role=self.election.role, term=self.election.term, cpus=res["cpus"], load=res["load"],
-            mem_free=res["mem_free"], queue=self.queue_depth(), capabilities=self.capabilities,
-            model_version=self.model_version(),
+            mem_free=res["mem_free"], queue=self.contributions.value("queue"),
+            capabilities=self.contributions.capabilities(), model_version=self.contributions.value("model_version"),
         )
         msg["deny_v"] = self.deny.version
-        msg["unhealthy"] = self.unhealthy()
+        msg["unhealthy"] = self.contributions.value("unhealthy")
         return msg
 
     async def _watch_addresses(self, every: float = 10.0) -> None:
@@ -446,7 +454,7 @@ class Node:
             "holds_ca": self.ident.ca_key is not None,
             "mdns": self.discovery is not None,
             "refused_connections": self.peers.refusals.total,
-            **health_fields(self.unhealthy()),
+            **health_fields(self.contributions.value("unhealthy")),
         }
 
     def _peer_role(self, p) -> str:
@@ -465,8 +473,8 @@ class Node:
             "node_id": self.node_id, "short_id": self.ident.short_id, "name": self.name,
             "addr": self.addr, "role": self.election.role, "term": self.election.term,
             "state": "self", "cpus": res["cpus"], "load": res["load"], "mem_free": res["mem_free"],
-            "queue": self.queue_depth(), "model_version": self.model_version(), "priority": self.cfg.priority,
-            "last_seen": 0.0, **health_fields(self.unhealthy()),
+            "queue": self.contributions.value("queue"), "model_version": self.contributions.value("model_version"),
+            "priority": self.cfg.priority, "last_seen": 0.0, **health_fields(self.contributions.value("unhealthy")),
         }
         out = [me]
         now = time.monotonic()

@@ -19,13 +19,13 @@ log = logging.getLogger("collab.training.client")
 class TrainingClient:
     def __init__(self, svc) -> None:
         self.svc = svc
-        self.node = svc.node
-        self.ml = for_node(self.node.home)
+        self.ctx = svc.ctx
+        self.ml = for_node(self.ctx.home)
 
     def client_index(self) -> int:
-        """Stable index of this node among the members (the protocol's per-client seed offset)."""
-        ids = sorted(m["node_id"] for m in self.node.member_list())
-        return ids.index(self.node.node_id) if self.node.node_id in ids else 0
+        """Stable index of this node among the members it knows (the protocol's per-client seed offset)."""
+        ids = sorted({self.ctx.node_id, *(p.node_id for p in self.ctx.peers())})
+        return ids.index(self.ctx.node_id)
 
     async def forget_data(self) -> None:
         if self.ml.started:

@@ -38,7 +38,7 @@ class RunCommands:
     @stream(api.RunWatch)
     async def run_watch(self, req: api.RunWatch):
         svc, run_id = self.svc, req.run_id
-        sub = svc.node.events.subscribe({"fl", "fl_phase"})
+        sub = svc.ctx.subscribe({"fl", "fl_phase"})
         try:
             for _ in range(100):  # a run started through the master reaches us by replication
                 try:
@@ -126,10 +126,10 @@ class DataCommands:
 
         from ..ml.datasets import partition_iid, partition_label_shards
 
-        svc, node = self.svc, self.svc.node
+        svc, ctx = self.svc, self.svc.ctx
         name, target = req.name, req.as_ or req.name
         x, y, labels = await asyncio.to_thread(svc.datasets.load, name)
-        nodes = sorted(node.membership.alive_ids() | {node.node_id})
+        nodes = sorted(ctx.alive_ids() | {ctx.node_id})
         if req.scheme == "shards":
             parts = partition_label_shards(y, len(nodes), num_shards=2 * len(nodes), shard_size=len(y) // (2 * len(nodes)))
         else:
@@ -139,10 +139,10 @@ class DataCommands:
             buf = io.BytesIO()
             np.savez(buf, x=x[idx], y=y[idx])
             msg = {"kind": "fl.data", "name": target, "labels": list(labels or [])}
-            if nid == node.node_id:
+            if nid == ctx.node_id:
                 svc.receive_data_part({**msg, "data": buf.getvalue()})
             else:
-                await node.peers.conns[nid].request_blob(msg, buf.getvalue(), timeout=60)
+                await ctx.request_blob(nid, msg, buf.getvalue(), timeout=60)
             dealt[nid] = int(len(idx))
         return {"name": target, "parts": dealt}
 

@@ -30,7 +30,7 @@ class RunStopped(Exception):
 class RunCoordinator:
     def __init__(self, svc, state: RunState) -> None:
         self.svc = svc
-        self.node = svc.node
+        self.ctx = svc.ctx
         self.state = state
         self.cfg = RunConfig.from_dict(state.config)
         self.strategy = self.cfg.make_strategy()
@@ -42,13 +42,13 @@ class RunCoordinator:
 
     # ----------------------------------------------------------------- helpers
     def _check_role(self) -> None:
-        if not self.node.is_master:
+        if not self.ctx.is_master:
             raise RunStopped("this node is no longer the master")
         if self.stop_requested:
             raise RunStopped("stopped by the operator")
 
     async def _wait_quorum(self) -> None:
-        while not self.node.can_commit():
+        while not self.ctx.can_commit():
             self._check_role()
             self.svc.publish(self.state, "waiting", reason="no majority of the cluster is visible")
             await asyncio.sleep(0.5)
@@ -66,7 +66,7 @@ class RunCoordinator:
         if self.cfg.eval_dataset:
             entry["server_eval"] = await self.svc.evaluate_local(self.cfg, weights, self.cfg.eval_dataset)
         entry["version"] = version
-        st.round, st.version, st.term = entry["round"], version, self.node.election.term
+        st.round, st.version, st.term = entry["round"], version, self.ctx.term
         st.history.append(entry)
         if hasattr(self.strategy, "state_dict"):
             st.strategy_state = _encode_state(self.strategy.state_dict())
@@ -90,7 +90,7 @@ class RunCoordinator:
             if self.stop_requested:
                 st.status = "stopped"
             log.info("run %s paused at round %d: %s", st.run_id[:8], st.round, exc)
-            if not self.node.is_master:
+            if not self.ctx.is_master:
                 return  # the new master resumes from the last committed round
         except Exception as exc:
             log.exception("run %s failed", st.run_id[:8])

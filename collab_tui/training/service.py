@@ -1,4 +1,5 @@
 """The federated-training service of a node: client on every node, run coordinator on the master.
+It sees the node only through its `ServiceContext`.
 
 Messages (every master-issued, side-effecting one carries the master's term; stale terms are refused):
   fl.start / fl.stop / fl.resume   any node -> master (requests)
@@ -18,7 +19,8 @@ import logging
 import secrets
 
 from ..ml.updates import ClientUpdate, decompress_delta, from_bytes
-from ..net.transport import BlobReply, Connection, ConnectionClosed, RemoteError
+from ..net.transport import BlobReply, ConnectionClosed, RemoteError
+from ..node.context import ServiceContext, fenced, handler, register_handlers
 from .client import TrainingClient
 from .coordinator import RunCoordinator
 from .rounds import RunConfig, RunState
@@ -33,27 +35,28 @@ BUILTIN_MODELS = {
 
 
 class TrainingService:
-    def __init__(self, node) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         from ..ml.datasets import DatasetRegistry
         from ..ml.registry import ModelRegistry
 
-        self.node = node
-        self.registry = ModelRegistry(node.home)
-        self.datasets = DatasetRegistry(node.home)
-        self.runs = RunStore(node.home)
+        self.ctx = ctx
+        self.registry = ModelRegistry(ctx.home)
+        self.datasets = DatasetRegistry(ctx.home)
+        self.runs = RunStore(ctx.home)
         self.client = TrainingClient(self)
         self.coordinators: dict[str, tuple[RunCoordinator, asyncio.Task]] = {}
         self._task: asyncio.Task | None = None
         self._sub = None
+        self._data_capabilities: frozenset[str] = frozenset()  # "data:NAME" per local dataset
         self.refresh_capabilities()
-        node.model_version = self.current_version
-        for t in ("fl.start", "fl.stop", "fl.resume", "fl.train", "fl.eval", "fl.commit", "fl.state", "fl.phase",
-                  "fl.data"):
-            node.register(t, self._on_message)
+        ctx.add_capabilities("train")
+        ctx.provide_capabilities(lambda: self._data_capabilities)
+        ctx.provide_heartbeat("model_version", self.current_version)
+        register_handlers(ctx, self)
 
     # ----------------------------------------------------------------- life cycle
     async def start(self) -> None:
-        self._sub = self.node.events.subscribe({"master", "peer", "role"})
+        self._sub = self.ctx.subscribe({"master", "peer", "role"})
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -72,7 +75,7 @@ class TrainingService:
                     ev = await self._sub.get(timeout=1.0)
                 except asyncio.TimeoutError:
                     ev = None
-                if self.node.is_master:
+                if self.ctx.is_master:
                     self._resume_runs()
                     if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
                         await self._catch_up(ev["node_id"])
@@ -100,8 +103,8 @@ class TrainingService:
 
     # ----------------------------------------------------------------- views used by the coordinator
     def refresh_capabilities(self) -> None:
-        base = [c for c in self.node.capabilities if not c.startswith("data:")]
-        self.node.capabilities = sorted(set(base) | {"train"} | {f"data:{d['name']}" for d in self.datasets.list()})
+        """Re-read the local datasets (their "data:NAME" capabilities go into the heartbeats)."""
+        self._data_capabilities = frozenset(f"data:{d['name']}" for d in self.datasets.list())
 
     def current_version(self) -> str | None:
         runs = self.runs.list()
@@ -109,17 +112,16 @@ class TrainingService:
 
     def train_candidates(self, dataset: str | None = None) -> list[str]:
         want = {"train"} | ({f"data:{dataset}"} if dataset else set())
-        out = [self.node.node_id] if want <= set(self.node.capabilities) else []
-        alive = self.node.membership.alive_ids()
-        for p in self.node.membership.peers():
-            if p.node_id in alive and want <= set(p.capabilities or []):
+        out = [self.ctx.node_id] if want <= set(self.ctx.capabilities()) else []
+        for p in self.ctx.alive_peers():
+            if want <= set(p.capabilities):
                 out.append(p.node_id)
         return out
 
     def publish(self, st: RunState, what: str, **data) -> None:
         event = {"run_id": st.run_id, "what": what, "status": st.status, "round": st.round,
                  "rounds": st.config.get("rounds"), **data}
-        self.node.events.publish("fl", **event)
+        self.ctx.publish("fl", **event)
 
     def _publish_replica(self, data: dict, what: str | None) -> None:
         """Followers publish what the master published, so UIs attached to any node see the run."""
@@ -131,20 +133,19 @@ class TrainingService:
 
     def phase(self, msg: dict, phase: str) -> None:
         info = {"t": "fl.phase", "run_id": msg.get("run_id"), "round": msg.get("round"), "phase": phase}
-        master = self.node.election.master_id
-        if master and master != self.node.node_id:
-            asyncio.get_running_loop().create_task(self.node.peers.send(master, info))
-        self.node.events.publish("fl_phase", node_id=self.node.node_id, **{k: v for k, v in info.items() if k != "t"})
+        master = self.ctx.master_id
+        if master and master != self.ctx.node_id:
+            asyncio.get_running_loop().create_task(self.ctx.send(master, info))
+        self.ctx.publish("fl_phase", node_id=self.ctx.node_id, **{k: v for k, v in info.items() if k != "t"})
 
     # ----------------------------------------------------------------- talking to clients
     async def client_train(self, node: str, st: RunState, cfg: RunConfig, r: int, payload: bytes):
         fields = {"kind": "fl.train", "run_id": st.run_id, "round": r, "version": st.version,
-                  "config": st.config, "term": self.node.election.term}
-        if node == self.node.node_id:
+                  "config": st.config, "term": self.ctx.term}
+        if node == self.ctx.node_id:
             reply, data = await self.client.train({**fields, "data": payload})
-        else:
-            conn = self._conn(node)
-            reply = await conn.request_blob(fields, payload, timeout=cfg.round_timeout)
+        else:  # ConnectionError "node ... is not connected" when it is not
+            reply = await self.ctx.request_blob(node, fields, payload, timeout=cfg.round_timeout)
             data = reply["data"]
         weights = from_bytes(data)
         if reply.get("compressed"):
@@ -159,13 +160,13 @@ class TrainingService:
 
         _, weights = self.registry.get(cfg.model, st.version)
         payload = to_bytes(weights)
-        fields = {"kind": "fl.eval", "run_id": st.run_id, "config": st.config, "term": self.node.election.term}
+        fields = {"kind": "fl.eval", "run_id": st.run_id, "config": st.config, "term": self.ctx.term}
 
         async def one(node):
             try:
-                if node == self.node.node_id:
+                if node == self.ctx.node_id:
                     return (await self.client.evaluate({**fields, "data": payload}))["eval"]
-                return (await self._conn(node).request_blob(fields, payload, timeout=cfg.round_timeout)).get("eval")
+                return (await self.ctx.request_blob(node, fields, payload, timeout=cfg.round_timeout)).get("eval")
             except Exception as exc:
                 log.info("final evaluation on %s failed: %s", node[:12], exc)
                 return None
@@ -179,48 +180,40 @@ class TrainingService:
 
         return await self.client.ml.call(mltasks.evaluate_dataset, cfg.arch, to_bytes(weights), dataset)
 
-    def _conn(self, node: str) -> Connection:
-        conn = self.node.peers.conns.get(node)
-        if conn is None:
-            raise ConnectionError(f"node {node[:12]} is not connected")
-        return conn
-
     # ----------------------------------------------------------------- replication
     async def replicate(self, st: RunState, version: str | None) -> None:
-        peers = [p for p in self.node.membership.alive_ids()]
-        await asyncio.gather(*(self._replicate_to(p, st, version) for p in peers))
+        await asyncio.gather(*(self._replicate_to(p, st, version) for p in self.ctx.alive_ids()))
 
     async def _replicate_to(self, peer: str, st: RunState, version: str | None) -> None:
-        conn = self.node.peers.conns.get(peer)
-        if conn is None:
+        if not self.ctx.connected(peer):
             return
-        fields = {"run": st.to_dict(), "term": self.node.election.term}
+        fields = {"run": st.to_dict(), "term": self.ctx.term}
         try:
             if version:
                 meta, raw = self.registry.get_bytes(st.config["model"], version)
-                await conn.send_blob({**fields, "kind": "fl.commit", "meta": meta}, raw)
-            else:
-                await conn.send({**fields, "t": "fl.state"})
-        except (ConnectionClosed, OSError) as exc:
+                await self.ctx.send_blob(peer, {**fields, "kind": "fl.commit", "meta": meta}, raw)
+            elif not await self.ctx.send(peer, {**fields, "t": "fl.state"}):
+                raise ConnectionClosed("connection closed")
+        except OSError as exc:  # ConnectionClosed (a ConnectionError) included
             log.info("replication to %s failed: %s", peer[:12], exc)
 
     # ----------------------------------------------------------------- runs (master)
     async def start_run(self, args: dict) -> dict:
-        if not self.node.is_master:
+        if not self.ctx.is_master:
             return await self._forward("fl.start", args)
-        if not self.node.can_commit():
+        if not self.ctx.can_commit():
             raise PermissionError("no majority of the cluster is visible: cannot start a run")
         cfg = RunConfig.from_dict({k: v for k, v in args.items() if v is not None})
         if not self.train_candidates(cfg.dataset):
             raise LookupError(f"no live node holds a dataset named {cfg.dataset!r} (collab data add on the clients)")
         cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed)
         st = RunState(run_id=secrets.token_hex(8), config=cfg.__dict__.copy(), version=version,
-                      term=self.node.election.term)
+                      term=self.ctx.term)
         self.runs.commit(st)
         await self.replicate(st, version)
         self._launch(st)
         self.publish(st, "started")
-        return {"run_id": st.run_id, "version": version, "master": self.node.node_id}
+        return {"run_id": st.run_id, "version": version, "master": self.ctx.node_id}
 
     async def _initial_version(self, model: str, arch: dict, seed: int = 0) -> tuple[dict, str]:
         if self.registry.latest(model):
@@ -240,7 +233,7 @@ class TrainingService:
         return arch, version
 
     async def stop_run(self, run_id: str) -> dict:
-        if not self.node.is_master:
+        if not self.ctx.is_master:
             return await self._forward("fl.stop", {"run_id": run_id})
         st = self.runs.get(run_id)
         entry = self.coordinators.get(st.run_id)
@@ -253,7 +246,7 @@ class TrainingService:
         return {"run_id": st.run_id, "stopping": True}
 
     async def resume_run(self, run_id: str | None) -> dict:
-        if not self.node.is_master:
+        if not self.ctx.is_master:
             return await self._forward("fl.resume", {"run_id": run_id})
         runs = [self.runs.get(run_id)] if run_id else [s for s in self.runs.list() if s.status in ("stopped", "failed")]
         if not runs:
@@ -268,49 +261,60 @@ class TrainingService:
         return {"run_id": st.run_id, "round": st.round}
 
     async def _forward(self, t: str, args: dict) -> dict:
-        master = self.node.election.master_id
+        master = self.ctx.master_id
         if not master:
             raise RuntimeError("no master elected yet")
         try:
-            reply = await self._conn(master).request({"t": t, **args}, timeout=60.0)
+            reply = await self.ctx.request(master, {"t": t, **args}, timeout=60.0)
         except RemoteError as exc:
             raise RuntimeError(str(exc)) from None
         return {k: v for k, v in reply.items() if k not in ("t", "re", "ok")}
 
-    # ----------------------------------------------------------------- handlers
-    async def _on_message(self, conn: Connection, msg: dict):
-        t = msg["t"]
-        if t == "fl.start":
-            return await self.start_run({k: v for k, v in msg.items() if k not in ("t", "id")})
-        if t == "fl.stop":
-            return await self.stop_run(str(msg["run_id"]))
-        if t == "fl.resume":
-            return await self.resume_run(msg.get("run_id"))
-        if t in ("fl.train", "fl.eval", "fl.commit", "fl.state"):
-            term = msg.get("term")
-            if not isinstance(term, int) or not self.node.election.accepts(term):
-                raise PermissionError(f"stale term {term!r} (ours is {self.node.election.term})")
-        if t == "fl.train":
-            fields, data = await self.client.train(msg)
-            return BlobReply(fields, data)
-        if t == "fl.eval":
-            return await self.client.evaluate(msg)
-        if t == "fl.commit":
-            self.registry.put_raw(msg["meta"], msg["data"])
-            if self.runs.accept_replica(msg["run"]):
-                self._publish_replica(msg["run"], "round")
-            return None
-        if t == "fl.state":
-            if self.runs.accept_replica(msg["run"]):
-                self._publish_replica(msg["run"], None)
-            return None
-        if t == "fl.phase":
-            self.node.events.publish("fl_phase", node_id=conn.peer_id, run_id=msg.get("run_id"),
-                                     round=msg.get("round"), phase=msg.get("phase"))
-            return None
-        if t == "fl.data":
-            return self.receive_data_part(msg)
-        raise ValueError(f"unknown training message {t!r}")
+    # ----------------------------------------------------------------- handlers (peer messages)
+    @handler("fl.start")
+    async def _on_start(self, sender: str, msg: dict) -> dict:
+        return await self.start_run({k: v for k, v in msg.items() if k not in ("t", "id")})
+
+    @handler("fl.stop")
+    async def _on_stop(self, sender: str, msg: dict) -> dict:
+        return await self.stop_run(str(msg["run_id"]))
+
+    @handler("fl.resume")
+    async def _on_resume(self, sender: str, msg: dict) -> dict:
+        return await self.resume_run(msg.get("run_id"))
+
+    @handler("fl.train")
+    @fenced
+    async def _on_train(self, sender: str, msg: dict) -> BlobReply:
+        fields, data = await self.client.train(msg)
+        return BlobReply(fields, data)
+
+    @handler("fl.eval")
+    @fenced
+    async def _on_eval(self, sender: str, msg: dict) -> dict:
+        return await self.client.evaluate(msg)
+
+    @handler("fl.commit")
+    @fenced
+    async def _on_commit(self, sender: str, msg: dict) -> None:
+        self.registry.put_raw(msg["meta"], msg["data"])
+        if self.runs.accept_replica(msg["run"]):
+            self._publish_replica(msg["run"], "round")
+
+    @handler("fl.state")
+    @fenced
+    async def _on_state(self, sender: str, msg: dict) -> None:
+        if self.runs.accept_replica(msg["run"]):
+            self._publish_replica(msg["run"], None)
+
+    @handler("fl.phase")
+    async def _on_phase(self, sender: str, msg: dict) -> None:
+        self.ctx.publish("fl_phase", node_id=sender, run_id=msg.get("run_id"), round=msg.get("round"),
+                         phase=msg.get("phase"))
+
+    @handler("fl.data")
+    async def _on_data(self, sender: str, msg: dict) -> dict:
+        return self.receive_data_part(msg)
 
     def receive_data_part(self, msg: dict) -> dict:
         import io
@@ -320,7 +324,7 @@ class TrainingService:
         name = str(msg["name"])
         with np.load(io.BytesIO(msg["data"]), allow_pickle=False) as z:
             x, y = z["x"], z["y"]
-        path = self.node.home / "datasets" / f"{name}.npz"
+        path = self.ctx.home / "datasets" / f"{name}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, x=x, y=y, labels=np.array(msg.get("labels") or [], dtype=str))
         self.datasets.add(name, {"kind": "npz", "path": str(path)})

@@ -1,4 +1,9 @@
-"""`collab daemon`: a headless node with its control socket. SIGTERM/SIGINT = graceful leave."""
+"""`collab daemon`: a headless node with its control socket. SIGTERM/SIGINT = graceful leave.
+
+Only what is daemon-specific lives here (logging set-up, signals, the run and ready files, the heap
+freeze, the wait for the goodbyes); building the node and its services is the composition root's
+(`compose.py`). It sits beside the composition root, above `node/`, which never imports upward.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,10 @@ import signal
 import time
 from pathlib import Path
 
-from ..config import NodeConfig
-from ..logs import setup_logging
-from ..net import identity as ident_mod
-from .commands import NodeCommands
-from .control import ControlServer
-from .runtime import Node
-from .state import atomic_write
+from .config import NodeConfig
+from .logs import setup_logging
+from .net import identity as ident_mod
+from .node.state import atomic_write
 
 log = logging.getLogger("collab.daemon")
 
@@ -34,19 +36,13 @@ def _freeze_startup_heap() -> None:
 
 
 async def run_daemon(home: Path, cfg: NodeConfig, log_to_stderr: bool = True, ready_file: Path | None = None) -> int:
+    from .compose import compose
+
     ident = ident_mod.load_identity(home)
     ring = setup_logging(home, cfg.log_level, node=cfg.name or ident.name, stderr=log_to_stderr)
-    node = Node(home, cfg, ident)
-    from ..services import attach_services
-
-    attach_services(node)
-    ctl = ControlServer(home)
-    ctl.mount(NodeCommands(node, ring))
-    for svc in node.services:
-        for commands in getattr(svc, "command_sets", lambda: [])():
-            ctl.mount(commands)
-    await ctl.start()
-    await node.start()
+    composed = compose(home, cfg, ident, ring)
+    node = composed.node
+    await composed.start()
     loop = asyncio.get_running_loop()
     loop.call_later(FREEZE_AFTER, _freeze_startup_heap)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,11 +56,11 @@ async def run_daemon(home: Path, cfg: NodeConfig, log_to_stderr: bool = True, re
         await node.wait_stopped()
         # node.stop() is running (signal or `collab stop`): give it a moment to finish its goodbyes
         for _ in range(60):
-            if not node.peers.conns and (node.discovery is None or node.discovery._azc is None):
+            if node.wound_down():
                 break
             await asyncio.sleep(0.05)
     finally:
-        await ctl.stop()
+        await composed.control.stop()
         try:
             (home / "run" / "node.json").unlink()
         except FileNotFoundError:
