@@ -59,9 +59,17 @@ class Figure:
 
     def to_dict(self) -> dict:
         return {
-            "group": self.group, "key": self.key, "name": self.name, "value": self.value, "unit": self.unit,
-            "target": self.target, "op": self.op if self.target is not None else None, "passed": self.passed,
-            "reference": self.reference, "detail": self.detail, "samples": [round(s, 6) for s in self.samples],
+            "group": self.group,
+            "key": self.key,
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "target": self.target,
+            "op": self.op if self.target is not None else None,
+            "passed": self.passed,
+            "reference": self.reference,
+            "detail": self.detail,
+            "samples": [round(s, 6) for s in self.samples],
         }
 
 

@@ -24,8 +24,11 @@ ORDER = ["net", "jobs", "fl", "tui"]  # groups listed here run first, in this or
 
 
 def discover() -> list[str]:
-    names = [m.name[: -len("_bench")] for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-             if m.name.endswith("_bench")]
+    names = [
+        m.name[: -len("_bench")]
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if m.name.endswith("_bench")
+    ]
     return sorted(names, key=lambda g: (ORDER.index(g) if g in ORDER else len(ORDER), g))
 
 
@@ -62,9 +65,17 @@ def fmt_target(fig: Figure) -> str:
 
 def table(figures: list[Figure]) -> str:
     head = ["figure", "ours", "target", "pass", "reference", "detail"]
-    rows = [[f.name, fmt_value(f.value, f.unit), fmt_target(f),
-             {True: "PASS", False: "FAIL", None: "info"}[f.passed], f.reference or "-", f.detail]
-            for f in figures]
+    rows = [
+        [
+            f.name,
+            fmt_value(f.value, f.unit),
+            fmt_target(f),
+            {True: "PASS", False: "FAIL", None: "info"}[f.passed],
+            f.reference or "-",
+            f.detail,
+        ]
+        for f in figures
+    ]
     widths = [max(len(r[c]) for r in [head] + rows) for c in range(len(head) - 1)]
     lines = []
     for r in [head] + rows:
@@ -83,8 +94,11 @@ def _loadavg() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     known = discover()
-    ap = argparse.ArgumentParser(prog="python -m bench", description="Run benchmark groups and print the figures "
-                                 "(ours, target, pass/fail, reference). See bench/README.md.")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run benchmark groups and print the figures "
+        "(ours, target, pass/fail, reference). See bench/README.md.",
+    )
     ap.add_argument("groups", nargs="*", metavar="GROUP", help=f"groups to run (default: all of {', '.join(known)})")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a figure misses its target")
@@ -113,16 +127,27 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - t0
     load = _loadavg()
     if args.json:
-        print(json.dumps({"figures": [f.to_dict() for f in figures], "errors": errors, "wall_s": round(wall, 2),
-                          "loadavg_start_end": [load0, load], "cpus": os.cpu_count()},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "figures": [f.to_dict() for f in figures],
+                    "errors": errors,
+                    "wall_s": round(wall, 2),
+                    "loadavg_start_end": [load0, load],
+                    "cpus": os.cpu_count(),
+                },
+                indent=2,
+            )
+        )
     else:
         print(table(figures))
         failed = [f.name for f in figures if f.passed is False]
-        print(f"\n{len(figures)} figures, {sum(f.passed is True for f in figures)} pass, {len(failed)} fail, "
-              f"{sum(f.passed is None for f in figures)} informational; {wall:.1f} s; "
-              f"{os.cpu_count()} CPUs, 1-min load average {load0:.2f} at start, {load:.2f} at end"
-              + (f"; crashed groups: {', '.join(errors)}" if errors else ""))
+        print(
+            f"\n{len(figures)} figures, {sum(f.passed is True for f in figures)} pass, {len(failed)} fail, "
+            f"{sum(f.passed is None for f in figures)} informational; {wall:.1f} s; "
+            f"{os.cpu_count()} CPUs, 1-min load average {load0:.2f} at start, {load:.2f} at end"
+            + (f"; crashed groups: {', '.join(errors)}" if errors else "")
+        )
     if errors or (args.strict and any(f.passed is False for f in figures)):
         return 1
     return 0

@@ -46,8 +46,9 @@ def main(protocol_path: str) -> dict:
     model = keras.models.load_model(base / mdl["model_file"], compile=False)
     with np.load(base / mdl["init_weights_file"], allow_pickle=False) as z:
         model.set_weights([np.array(z[k]) for k in sorted(z.files)])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=tr["learning_rate"]), loss=tr["loss"],
-                  metrics=list(tr["metrics"]))
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=tr["learning_rate"]), loss=tr["loss"], metrics=list(tr["metrics"])
+    )
     epochs = int(proto["centralized"]["epochs"])
     accs, fit_s = [], []
     for epoch in range(epochs):
@@ -57,9 +58,16 @@ def main(protocol_path: str) -> dict:
         fit_s.append(time.monotonic() - t0)
         res = model.evaluate(xev, yev, batch_size=int(tr["eval_batch_size"]), verbose=0, return_dict=True)
         accs.append(float(res["accuracy"]))
-    return {"accuracy": accs, "fit_seconds": fit_s, "import_seconds": t_import,
-            "total_seconds": time.monotonic() - T_START, "rss_mib": _rss_mib("VmRSS"),
-            "peak_rss_mib": _rss_mib("VmHWM"), "n_train": int(len(ytr)), "n_eval": int(len(yev))}
+    return {
+        "accuracy": accs,
+        "fit_seconds": fit_s,
+        "import_seconds": t_import,
+        "total_seconds": time.monotonic() - T_START,
+        "rss_mib": _rss_mib("VmRSS"),
+        "peak_rss_mib": _rss_mib("VmHWM"),
+        "n_train": int(len(ytr)),
+        "n_eval": int(len(yev)),
+    }
 
 
 if __name__ == "__main__":

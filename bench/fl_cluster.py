@@ -86,12 +86,22 @@ class FLCluster:
         shards = part["label_shards"]
         for i in range(N):
             k = ids.index(c.node_id(i))
-            spec = {"kind": "mnist", "path": self.data_dir, "subset": "train",
-                    "partition": {"scheme": "shards", "num_clients": part["num_clients"], "client": k,
-                                  "num_shards": shards["num_shards"], "shard_size": shards["shard_size"]}}
+            spec = {
+                "kind": "mnist",
+                "path": self.data_dir,
+                "subset": "train",
+                "partition": {
+                    "scheme": "shards",
+                    "num_clients": part["num_clients"],
+                    "client": k,
+                    "num_shards": shards["num_shards"],
+                    "shard_size": shards["shard_size"],
+                },
+            }
             st = c.call(i, "data_add", timeout=60, name=TRAIN_DS, spec=spec)
-            c.call(i, "data_add", timeout=60, name=EVAL_DS, spec={"kind": "mnist", "path": self.data_dir,
-                                                                  "subset": "eval"})
+            c.call(
+                i, "data_add", timeout=60, name=EVAL_DS, spec={"kind": "mnist", "path": self.data_dir, "subset": "eval"}
+            )
             labels = {lab: n for lab, n in st["per_label"].items() if n}
             progress(f"fl: node{i} = client {k}: {st['count']} images, labels {labels}")
 
@@ -112,7 +122,9 @@ class FLCluster:
             self.arch = reg.latest(name)["arch"]
             with np.load(self.base / mdl["init_weights_file"], allow_pickle=False) as z:
                 self.init_weights = [np.array(z[k]) for k in sorted(z.files)]
-        version = reg.put(name, self.init_weights, self.arch, extra={"initial": True, "source": mdl["init_weights_file"]})
+        version = reg.put(
+            name, self.init_weights, self.arch, extra={"initial": True, "source": mdl["init_weights_file"]}
+        )
         latest = reg.latest(name)
         if latest["version"] != version:  # the imported file held other weights and was stored later
             raise RuntimeError(f"{name}: latest version {latest['version']} is not the initial weights {version}")
@@ -139,15 +151,23 @@ class Watch(threading.Thread):
             for ev in self.client.stream("run_watch", run_id=self.run_id):
                 now = time.monotonic()
                 if ev.get("kind") == "fl_phase" or ev.get("what") == "round_started":
-                    self.marks.append((now, ev.get("what") or ev.get("phase"), int(ev.get("round") or 0),
-                                       str(ev.get("node_id") or "")))
+                    self.marks.append(
+                        (
+                            now,
+                            ev.get("what") or ev.get("phase"),
+                            int(ev.get("round") or 0),
+                            str(ev.get("node_id") or ""),
+                        )
+                    )
                 if ev.get("kind") == "fl" and ev.get("what") == "round":
                     r = int(ev["round"])
                     self.rounds_at[r] = time.monotonic()
                     self.events.append(ev)
                     acc = (ev.get("server_eval") or {}).get("accuracy")
-                    progress(f"fl:   round {r:2d}  acc {acc if acc is None else f'{acc:.4f}'}  "
-                             f"wall {ev.get('wall_seconds')} s  fit_max {ev.get('fit_seconds_max')} s")
+                    progress(
+                        f"fl:   round {r:2d}  acc {acc if acc is None else f'{acc:.4f}'}  "
+                        f"wall {ev.get('wall_seconds')} s  fit_max {ev.get('fit_seconds_max')} s"
+                    )
                     if r >= self.rounds and self.rss is None:
                         self.rss = tree_rss(self.roots)
                 if ev.get("kind") == "fl" and ev.get("what") in ("final", "failed", "stopped", "done"):
@@ -168,18 +188,31 @@ class Watch(threading.Thread):
 NO_SCREEN = 1e9  # outlier_z: the protocol aggregates every client's update (see fl_bench.py)
 
 
-def run_federated(fc: FLCluster, name: str, strategy: str, options: dict, deadline: float,
-                  outlier_z: float = NO_SCREEN) -> dict:
+def run_federated(
+    fc: FLCluster, name: str, strategy: str, options: dict, deadline: float, outlier_z: float = NO_SCREEN
+) -> dict:
     """One protocol run; returns history, round timestamps, RSS at the end of training, timings."""
     proto, c = fc.proto, fc.cluster
     tr, fed = proto["training"], proto["federation"]
     fc.import_model(name)
     m = fc.master_i
-    args = {"model": name, "dataset": TRAIN_DS, "rounds": int(fed["num_rounds"]), "epochs": int(tr["local_epochs"]),
-            "batch_size": int(tr["batch_size"]), "lr": float(tr["learning_rate"]), "strategy": strategy,
-            "strategy_options": options, "min_clients": int(fed["clients_per_round"]),
-            "fraction": float(fed["fraction_fit"]), "eval_dataset": EVAL_DS, "holdout": 0.0,
-            "seed": int(tr["base_seed"]), "round_timeout": 120.0, "outlier_z": float(outlier_z)}
+    args = {
+        "model": name,
+        "dataset": TRAIN_DS,
+        "rounds": int(fed["num_rounds"]),
+        "epochs": int(tr["local_epochs"]),
+        "batch_size": int(tr["batch_size"]),
+        "lr": float(tr["learning_rate"]),
+        "strategy": strategy,
+        "strategy_options": options,
+        "min_clients": int(fed["clients_per_round"]),
+        "fraction": float(fed["fraction_fit"]),
+        "eval_dataset": EVAL_DS,
+        "holdout": 0.0,
+        "seed": int(tr["base_seed"]),
+        "round_timeout": 120.0,
+        "outlier_z": float(outlier_z),
+    }
     if strategy == "fedprox":
         args["mu"] = float(options.get("mu", 0.01))
     t_train = time.monotonic()
@@ -195,13 +228,21 @@ def run_federated(fc: FLCluster, name: str, strategy: str, options: dict, deadli
         watch.join(5)
     st = c.call(m, "run_show", run_id=res["run_id"])
     if st["status"] != "done" or len(st["history"]) < args["rounds"]:
-        raise RuntimeError(f"{strategy} run {st['status']} at round {st['round']}/{args['rounds']}"
-                           f"{': ' + st.get('error', '') if st.get('error') else ''}"
-                           f"{'; watcher: ' + watch.error if watch.error else ''}"
-                           f"{'; bench deadline reached' if time.monotonic() >= deadline else ''}")
-    return {"history": st["history"], "rounds_at": watch.rounds_at, "t_train": t_train, "rss": watch.rss,
-            "breakdown": breakdown(watch.marks, st["history"]),
-            "config": args, "run_id": res["run_id"]}
+        raise RuntimeError(
+            f"{strategy} run {st['status']} at round {st['round']}/{args['rounds']}"
+            f"{': ' + st.get('error', '') if st.get('error') else ''}"
+            f"{'; watcher: ' + watch.error if watch.error else ''}"
+            f"{'; bench deadline reached' if time.monotonic() >= deadline else ''}"
+        )
+    return {
+        "history": st["history"],
+        "rounds_at": watch.rounds_at,
+        "t_train": t_train,
+        "rss": watch.rss,
+        "breakdown": breakdown(watch.marks, st["history"]),
+        "config": args,
+        "run_id": res["run_id"],
+    }
 
 
 def breakdown(marks: list[tuple[float, str, int, str]], history: list[dict]) -> dict[str, list[float]]:

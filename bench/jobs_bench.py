@@ -36,16 +36,22 @@ FACES_N = 400
 FACES_WARMUP = 8  # images of a first, untimed cluster job (each worker loads its cascade)
 FACES_REPS = 3
 REF = {
-    "rt50": "Ray 2.60: 1.71 ms", "rt99": "Ray 2.60: 3.29 ms", "tp": "Ray 2.60: 1,818 tasks/s",
-    "eff": "Ray 2.60: 0.90", "start": "Ray 2.60: 2.2 s (ray.init)", "procs": "Ray 2.60: 10",
+    "rt50": "Ray 2.60: 1.71 ms",
+    "rt99": "Ray 2.60: 3.29 ms",
+    "tp": "Ray 2.60: 1,818 tasks/s",
+    "eff": "Ray 2.60: 0.90",
+    "start": "Ray 2.60: 2.2 s (ray.init)",
+    "procs": "Ray 2.60: 10",
     "rss": "Ray 2.60: ~1 GiB",
 }
 
 
 def _failed(specs: list[tuple[str, str, float | None, str, str, str]], exc: BaseException) -> list[Figure]:
     why = f"failed: {type(exc).__name__}: {exc}"[:300]
-    return [Figure(G, key, name, None, unit, target, op=op, reference=ref, detail=why)
-            for key, name, target, unit, op, ref in specs]
+    return [
+        Figure(G, key, name, None, unit, target, op=op, reference=ref, detail=why)
+        for key, name, target, unit, op, ref in specs
+    ]
 
 
 def _load() -> str:
@@ -61,12 +67,33 @@ def _startup_figures(c, start: dict) -> list[Figure]:
     pids = jc.processes(c)
     rss = jc.rss_mib(pids)
     return [
-        Figure(G, "jobs.startup_s", "start-up, 3 daemons (first Popen -> one agreed master)", start["ready_s"], "s",
-               reference=REF["start"], detail="all 3 started at once on 2 cores; includes Python start-up and imports"),
-        Figure(G, "jobs.processes", "processes of the 3-node cluster", float(len(pids)), "",
-               reference=REF["procs"], detail="the daemons and their children, 2 s after start-up"),
-        Figure(G, "jobs.rss_mib", "memory of the 3-node cluster (sum of RSS)", rss, "MiB", reference=REF["rss"],
-               detail=f"VmRSS summed over {len(pids)} processes, idle, 2 s after start-up"),
+        Figure(
+            G,
+            "jobs.startup_s",
+            "start-up, 3 daemons (first Popen -> one agreed master)",
+            start["ready_s"],
+            "s",
+            reference=REF["start"],
+            detail="all 3 started at once on 2 cores; includes Python start-up and imports",
+        ),
+        Figure(
+            G,
+            "jobs.processes",
+            "processes of the 3-node cluster",
+            float(len(pids)),
+            "",
+            reference=REF["procs"],
+            detail="the daemons and their children, 2 s after start-up",
+        ),
+        Figure(
+            G,
+            "jobs.rss_mib",
+            "memory of the 3-node cluster (sum of RSS)",
+            rss,
+            "MiB",
+            reference=REF["rss"],
+            detail=f"VmRSS summed over {len(pids)} processes, idle, 2 s after start-up",
+        ),
     ]
 
 
@@ -83,10 +110,26 @@ def _roundtrip_figures(c, tiny: Path) -> list[Figure]:
     p50, p99 = statistics.median(ms), jc.percentile(ms, 99)
     where = f"{len(ms)} jobs, min {min(ms):.2f} max {max(ms):.2f} ms, {_load()}"
     return [
-        Figure(G, "jobs.rt_p50_ms", "no-op round trip p50 (submitter->master->worker->submitter)", p50, "ms", 1.0,
-               reference=REF["rt50"], detail=f"median of {where}", samples=ms),
-        Figure(G, "jobs.rt_p99_ms", "no-op round trip p99", p99, "ms", reference=REF["rt99"],
-               detail=f"nearest-rank 99th percentile of the same {len(ms)}"),
+        Figure(
+            G,
+            "jobs.rt_p50_ms",
+            "no-op round trip p50 (submitter->master->worker->submitter)",
+            p50,
+            "ms",
+            1.0,
+            reference=REF["rt50"],
+            detail=f"median of {where}",
+            samples=ms,
+        ),
+        Figure(
+            G,
+            "jobs.rt_p99_ms",
+            "no-op round trip p99",
+            p99,
+            "ms",
+            reference=REF["rt99"],
+            detail=f"nearest-rank 99th percentile of the same {len(ms)}",
+        ),
     ]
 
 
@@ -104,12 +147,22 @@ def _throughput_figures(c, base: Path) -> list[Figure]:
         rates.append(TP_ITEMS / r["wall_s"])
         runs.append(r)
     best = runs[rates.index(statistics.median(rates))] if TP_REPS % 2 else runs[0]
-    return [Figure(G, "jobs.noop_tasks_per_s", f"pipelined no-op tasks ({TP_ITEMS:,}-item job)",
-                   statistics.median(rates), "tasks/s", 5000.0, op=">=", reference=REF["tp"],
-                   detail=f"median of {TP_REPS} ({', '.join(f'{x:,.0f}' for x in rates)}); submit -> last result "
-                   f"recorded, incl. walking, hashing and storing the {TP_ITEMS:,} files "
-                   f"({best['submit_s']:.2f} s until `submit` answered); 1 worker node; {_load()}",
-                   samples=rates)]
+    return [
+        Figure(
+            G,
+            "jobs.noop_tasks_per_s",
+            f"pipelined no-op tasks ({TP_ITEMS:,}-item job)",
+            statistics.median(rates),
+            "tasks/s",
+            5000.0,
+            op=">=",
+            reference=REF["tp"],
+            detail=f"median of {TP_REPS} ({', '.join(f'{x:,.0f}' for x in rates)}); submit -> last result "
+            f"recorded, incl. walking, hashing and storing the {TP_ITEMS:,} files "
+            f"({best['submit_s']:.2f} s until `submit` answered); 1 worker node; {_load()}",
+            samples=rates,
+        )
+    ]
 
 
 def _noop_cluster(base: Path) -> list[Figure]:
@@ -124,11 +177,17 @@ def _noop_cluster(base: Path) -> list[Figure]:
         tiny = base / "tiny.txt"
         tiny.write_bytes(b"noop\n")
         for fn, specs in (
-            (lambda: _roundtrip_figures(c, tiny),
-             [("jobs.rt_p50_ms", "no-op round trip p50", 1.0, "ms", "<=", REF["rt50"]),
-              ("jobs.rt_p99_ms", "no-op round trip p99", None, "ms", "<=", REF["rt99"])]),
-            (lambda: _throughput_figures(c, base),
-             [("jobs.noop_tasks_per_s", "pipelined no-op tasks", 5000.0, "tasks/s", ">=", REF["tp"])]),
+            (
+                lambda: _roundtrip_figures(c, tiny),
+                [
+                    ("jobs.rt_p50_ms", "no-op round trip p50", 1.0, "ms", "<=", REF["rt50"]),
+                    ("jobs.rt_p99_ms", "no-op round trip p99", None, "ms", "<=", REF["rt99"]),
+                ],
+            ),
+            (
+                lambda: _throughput_figures(c, base),
+                [("jobs.noop_tasks_per_s", "pipelined no-op tasks", 5000.0, "tasks/s", ">=", REF["tp"])],
+            ),
         ):
             try:
                 figs += fn()
@@ -152,10 +211,19 @@ def _roundtrip_two_nodes(base: Path) -> list[Figure]:
         ms = _probe(c, tiny)
     finally:
         c.close()
-    return [Figure(G, "jobs.rt2_p50_ms", "no-op round trip p50, worker on the master (2 nodes)", statistics.median(ms),
-                   "ms", reference=REF["rt50"],
-                   detail=f"p99 {jc.percentile(ms, 99):.2f} ms; {len(ms)} jobs, submitter->master (schedules and "
-                   f"runs it)->submitter, min {min(ms):.2f} ms, {_load()}", samples=ms)]
+    return [
+        Figure(
+            G,
+            "jobs.rt2_p50_ms",
+            "no-op round trip p50, worker on the master (2 nodes)",
+            statistics.median(ms),
+            "ms",
+            reference=REF["rt50"],
+            detail=f"p99 {jc.percentile(ms, 99):.2f} ms; {len(ms)} jobs, submitter->master (schedules and "
+            f"runs it)->submitter, min {min(ms):.2f} ms, {_load()}",
+            samples=ms,
+        )
+    ]
 
 
 # ----------------------------------------------------------------------------- faces cluster
@@ -195,21 +263,47 @@ def _faces_cluster(base: Path) -> list[Figure]:
     strict = [x / (2 * statistics.mean(singles)) for x in cluster]
     split = "/".join(str(n) for n in sorted(runs[-1]["per_worker"].values(), reverse=True))
     return [
-        Figure(G, "jobs.faces_efficiency", "Haar faces: cluster / 2 standalone 1-thread processes at once",
-               statistics.median(effs), "x", 0.9, op=">=", reference=REF["eff"],
-               detail=f"median of {len(effs)} ({', '.join(f'{e:.3f}' for e in effs)}); 2 nodes x 1 job thread, "
-               f"{FACES_N} PNGs 192-256 px, 1 image = 1 task (batches of 1-2), items per worker {split}, "
-               f"{statistics.median(r['submit_s'] for r in runs):.2f} s until `submit` answered; {_load()}",
-               samples=effs),
-        Figure(G, "jobs.faces_efficiency_alone", "Haar faces: cluster / (2 x one standalone process alone)",
-               statistics.median(strict), "x", reference=REF["eff"],
-               detail=f"{', '.join(f'{e:.3f}' for e in strict)}; denominator 2 x {statistics.mean(singles):.1f} img/s "
-               f"(mean of {len(singles)} passes: {', '.join(f'{x:.1f}' for x in singles)})"),
-        Figure(G, "jobs.faces_cluster_ips", "Haar faces: cluster throughput", statistics.median(cluster), "img/s",
-               detail=f"{', '.join(f'{x:.1f}' for x in cluster)}; submit -> last result recorded, 2 worker threads"),
-        Figure(G, "jobs.faces_standalone_ips", "Haar faces: 2 standalone processes at once", statistics.median(pairs),
-               "img/s", detail=f"sums per pass {', '.join(f'{x:.1f}' for x in pairs)}; each process: "
-               "cv2.setNumThreads(1), run_task('faces', bytes) over the same images"),
+        Figure(
+            G,
+            "jobs.faces_efficiency",
+            "Haar faces: cluster / 2 standalone 1-thread processes at once",
+            statistics.median(effs),
+            "x",
+            0.9,
+            op=">=",
+            reference=REF["eff"],
+            detail=f"median of {len(effs)} ({', '.join(f'{e:.3f}' for e in effs)}); 2 nodes x 1 job thread, "
+            f"{FACES_N} PNGs 192-256 px, 1 image = 1 task (batches of 1-2), items per worker {split}, "
+            f"{statistics.median(r['submit_s'] for r in runs):.2f} s until `submit` answered; {_load()}",
+            samples=effs,
+        ),
+        Figure(
+            G,
+            "jobs.faces_efficiency_alone",
+            "Haar faces: cluster / (2 x one standalone process alone)",
+            statistics.median(strict),
+            "x",
+            reference=REF["eff"],
+            detail=f"{', '.join(f'{e:.3f}' for e in strict)}; denominator 2 x {statistics.mean(singles):.1f} img/s "
+            f"(mean of {len(singles)} passes: {', '.join(f'{x:.1f}' for x in singles)})",
+        ),
+        Figure(
+            G,
+            "jobs.faces_cluster_ips",
+            "Haar faces: cluster throughput",
+            statistics.median(cluster),
+            "img/s",
+            detail=f"{', '.join(f'{x:.1f}' for x in cluster)}; submit -> last result recorded, 2 worker threads",
+        ),
+        Figure(
+            G,
+            "jobs.faces_standalone_ips",
+            "Haar faces: 2 standalone processes at once",
+            statistics.median(pairs),
+            "img/s",
+            detail=f"sums per pass {', '.join(f'{x:.1f}' for x in pairs)}; each process: "
+            "cv2.setNumThreads(1), run_task('faces', bytes) over the same images",
+        ),
     ]
 
 
@@ -220,22 +314,39 @@ def run() -> list[Figure]:
         try:
             figs += _noop_cluster(base)
         except Exception as exc:
-            figs += _failed([("jobs.startup_s", "start-up", None, "s", "<=", REF["start"]),
-                             ("jobs.rt_p50_ms", "no-op round trip p50", 1.0, "ms", "<=", REF["rt50"]),
-                             ("jobs.noop_tasks_per_s", "pipelined no-op tasks", 5000.0, "tasks/s", ">=", REF["tp"])],
-                            exc)
+            figs += _failed(
+                [
+                    ("jobs.startup_s", "start-up", None, "s", "<=", REF["start"]),
+                    ("jobs.rt_p50_ms", "no-op round trip p50", 1.0, "ms", "<=", REF["rt50"]),
+                    ("jobs.noop_tasks_per_s", "pipelined no-op tasks", 5000.0, "tasks/s", ">=", REF["tp"]),
+                ],
+                exc,
+            )
         try:
             figs += _roundtrip_two_nodes(base)
         except Exception as exc:
-            figs += _failed([("jobs.rt2_p50_ms", "no-op round trip p50, worker on the master", None, "ms", "<=",
-                              REF["rt50"])], exc)
+            figs += _failed(
+                [("jobs.rt2_p50_ms", "no-op round trip p50, worker on the master", None, "ms", "<=", REF["rt50"])], exc
+            )
         try:
             figs += _faces_cluster(base)
         except Exception as exc:
-            figs += _failed([("jobs.faces_efficiency", "Haar faces dispatch efficiency", 0.9, "x", ">=", REF["eff"])],
-                            exc)
+            figs += _failed(
+                [("jobs.faces_efficiency", "Haar faces dispatch efficiency", 0.9, "x", ">=", REF["eff"])], exc
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    order = ["rt_p50", "rt_p99", "rt2", "noop", "faces_efficiency", "faces_efficiency_alone", "faces_cl", "faces_st",
-             "startup", "processes", "rss"]
+    order = [
+        "rt_p50",
+        "rt_p99",
+        "rt2",
+        "noop",
+        "faces_efficiency",
+        "faces_efficiency_alone",
+        "faces_cl",
+        "faces_st",
+        "startup",
+        "processes",
+        "rss",
+    ]
     return sorted(figs, key=lambda f: next((k for k, o in enumerate(order) if f.key[5:].startswith(o)), len(order)))

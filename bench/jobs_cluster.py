@@ -109,8 +109,9 @@ def wait_job(c: LocalCluster, i: int, job_id: str, timeout: float, poll: float =
     raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
 
 
-def run_job(c: LocalCluster, i: int, paths: list[str], task: str, options: dict | None = None,
-            timeout: float = 120.0) -> dict:
+def run_job(
+    c: LocalCluster, i: int, paths: list[str], task: str, options: dict | None = None, timeout: float = 120.0
+) -> dict:
     """Submit through node i's control socket and wait for the end. Returns the seconds from just before
     the `submit` call to the last result recorded (``wall_s``), to the `submit` answer (``submit_s``),
     the job's counts and the items per worker."""
@@ -124,6 +125,12 @@ def run_job(c: LocalCluster, i: int, paths: list[str], task: str, options: dict 
     per_worker: dict[str, int] = {}
     for it in items:
         per_worker[it["worker"] or "?"] = per_worker.get(it["worker"] or "?", 0) + 1
-    return {"job_id": job["job_id"], "items": len(items), "wall_s": end - t0, "submit_s": t_submit - t0,
-            "counts": shown["counts"], "per_worker": per_worker,
-            "errors": [it["error"] for it in items if it["status"] != "done"][:3]}
+    return {
+        "job_id": job["job_id"],
+        "items": len(items),
+        "wall_s": end - t0,
+        "submit_s": t_submit - t0,
+        "counts": shown["counts"],
+        "per_worker": per_worker,
+        "errors": [it["error"] for it in items if it["status"] != "done"][:3],
+    }

@@ -46,8 +46,12 @@ def standalone(folder: Path, copies: int = 1, timeout: float = 300.0) -> list[di
     """One pass of the single-thread standalone loop in ``copies`` fresh processes started at the same
     moment: one {"images", "seconds", "faces"} each."""
     cmd = [sys.executable, "-m", "bench.jobs_faces", str(folder)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).resolve().parents[1]) for _ in range(copies)]
+    procs = [
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]
+        )
+        for _ in range(copies)
+    ]
     out = []
     try:
         for proc in procs:

@@ -38,15 +38,33 @@ def _tls_figures(a, b) -> list[Figure]:
     ctx = ip.context_build_times(b)
     s, f, c = stats(tls), stats(full), stats(ctx)
     return [
-        Figure(G, "net.tls_handshake_ms", "mTLS 1.3 handshake (TLS only)", s.median * 1000, "ms",
-               detail=f"median of {s.n}, min {s.min * 1000:.2f} max {s.max * 1000:.2f} ms; P-256, in-process",
-               samples=[x * 1000 for x in tls]),
-        Figure(G, "net.tls_hello_ms", "mTLS 1.3 handshake + HELLO/ACK", f.median * 1000, "ms",
-               detail=f"median of {f.n}, min {f.min * 1000:.2f} max {f.max * 1000:.2f} ms; until the dialer holds the ACK",
-               samples=[x * 1000 for x in full]),
-        Figure(G, "net.client_ctx_ms", "client_ssl_context() build (once per node)", c.median * 1000, "ms",
-               detail=f"median of {c.n}; built once per node and cached by PeerTable",
-               samples=[x * 1000 for x in ctx]),
+        Figure(
+            G,
+            "net.tls_handshake_ms",
+            "mTLS 1.3 handshake (TLS only)",
+            s.median * 1000,
+            "ms",
+            detail=f"median of {s.n}, min {s.min * 1000:.2f} max {s.max * 1000:.2f} ms; P-256, in-process",
+            samples=[x * 1000 for x in tls],
+        ),
+        Figure(
+            G,
+            "net.tls_hello_ms",
+            "mTLS 1.3 handshake + HELLO/ACK",
+            f.median * 1000,
+            "ms",
+            detail=f"median of {f.n}, min {f.min * 1000:.2f} max {f.max * 1000:.2f} ms; until the dialer holds the ACK",
+            samples=[x * 1000 for x in full],
+        ),
+        Figure(
+            G,
+            "net.client_ctx_ms",
+            "client_ssl_context() build (once per node)",
+            c.median * 1000,
+            "ms",
+            detail=f"median of {c.n}; built once per node and cached by PeerTable",
+            samples=[x * 1000 for x in ctx],
+        ),
     ]
 
 
@@ -68,13 +86,34 @@ def _throughput_figures(a, b) -> list[Figure]:
         st, sp = stats(mt), stats(mp)
         key = "inproc" if fn is None else "forked"
         figs += [
-            Figure(G, f"net.blob_tls_{key}_mbps", f"blob throughput mTLS ({label})", st.median, "MB/s",
-                   detail=f"median of {st.n} x 64 MiB in 4 MiB blobs, min {st.min:.0f} max {st.max:.0f}; SHA-256 checked",
-                   samples=mt),
-            Figure(G, f"net.blob_tcp_{key}_mbps", f"blob throughput raw TCP ({label})", sp.median, "MB/s",
-                   detail=f"median of {sp.n}, min {sp.min:.0f} max {sp.max:.0f}", samples=mp),
-            Figure(G, f"net.blob_ratio_{key}", f"mTLS / TCP throughput ratio ({label})", st.median / sp.median, "x",
-                   0.5, op=">=", detail="ratio of the medians"),
+            Figure(
+                G,
+                f"net.blob_tls_{key}_mbps",
+                f"blob throughput mTLS ({label})",
+                st.median,
+                "MB/s",
+                detail=f"median of {st.n} x 64 MiB in 4 MiB blobs, min {st.min:.0f} max {st.max:.0f}; SHA-256 checked",
+                samples=mt,
+            ),
+            Figure(
+                G,
+                f"net.blob_tcp_{key}_mbps",
+                f"blob throughput raw TCP ({label})",
+                sp.median,
+                "MB/s",
+                detail=f"median of {sp.n}, min {sp.min:.0f} max {sp.max:.0f}",
+                samples=mp,
+            ),
+            Figure(
+                G,
+                f"net.blob_ratio_{key}",
+                f"mTLS / TCP throughput ratio ({label})",
+                st.median / sp.median,
+                "x",
+                0.5,
+                op=">=",
+                detail="ratio of the medians",
+            ),
         ]
     return figs
 
@@ -87,8 +126,9 @@ def _help_figure() -> list[Figure]:
     samples = []
     for k in range(HELP_RUNS + 1):
         t0 = time.perf_counter()
-        subprocess.run([str(exe), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
-                       check=True)
+        subprocess.run(
+            [str(exe), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=True
+        )
         if k:
             samples.append(time.perf_counter() - t0)
     floor = []
@@ -97,9 +137,19 @@ def _help_figure() -> list[Figure]:
         subprocess.run([sys.executable, "-c", "pass"], timeout=30, check=True)
         floor.append(time.perf_counter() - t0)
     s = stats(samples)
-    return [Figure(G, "net.help_wall_s", "`collab --help` wall time", s.median, "s", 0.3,
-                   detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; bare `python -c pass` "
-                   f"{stats(floor).median:.3f} s", samples=samples)]
+    return [
+        Figure(
+            G,
+            "net.help_wall_s",
+            "`collab --help` wall time",
+            s.median,
+            "s",
+            0.3,
+            detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; bare `python -c pass` "
+            f"{stats(floor).median:.3f} s",
+            samples=samples,
+        )
+    ]
 
 
 def run() -> list[Figure]:
@@ -110,15 +160,22 @@ def run() -> list[Figure]:
     try:
         figs += net_cluster.run()
     except Exception as exc:
-        figs += _failed([("net.discovery_s", "discovery, 3 nodes", 2.0, "s"),
-                         ("net.idle_rss_mb", "idle daemon RSS (max of 3)", 80.0, "MiB"),
-                         ("net.failover_s", "failover (SIGKILL master)", 2.0, "s"),
-                         ("net.leave_handover_s", "graceful leave (SIGTERM master)", 0.5, "s")], exc)
+        figs += _failed(
+            [
+                ("net.discovery_s", "discovery, 3 nodes", 2.0, "s"),
+                ("net.idle_rss_mb", "idle daemon RSS (max of 3)", 80.0, "MiB"),
+                ("net.failover_s", "failover (SIGKILL master)", 2.0, "s"),
+                ("net.leave_handover_s", "graceful leave (SIGTERM master)", 0.5, "s"),
+            ],
+            exc,
+        )
     base = Path(tempfile.mkdtemp(prefix="collab-bench-"))
     try:
         a, b = ip.make_identities(base)
-        for fn, fallback in ((_tls_figures, [("net.tls_handshake_ms", "mTLS 1.3 handshake", None, "ms")]),
-                             (_throughput_figures, [("net.blob_ratio_inproc", "mTLS / TCP throughput ratio", 0.5, "x")])):
+        for fn, fallback in (
+            (_tls_figures, [("net.tls_handshake_ms", "mTLS 1.3 handshake", None, "ms")]),
+            (_throughput_figures, [("net.blob_ratio_inproc", "mTLS / TCP throughput ratio", 0.5, "x")]),
+        ):
             try:
                 figs += fn(a, b)
             except Exception as exc:
@@ -132,5 +189,17 @@ def run() -> list[Figure]:
         figs += _help_figure()
     except Exception as exc:
         figs += _failed([("net.help_wall_s", "`collab --help` wall time", 0.3, "s")], exc)
-    order = ["discovery", "daemon_startup", "failover", "leave", "heal", "join", "tls", "client_ctx", "blob", "help", "idle_rss"]
+    order = [
+        "discovery",
+        "daemon_startup",
+        "failover",
+        "leave",
+        "heal",
+        "join",
+        "tls",
+        "client_ctx",
+        "blob",
+        "help",
+        "idle_rss",
+    ]
     return sorted(figs, key=lambda f: next((k for k, o in enumerate(order) if f.key[4:].startswith(o)), len(order)))

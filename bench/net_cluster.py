@@ -7,7 +7,6 @@ persistent `ControlClient` per node, polled every ~10 ms.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -88,8 +87,9 @@ class Probe:
             return None
         return master if snaps[self.ids.index(master)][0]["role"] == "master" else None
 
-    def wait(self, indices: list[int], timeout: float = AGREE_TIMEOUT, exclude: str | None = None,
-             hold: float = 0.0) -> tuple[str, float]:
+    def wait(
+        self, indices: list[int], timeout: float = AGREE_TIMEOUT, exclude: str | None = None, hold: float = 0.0
+    ) -> tuple[str, float]:
         """Poll until agreement (held for `hold` s). Returns (master, wall time the agreement was seen)."""
         deadline = time.monotonic() + timeout
         cand, since = None, 0.0
@@ -176,8 +176,10 @@ def _discovery(cluster: LocalCluster, probe: Probe) -> dict[str, list[float]]:
         out["popen"].append(t_agree - t0)
         out["startup"] += [r - t0 for r in ready]
         out["startup_listen"] += [x - t0 for x in listen]
-        progress(f"  discovery rep {rep + 1}: {t_agree - max(listen):.3f} s from all listening, "
-                 f"{t_agree - t0:.3f} s from Popen")
+        progress(
+            f"  discovery rep {rep + 1}: {t_agree - max(listen):.3f} s from all listening, "
+            f"{t_agree - t0:.3f} s from Popen"
+        )
     return out
 
 
@@ -214,44 +216,106 @@ def run() -> list[Figure]:
         progress(f"net: discovery, {DISCOVERY_REPS} reps (all 3 daemons started at once, mDNS on 127.0.0.1)")
         d = _discovery(cluster, probe)
         s = stats(d["listen"])
-        figs.append(Figure("net", "net.discovery_s", "discovery, 3 nodes (all listening -> all agree)", s.median, "s",
-                           2.0, detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; mDNS",
-                           samples=d["listen"]))
+        figs.append(
+            Figure(
+                "net",
+                "net.discovery_s",
+                "discovery, 3 nodes (all listening -> all agree)",
+                s.median,
+                "s",
+                2.0,
+                detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; mDNS",
+                samples=d["listen"],
+            )
+        )
         s = stats(d["ready"])
-        figs.append(Figure("net", "net.discovery_from_ready_s", "discovery (all ready-files -> all agree)", s.median,
-                           "s", detail=f"min {s.min:.3f} max {s.max:.3f} s; ready-file is written after mDNS "
-                           "registration", samples=d["ready"]))
+        figs.append(
+            Figure(
+                "net",
+                "net.discovery_from_ready_s",
+                "discovery (all ready-files -> all agree)",
+                s.median,
+                "s",
+                detail=f"min {s.min:.3f} max {s.max:.3f} s; ready-file is written after mDNS registration",
+                samples=d["ready"],
+            )
+        )
         s = stats(d["popen"])
-        figs.append(Figure("net", "net.discovery_from_popen_s", "discovery (first Popen -> all agree)", s.median, "s",
-                           detail=f"min {s.min:.3f} max {s.max:.3f} s; includes Python start-up", samples=d["popen"]))
+        figs.append(
+            Figure(
+                "net",
+                "net.discovery_from_popen_s",
+                "discovery (first Popen -> all agree)",
+                s.median,
+                "s",
+                detail=f"min {s.min:.3f} max {s.max:.3f} s; includes Python start-up",
+                samples=d["popen"],
+            )
+        )
         s, sl = stats(d["startup"]), stats(d["startup_listen"])
-        figs.append(Figure("net", "net.daemon_startup_s", "daemon start-up (Popen -> ready-file)", s.median, "s",
-                           detail=f"{s.n} starts (3 at once), min {s.min:.3f} max {s.max:.3f} s; "
-                           f"Popen -> listening median {sl.median:.3f} s", samples=d["startup"]))
+        figs.append(
+            Figure(
+                "net",
+                "net.daemon_startup_s",
+                "daemon start-up (Popen -> ready-file)",
+                s.median,
+                "s",
+                detail=f"{s.n} starts (3 at once), min {s.min:.3f} max {s.max:.3f} s; "
+                f"Popen -> listening median {sl.median:.3f} s",
+                samples=d["startup"],
+            )
+        )
 
         progress(f"net: idle {IDLE_S:.0f} s, then VmRSS of every daemon")
         probe.reset()
         time.sleep(IDLE_S)
         rss = {i: _rss_mb(cluster.procs[i].pid) for i in range(N)}
         values = [v for v in rss.values() if v is not None]
-        figs.append(Figure("net", "net.idle_rss_mb", "idle daemon RSS (max of 3)", max(values) if values else None,
-                           "MiB", 80.0, detail="VmRSS: " + ", ".join(f"node{i} {v:.1f}" for i, v in rss.items()
-                                                                         if v is not None), samples=values))
+        figs.append(
+            Figure(
+                "net",
+                "net.idle_rss_mb",
+                "idle daemon RSS (max of 3)",
+                max(values) if values else None,
+                "MiB",
+                80.0,
+                detail="VmRSS: " + ", ".join(f"node{i} {v:.1f}" for i, v in rss.items() if v is not None),
+                samples=values,
+            )
+        )
 
         progress(f"net: failover, {FAILOVER_REPS} reps (SIGKILL the master)")
         samples = _failover(cluster, probe, signal.SIGKILL, FAILOVER_REPS, "failover")
         s = stats(samples)
         slow = sum(x > 1.0 for x in samples)
-        figs.append(Figure("net", "net.failover_s", "failover (SIGKILL master -> survivors agree)", s.median, "s",
-                           2.0, detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; {slow} of {s.n} > 1 s",
-                           samples=samples))
+        figs.append(
+            Figure(
+                "net",
+                "net.failover_s",
+                "failover (SIGKILL master -> survivors agree)",
+                s.median,
+                "s",
+                2.0,
+                detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; {slow} of {s.n} > 1 s",
+                samples=samples,
+            )
+        )
 
         progress(f"net: graceful leave, {LEAVE_REPS} reps (SIGTERM the master)")
         samples = _failover(cluster, probe, signal.SIGTERM, LEAVE_REPS, "leave")
         s = stats(samples)
-        figs.append(Figure("net", "net.leave_handover_s", "graceful leave (SIGTERM master -> survivors agree)",
-                           s.median, "s", 0.5, detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s",
-                           samples=samples))
+        figs.append(
+            Figure(
+                "net",
+                "net.leave_handover_s",
+                "graceful leave (SIGTERM master -> survivors agree)",
+                s.median,
+                "s",
+                0.5,
+                detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s",
+                samples=samples,
+            )
+        )
         probe.reset()
     finally:
         cluster.close()

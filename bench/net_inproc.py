@@ -79,7 +79,7 @@ async def handshakes(a: NodeIdentity, b: NodeIdentity, n: int, hello: bool, warm
         server.close()
         try:
             await asyncio.wait_for(server.wait_closed(), 2.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     return samples
 
@@ -153,11 +153,13 @@ async def _send_rounds(port: int, cctx, reps: int, data: bytes) -> list[float]:
 
 
 async def throughput_inproc(a: NodeIdentity, b: NodeIdentity, tls: bool, reps: int, data: bytes) -> list[float]:
-    server = await asyncio.start_server(_serve_receiver, HOST, 0, ssl=server_ssl_context(a) if tls else None,
-                                        limit=LIMIT)
+    server = await asyncio.start_server(
+        _serve_receiver, HOST, 0, ssl=server_ssl_context(a) if tls else None, limit=LIMIT
+    )
     try:
-        return await _send_rounds(server.sockets[0].getsockname()[1], client_ssl_context(b) if tls else None,
-                                  reps, data)
+        return await _send_rounds(
+            server.sockets[0].getsockname()[1], client_ssl_context(b) if tls else None, reps, data
+        )
     finally:
         server.close()
 

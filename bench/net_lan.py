@@ -49,22 +49,33 @@ def heal_figures() -> list[Figure]:
             master, _ = probe.wait(everyone, hold=0.5)
             mi = ids.index(master)
             others = [i for i in everyone if i != mi]
-            cut = ([mi] + others[:HEAL_CUT - 1]) if rep % 2 == 0 else others[-HEAL_CUT:]
+            cut = ([mi] + others[: HEAL_CUT - 1]) if rep % 2 == 0 else others[-HEAL_CUT:]
             cluster.lan.partition(cut)
             time.sleep(PARTITION_S)
             cluster.lan.heal(cut)
             t0 = time.time()
             _, seen = probe.wait(everyone)
             samples.append(seen - t0)
-            progress(f"net: heal {rep + 1}/{HEAL_REPS} ({'with' if mi in cut else 'without'} the master): "
-                     f"{samples[-1]:.3f} s")
+            progress(
+                f"net: heal {rep + 1}/{HEAL_REPS} ({'with' if mi in cut else 'without'} the master): "
+                f"{samples[-1]:.3f} s"
+            )
         probe.reset()
     finally:
         cluster.close()
     s = stats(samples)
-    return [Figure(G, "net.heal_s", name, s.median, "s", 1.0,
-                   detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; link back -> all {HEAL_NODES} agree",
-                   samples=samples)]
+    return [
+        Figure(
+            G,
+            "net.heal_s",
+            name,
+            s.median,
+            "s",
+            1.0,
+            detail=f"median of {s.n}, min {s.min:.3f} max {s.max:.3f} s; link back -> all {HEAL_NODES} agree",
+            samples=samples,
+        )
+    ]
 
 
 def _join_on_lan() -> tuple[int, list[float], str]:
@@ -106,9 +117,24 @@ def _join_on_loopback() -> tuple[int, list[float], str]:
         good, times = 0, []
         for k in range(JOINS):
             t0 = time.perf_counter()
-            res = subprocess.run([sys.executable, "-m", "collab_tui", "join", token, "--mdns-interface", "127.0.0.1",
-                                  "--name", f"j{k}", "--home", str(base / f"j{k}")], capture_output=True, text=True,
-                                 timeout=60)
+            res = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "collab_tui",
+                    "join",
+                    token,
+                    "--mdns-interface",
+                    "127.0.0.1",
+                    "--name",
+                    f"j{k}",
+                    "--home",
+                    str(base / f"j{k}"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             times.append(time.perf_counter() - t0)
             good += res.returncode == 0
         return good, times, "loopback, mDNS pinned to 127.0.0.1 (a virtual LAN needs root)"
@@ -122,9 +148,19 @@ def join_figures() -> list[Figure]:
     progress(f"net: {JOINS} joins by mDNS with 3 members running ({'virtual LAN' if ok else 'loopback'})")
     good, times, where = _join_on_lan() if ok else _join_on_loopback()
     s = stats(times)
-    return [Figure(G, "net.join_success", f"joins by mDNS with 3 members running, of {JOINS}", good, "joins",
-                   JOINS, op=">=", detail=f"{where}; `collab join` wall time median {s.median:.2f} s, "
-                   f"max {s.max:.2f} s", samples=times)]
+    return [
+        Figure(
+            G,
+            "net.join_success",
+            f"joins by mDNS with 3 members running, of {JOINS}",
+            good,
+            "joins",
+            JOINS,
+            op=">=",
+            detail=f"{where}; `collab join` wall time median {s.median:.2f} s, max {s.max:.2f} s",
+            samples=times,
+        )
+    ]
 
 
 def run() -> list[Figure]:
@@ -136,8 +172,9 @@ def run() -> list[Figure]:
         try:
             figs += fn()
         except Exception as exc:
-            figs.append(Figure(G, key, name, None, unit, target, op=op,
-                               detail=f"failed: {type(exc).__name__}: {exc}"[:300]))
+            figs.append(
+                Figure(G, key, name, None, unit, target, op=op, detail=f"failed: {type(exc).__name__}: {exc}"[:300])
+            )
     return figs
 
 

@@ -49,7 +49,7 @@ def _write_images(folder: Path, n: int) -> None:
     for i in range(n):
         side = 64 + (i * 7) % 33
         x, y = (i * 13) % 200, (i * 29) % 150
-        crop = cv2.resize(astro[y:y + 300, x:x + 300], (side, side), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(astro[y : y + 300, x : x + 300], (side, side), interpolation=cv2.INTER_AREA)
         if i % 2:
             crop = crop[:, ::-1]
         cv2.imwrite(str(folder / f"img{i:04d}.png"), crop)
@@ -123,8 +123,9 @@ async def _drive(home: Path, folder: Path) -> dict:
         jobs = app.screen
         jobs.query_one("#job-path").value = str(folder)
         jobs.query_one("#job-task").value = "faces"
-        run = await app.client.call("train", model="digits", dataset="default", rounds=500, epochs=2,
-                                    min_clients=1, timeout=60.0)
+        run = await app.client.call(
+            "train", model="digits", dataset="default", rounds=500, epochs=2, min_clients=1, timeout=60.0
+        )
         tree = jobs.query_one("#job-tree")
         await _wait(lambda: len(tree.root.children) >= 2, 30, "the file tree", pilot)
         await pilot.press("ctrl+s")  # the first job goes through the Jobs screen's form
@@ -145,9 +146,11 @@ async def _drive(home: Path, folder: Path) -> dict:
 
         app.switch_mode = timed_switch
         first = await app.client.call("run_show", run_id=run["run_id"])
-        progress(f"tui: {PRESSES} presses while {IMAGES}-image jobs run back to back and run {run['run_id'][:8]} trains")
+        progress(
+            f"tui: {PRESSES} presses while {IMAGES}-image jobs run back to back and run {run['run_id'][:8]} trains"
+        )
         t_start = time.monotonic()
-        for i in range(PRESSES):
+        for _ in range(PRESSES):
             await asyncio.sleep(0.05)
             down = tree.cursor_line == 1  # Down/Up in the file tree, while results flood the table below
             want = tree.cursor_line + (1 if down else -1)
@@ -183,7 +186,10 @@ def run() -> list[Figure]:
     from collab_tui.localcluster import LocalCluster
 
     base = Path(tempfile.mkdtemp(prefix="collab-tui-bench-"))
-    keys = [("tui.key_p50_ms", "TUI key → screen (p50), node busy"), ("tui.key_p95_ms", "TUI key → screen (p95), node busy")]
+    keys = [
+        ("tui.key_p50_ms", "TUI key → screen (p50), node busy"),
+        ("tui.key_p95_ms", "TUI key → screen (p95), node busy"),
+    ]
     try:
         progress(f"tui: writing {IMAGES} small PNGs")
         _write_images(base / "images", IMAGES)
@@ -199,16 +205,41 @@ def run() -> list[Figure]:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     key, sw = res["key"], res["switch"]
-    load = (f"{len(key)} presses ~50 ms apart over {res['press_s']:.1f} s while {IMAGES}-image faces jobs ran back to "
-            f"back ({res['jobs']} jobs; one in flight during {res['busy_job']} presses) and a digits run trained "
-            f"({res['rounds'][0]} rounds committed meanwhile, run {res['rounds'][1]})")
+    load = (
+        f"{len(key)} presses ~50 ms apart over {res['press_s']:.1f} s while {IMAGES}-image faces jobs ran back to "
+        f"back ({res['jobs']} jobs; one in flight during {res['busy_job']} presses) and a digits run trained "
+        f"({res['rounds'][0]} rounds committed meanwhile, run {res['rounds'][1]})"
+    )
     return [
-        Figure(G, "tui.key_p50_ms", "TUI key → screen (p50), node busy", statistics.median(key), "ms", TARGET_MS,
-               detail=f"Down/Up in the Jobs screen's file tree; {load}; min {min(key):.1f} max {max(key):.1f} ms",
-               samples=key),
-        Figure(G, "tui.key_p95_ms", "TUI key → screen (p95), node busy", _percentile(key, 95), "ms", TARGET_MS,
-               detail="same presses; p95 by nearest rank", samples=key),
-        Figure(G, "tui.switch_p95_ms", "TUI screen switch (p95)", _percentile(sw, 95), "ms", None,
-               detail=f"keys 3/2 (Training ↔ Jobs), {len(sw)} switches after the presses; "
-                      f"median {statistics.median(sw):.1f} ms, max {max(sw):.1f} ms", samples=sw),
+        Figure(
+            G,
+            "tui.key_p50_ms",
+            "TUI key → screen (p50), node busy",
+            statistics.median(key),
+            "ms",
+            TARGET_MS,
+            detail=f"Down/Up in the Jobs screen's file tree; {load}; min {min(key):.1f} max {max(key):.1f} ms",
+            samples=key,
+        ),
+        Figure(
+            G,
+            "tui.key_p95_ms",
+            "TUI key → screen (p95), node busy",
+            _percentile(key, 95),
+            "ms",
+            TARGET_MS,
+            detail="same presses; p95 by nearest rank",
+            samples=key,
+        ),
+        Figure(
+            G,
+            "tui.switch_p95_ms",
+            "TUI screen switch (p95)",
+            _percentile(sw, 95),
+            "ms",
+            None,
+            detail=f"keys 3/2 (Training ↔ Jobs), {len(sw)} switches after the presses; "
+            f"median {statistics.median(sw):.1f} ms, max {max(sw):.1f} ms",
+            samples=sw,
+        ),
     ]

@@ -351,6 +351,5 @@ RunDetail = dict[str, Any]  # `run_show`: the run's state (config, history, ledg
 
 
 ALL: tuple[type[Request], ...] = tuple(
-    cls for cls in list(globals().values())
-    if isinstance(cls, type) and issubclass(cls, Request) and cls.NAME
+    cls for cls in list(globals().values()) if isinstance(cls, type) and issubclass(cls, Request) and cls.NAME
 )

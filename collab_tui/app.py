@@ -28,7 +28,7 @@ from .screens.peers import PeersScreen
 from .screens.start import StartScreen
 from .screens.training import TrainingScreen
 from .tui_client import CLIENT_ERRORS, NodeClient, connect, describe_error
-from .widgets.batch import BatchReady, Batcher
+from .widgets.batch import Batcher, BatchReady
 
 MODE_NAMES = {"nodes": "Nodes", "jobs": "Jobs", "training": "Training", "peers": "Peers & trust", "logs": "Logs"}
 DARK, LIGHT = "textual-dark", "textual-light"
@@ -40,8 +40,13 @@ class CollabApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "collab"
-    MODES = {"nodes": NodesScreen, "jobs": JobsScreen, "training": TrainingScreen, "peers": PeersScreen,
-             "logs": LogsScreen}
+    MODES = {
+        "nodes": NodesScreen,
+        "jobs": JobsScreen,
+        "training": TrainingScreen,
+        "peers": PeersScreen,
+        "logs": LogsScreen,
+    }
     DEFAULT_MODE = "nodes"
     COMMANDS = App.COMMANDS | {CollabCommands}
     BINDINGS = [
@@ -55,8 +60,16 @@ class CollabApp(App[None]):
         Binding("escape", "unfocus", "Leave field", show=False, id="app.unfocus"),
     ]
 
-    def __init__(self, home: Path | None = None, client: NodeClient | None = None, *, theme: str = DARK,
-                 cursor_blink: bool = True, poll_interval: float = 1.0, browse_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        home: Path | None = None,
+        client: NodeClient | None = None,
+        *,
+        theme: str = DARK,
+        cursor_blink: bool = True,
+        poll_interval: float = 1.0,
+        browse_root: Path | None = None,
+    ) -> None:
         super().__init__()
         if client is None and home is None:
             raise ValueError("give a home or a client")

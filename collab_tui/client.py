@@ -31,7 +31,7 @@ class Commands:
     def _stream(self, request: api.Stream) -> Any:  # pragma: no cover
         raise NotImplementedError
 
-    def using(self, timeout: float) -> "Commands":
+    def using(self, timeout: float) -> Commands:
         """The same client, waiting ``timeout`` seconds for each answer."""
         other = copy.copy(self)
         other.timeout = timeout
@@ -66,8 +66,14 @@ class Commands:
         return self._stream(api.LogsFollow(n=n))
 
     # ------------------------------------------------------------- jobs
-    def submit(self, paths: list[str], task: str = "faces", options: dict | None = None, model: str | None = None,
-               out: str | None = None) -> api.SubmitReply:
+    def submit(
+        self,
+        paths: list[str],
+        task: str = "faces",
+        options: dict | None = None,
+        model: str | None = None,
+        out: str | None = None,
+    ) -> api.SubmitReply:
         return self._call(api.Submit(paths=list(paths), task=task, options=dict(options or {}), model=model, out=out))
 
     def jobs(self) -> list[api.JobRow]:
@@ -149,7 +155,7 @@ class Client(Commands):
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:

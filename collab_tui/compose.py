@@ -49,8 +49,9 @@ class Composed:
         await self.node.start()
 
 
-def compose(home: Path, cfg: NodeConfig, ident: ident_mod.NodeIdentity | None = None,
-            ring: RingHandler | None = None) -> Composed:
+def compose(
+    home: Path, cfg: NodeConfig, ident: ident_mod.NodeIdentity | None = None, ring: RingHandler | None = None
+) -> Composed:
     """A node with every service attached and every control command set mounted (nothing started). ``ring``:
     the log ring the `logs` command reads (`setup_logging`'s; a private one if None)."""
     node = Node(home, cfg, ident)

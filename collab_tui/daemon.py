@@ -47,8 +47,14 @@ async def run_daemon(home: Path, cfg: NodeConfig, log_to_stderr: bool = True, re
     loop.call_later(FREEZE_AFTER, _freeze_startup_heap)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(node.stop(graceful=True)))
-    info = {"pid": os.getpid(), "port": node.port, "addr": node.addr, "addrs": node.addrs, "node_id": node.node_id,
-            "started": time.time()}
+    info = {
+        "pid": os.getpid(),
+        "port": node.port,
+        "addr": node.addr,
+        "addrs": node.addrs,
+        "node_id": node.node_id,
+        "started": time.time(),
+    }
     atomic_write(home / "run" / "node.json", json.dumps(info).encode())
     if ready_file:
         atomic_write(ready_file, json.dumps(info).encode())

@@ -29,8 +29,14 @@ def _table(cluster: LocalCluster, i: int) -> None:
     from .cli.output import Out
 
     rows = cluster.call(i, "nodes")
-    cols = [("name", "NAME"), ("short_id", "ID"), ("addr", "ADDRESS"), ("role", "ROLE"), ("term", "TERM"),
-            ("state", "STATE")]
+    cols = [
+        ("name", "NAME"),
+        ("short_id", "ID"),
+        ("addr", "ADDRESS"),
+        ("role", "ROLE"),
+        ("term", "TERM"),
+        ("state", "STATE"),
+    ]
     for line in Out().table(sorted(rows, key=lambda r: r["name"]), cols).splitlines():
         _say("    " + line)
 
@@ -43,8 +49,10 @@ def _cluster(n: int, lan: bool | None) -> tuple[LocalCluster, str]:
         from .lancluster import LanCluster
 
         c = LanCluster(n)
-        return c, (f"{n} machines on a virtual LAN {c.lan.subnet}.0/24 (a network namespace each), "
-                   f"every command with its default options, machines' homes in {c.base}")
+        return c, (
+            f"{n} machines on a virtual LAN {c.lan.subnet}.0/24 (a network namespace each), "
+            f"every command with its default options, machines' homes in {c.base}"
+        )
     if lan:
         raise ClusterError(f"no virtual LAN here: {why}")
     note = "" if lan is False else f"; no virtual LAN here: {why}"
@@ -62,13 +70,17 @@ def run_demo(n: int = 3, keep: bool = False, lan: bool | None = None) -> int:
         _say(f"== collab demo: {where}")
         t0 = time.monotonic()
         cluster.provision()
-        _say(f"-- node0 created the cluster; {n - 1} node(s) joined with a token over mutual TLS "
-             f"({time.monotonic() - t0:.2f}s)")
+        _say(
+            f"-- node0 created the cluster; {n - 1} node(s) joined with a token over mutual TLS "
+            f"({time.monotonic() - t0:.2f}s)"
+        )
         t1 = time.monotonic()
         cluster.start_all()
         master = cluster.wait_agreement(list(range(n)), timeout=20)
-        _say(f"-- all {n} nodes discovered each other and agreed on master "
-             f"{cluster.names[cluster.index_of(master)]} in {time.monotonic() - t1:.2f}s")
+        _say(
+            f"-- all {n} nodes discovered each other and agreed on master "
+            f"{cluster.names[cluster.index_of(master)]} in {time.monotonic() - t1:.2f}s"
+        )
         _table(cluster, 0)
 
         mi = cluster.index_of(master)
@@ -78,8 +90,10 @@ def run_demo(n: int = 3, keep: bool = False, lan: bool | None = None) -> int:
         cluster.wait_exit(mi, 5)
         rest = [i for i in range(n) if i != mi]
         new_master = cluster.wait_agreement(rest, timeout=20, exclude=master)
-        _say(f"-- failover: {cluster.names[cluster.index_of(new_master)]} is master, agreed by all "
-             f"{len(rest)} survivors, {time.monotonic() - t2:.2f}s after the kill")
+        _say(
+            f"-- failover: {cluster.names[cluster.index_of(new_master)]} is master, agreed by all "
+            f"{len(rest)} survivors, {time.monotonic() - t2:.2f}s after the kill"
+        )
         _table(cluster, rest[0])
         for extra in _extensions():
             extra(cluster, rest, _say)

@@ -19,8 +19,10 @@ def recognition_part(cluster, live: list[int], say) -> None:
         cv2.imwrite(str(folder / f"{name}.png"), img)
     out = cluster.base / "demo-results"
     submitter = live[-1]
-    say(f"-- face detection on {len(list(folder.iterdir()))} scikit-image pictures, submitted from "
-        f"{cluster.names[submitter]}, annotated copies in {out}")
+    say(
+        f"-- face detection on {len(list(folder.iterdir()))} scikit-image pictures, submitted from "
+        f"{cluster.names[submitter]}, annotated copies in {out}"
+    )
     t0 = time.monotonic()
     job = cluster.call(submitter, "submit", paths=[str(folder)], task="faces", out=str(out))
     deadline = time.monotonic() + 120
@@ -43,13 +45,18 @@ def recognition_part(cluster, live: list[int], say) -> None:
 def training_part(cluster, live: list[int], say) -> None:
     """Federated training of the digits CNN: each node keeps its own share of scikit-learn's digits."""
     for k, i in enumerate(live):
-        cluster.call(i, "data_add", name="default",
-                     spec={"kind": "digits", "partition": {"scheme": "iid", "num_clients": len(live), "client": k}})
-    say(f"-- federated training: {len(live)} nodes, each with its own 1/{len(live)} of the 8x8 digits "
-        f"(images never leave a node; only weights travel)")
+        cluster.call(
+            i,
+            "data_add",
+            name="default",
+            spec={"kind": "digits", "partition": {"scheme": "iid", "num_clients": len(live), "client": k}},
+        )
+    say(
+        f"-- federated training: {len(live)} nodes, each with its own 1/{len(live)} of the 8x8 digits "
+        f"(images never leave a node; only weights travel)"
+    )
     t0 = time.monotonic()
-    run = cluster.call(live[0], "train", model="digits", rounds=5, epochs=3, lr=0.1, min_clients=len(live),
-                       timeout=120)
+    run = cluster.call(live[0], "train", model="digits", rounds=5, epochs=3, lr=0.1, min_clients=len(live), timeout=120)
     shown_round, deadline = 0, time.monotonic() + 300
     while time.monotonic() < deadline:
         st = cluster.call(live[0], "run_show", run_id=run["run_id"])
@@ -57,9 +64,11 @@ def training_part(cluster, live: list[int], say) -> None:
             if h is st["history"][-1] and st["status"] == "running":
                 break  # its held-out accuracy arrives with the next round
             acc = (h.get("client_eval") or {}).get("accuracy")
-            say(f"    round {h['round']}: held-out accuracy {acc if acc is None else f'{acc:.3f}'}, "
+            say(
+                f"    round {h['round']}: held-out accuracy {acc if acc is None else f'{acc:.3f}'}, "
                 f"{len(h['clients'])} clients, {h['wall_seconds']:.2f}s, {h['bytes'] / 1e3:.0f} kB moved, "
-                f"version {h['version']}")
+                f"version {h['version']}"
+            )
             shown_round += 1
         if st["status"] != "running":
             break

@@ -67,9 +67,25 @@ class LocalCluster:
     def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:
         """The command that runs node i (subclasses change where and how, e.g. in a network namespace)."""
         args = [
-            sys.executable, "-m", "collab_tui", "daemon", "--home", str(self.homes[i]), "--host", "127.0.0.1",
-            "--port", "0", "--name", self.names[i], "--priority", str(self.priorities[i]),
-            "--heartbeat", str(self.heartbeat), "--quiet", "--ready-file", str(ready),
+            sys.executable,
+            "-m",
+            "collab_tui",
+            "daemon",
+            "--home",
+            str(self.homes[i]),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--name",
+            self.names[i],
+            "--priority",
+            str(self.priorities[i]),
+            "--heartbeat",
+            str(self.heartbeat),
+            "--quiet",
+            "--ready-file",
+            str(ready),
         ]
         args += ["--mdns", "--mdns-interface", "127.0.0.1"] if self.mdns else ["--no-mdns"]
         return args + self.extra_args + extra
@@ -85,8 +101,9 @@ class LocalCluster:
         args = self.daemon_command(i, ready, extra or [])
         self.homes[i].mkdir(parents=True, exist_ok=True)
         log = open(self.homes[i].parent / f"{self.names[i]}.stderr", "ab")
-        self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=self.node_env(i),
-                                         cwd=self.cwd, start_new_session=True)
+        self.procs[i] = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=log, env=self.node_env(i), cwd=self.cwd, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -146,8 +163,9 @@ class LocalCluster:
                 return master
         return None
 
-    def wait_agreement(self, indices: list[int] | None = None, timeout: float = 15.0, exclude: str | None = None,
-                       poll: float = 0.02) -> str:
+    def wait_agreement(
+        self, indices: list[int] | None = None, timeout: float = 15.0, exclude: str | None = None, poll: float = 0.02
+    ) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -175,7 +193,7 @@ class LocalCluster:
     def close(self, keep: bool = False) -> None:
         for i in self.running():
             self.kill(i, signal.SIGTERM)
-        for i, proc in self.procs.items():
+        for proc in self.procs.values():
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -184,7 +202,7 @@ class LocalCluster:
         if self._own_base and not keep:
             shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ __all__ = ["short_id", "parse_duration", "human_bytes"]
 def short_id(node_id: str | None) -> str:
     """``'3f2a9c1b77d0...'`` -> ``'3F2A-9C1B-77D0'`` (first 12 hex chars, upper, groups of 4)."""
     head = (node_id or "")[:12].upper()
-    return "-".join(head[i:i + 4] for i in range(0, len(head), 4))
+    return "-".join(head[i : i + 4] for i in range(0, len(head), 4))
 
 
 def parse_duration(text: str) -> float:

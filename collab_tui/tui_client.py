@@ -19,7 +19,13 @@ from .node.control import ControlError, NoNodeRunning
 
 # Everything a control call can fail with: the node refused, is gone, or answered garbage.
 CLIENT_ERRORS: tuple[type[BaseException], ...] = (
-    ControlError, NoNodeRunning, ConnectionError, OSError, asyncio.TimeoutError, json.JSONDecodeError, KeyError,
+    ControlError,
+    NoNodeRunning,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    json.JSONDecodeError,
+    KeyError,
 )
 
 
@@ -63,16 +69,26 @@ def start_daemon(home: Path, init_name: str | None = None, extra: list[str] | No
     base = [sys.executable, "-m", "collab_tui"]
     if init_name is not None:
         name = init_name or socket.gethostname()[:64]
-        res = subprocess.run([*base, "init", "--name", name, "--home", str(home)], capture_output=True,
-                             text=True, timeout=60, stdin=subprocess.DEVNULL)
+        res = subprocess.run(
+            [*base, "init", "--name", name, "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         if res.returncode != 0:
             raise RuntimeError(res.stderr.strip() or f"collab init exited with {res.returncode}")
     log_path = daemon_log_path(home)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([*base, "daemon", "--home", str(home), "--quiet", *(extra or [])],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                env=os.environ.copy())
+        proc = subprocess.Popen(
+            [*base, "daemon", "--home", str(home), "--quiet", *(extra or [])],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
     return proc.pid
 
 

@@ -114,17 +114,38 @@ class VirtualLan:
         """``argv`` run inside host i (``ip netns exec`` execs it: same PID)."""
         return ["ip", "netns", "exec", self.hosts[i], *map(str, argv)]
 
-    def run(self, i: int, argv: Sequence[str], env: dict | None = None, timeout: float = 30.0,
-            cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        i: int,
+        argv: Sequence[str],
+        env: dict | None = None,
+        timeout: float = 30.0,
+        cwd: str | os.PathLike | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run to completion in host i; text output captured; raises TimeoutExpired after ``timeout``."""
-        return subprocess.run(self.exec_argv(i, argv), env=env, cwd=cwd, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            self.exec_argv(i, argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
 
-    def popen(self, i: int, argv: Sequence[str], env: dict | None = None, stdout=None, stderr=None,
-              cwd: str | os.PathLike | None = None) -> subprocess.Popen:
+    def popen(
+        self,
+        i: int,
+        argv: Sequence[str],
+        env: dict | None = None,
+        stdout=None,
+        stderr=None,
+        cwd: str | os.PathLike | None = None,
+    ) -> subprocess.Popen:
         """Start in host i, in its own session (no terminal signals). ``close()`` ends it if still running."""
-        proc = subprocess.Popen(self.exec_argv(i, argv), env=env, stdout=stdout, stderr=stderr, cwd=cwd,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            self.exec_argv(i, argv),
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._procs.append(proc)
         return proc
 
@@ -153,7 +174,7 @@ class VirtualLan:
         while self._made:
             _ip("netns", "del", self._made.pop(), check=False)
 
-    def __enter__(self) -> "VirtualLan":
+    def __enter__(self) -> VirtualLan:
         return self
 
     def __exit__(self, *exc) -> None:

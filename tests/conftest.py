@@ -25,7 +25,11 @@ def run_cli(*args: str, timeout: float = 30.0, env: dict | None = None) -> subpr
     """`python -m collab_tui ARGS` as a subprocess (text mode, captured output, with a timeout)."""
     return subprocess.run(
         [PYTHON, "-m", "collab_tui", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env or clean_env(),
     )
 
 
@@ -49,7 +53,9 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float 
         if value:
             return value
         time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else "")
+    )
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,21 @@ from collab_tui.node.events import EventBus, Subscription
 
 
 class FakeContext:
-    def __init__(self, node_id: str = "a" * 64, *, name: str = "local", home: Path | None = None, term: int = 1,
-                 master_id: str | None = None, is_master: bool = False, can_commit: bool = True,
-                 peers: Iterable[PeerView] = (), config: NodeConfig | None = None,
-                 capabilities: Iterable[str] = BASE_CAPABILITIES, connected: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str = "a" * 64,
+        *,
+        name: str = "local",
+        home: Path | None = None,
+        term: int = 1,
+        master_id: str | None = None,
+        is_master: bool = False,
+        can_commit: bool = True,
+        peers: Iterable[PeerView] = (),
+        config: NodeConfig | None = None,
+        capabilities: Iterable[str] = BASE_CAPABILITIES,
+        connected: Iterable[str] | None = None,
+    ) -> None:
         self.node_id, self.name, self.home = node_id, name, Path(home) if home is not None else Path(".")
         self.config = config or NodeConfig()
         self.term, self.master_id, self.is_master, self._can_commit = term, master_id, is_master, can_commit

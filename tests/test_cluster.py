@@ -13,10 +13,9 @@ import signal
 import time
 
 import pytest
+from conftest import three_node_cluster, wait_for
 
 from collab_tui.localcluster import LocalCluster
-
-from conftest import three_node_cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

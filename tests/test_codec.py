@@ -36,8 +36,7 @@ def sample_frames() -> tuple[bytes, list[Message | Chunk]]:
         Chunk(3, bytes(range(256)) * 4),
     ]
     wire = b"".join(
-        encode_message(i.payload) if isinstance(i, Message) else encode_chunk(i.stream_id, i.data)
-        for i in items
+        encode_message(i.payload) if isinstance(i, Message) else encode_chunk(i.stream_id, i.data) for i in items
     )
     return wire, items
 
@@ -233,7 +232,7 @@ def test_exception_hierarchy() -> None:
 
 
 def test_unicode_payload_round_trip() -> None:
-    msg = {"t": "chat", "text": "日本語 🚀 \u2028 \"quoted\" \\ back"}
+    msg = {"t": "chat", "text": '日本語 🚀 \u2028 "quoted" \\ back'}
     frame = encode_message(msg)
     assert "🚀".encode() in frame  # ensure_ascii=False
     assert FrameDecoder().feed(frame) == [Message(msg)]

@@ -26,8 +26,14 @@ BENCH_ONLY = {"sched_stats", "job_probe"}
 def _server(home: Path) -> ControlServer:
     ctl = ControlServer(home)
     svc = SimpleNamespace(submitter=None, node=None)
-    for commands in (NodeCommands(None, None), JobCommands(svc), JobDiagnostics(svc), RunCommands(svc),
-                     ModelCommands(svc), DataCommands(svc)):
+    for commands in (
+        NodeCommands(None, None),
+        JobCommands(svc),
+        JobDiagnostics(svc),
+        RunCommands(svc),
+        ModelCommands(svc),
+        DataCommands(svc),
+    ):
         ctl.mount(commands)
     return ctl
 
@@ -49,8 +55,11 @@ def test_the_client_has_one_method_per_command_and_sends_the_declared_request():
         def _stream(self, request):
             sent.append(request)
 
-    methods = {name for name, fn in inspect.getmembers(Commands, inspect.isfunction)
-               if not name.startswith("_") and name != "using"}
+    methods = {
+        name
+        for name, fn in inspect.getmembers(Commands, inspect.isfunction)
+        if not name.startswith("_") and name != "using"
+    }
     assert methods == {cls.NAME for cls in api.ALL} - BENCH_ONLY
     rec = Recorder()
     rec.status(), rec.job_show("j1"), rec.data_split("d", as_="e"), rec.train(rounds=2), rec.subscribe(["peer"])
@@ -71,6 +80,7 @@ async def test_arguments_are_validated_before_a_command_runs(tmp_path):
     ctl.mount(Echo())
     await ctl.start()
     try:
+
         def calls():
             with Client(tmp_path, timeout=5) as typed:
                 ok = typed.job_show("j1")
@@ -98,8 +108,13 @@ async def test_arguments_are_validated_before_a_command_runs(tmp_path):
 
 
 def _frontend_files() -> list[Path]:
-    return [*PKG.glob("cli*.py"), PKG / "app.py", PKG / "tui_client.py", *PKG.glob("screens/*.py"),
-            *PKG.glob("widgets/*.py")]
+    return [
+        *PKG.glob("cli*.py"),
+        PKG / "app.py",
+        PKG / "tui_client.py",
+        *PKG.glob("screens/*.py"),
+        *PKG.glob("widgets/*.py"),
+    ]
 
 
 def test_frontends_never_name_a_command_as_a_string():

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, clean_env
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,8 +53,9 @@ print(json.dumps({"errors": errors, "ids": sorted({s[0] for s in seen}), "n": le
 
 @pytest.mark.parametrize("round_", range(4))
 def test_concurrent_first_import_of_cv2_gives_every_thread_the_whole_package(round_):
-    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=90, cwd=REPO,
-                         env=clean_env())
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=90, cwd=REPO, env=clean_env()
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["errors"] == [], out
@@ -66,7 +66,8 @@ def test_concurrent_first_import_of_cv2_gives_every_thread_the_whole_package(rou
 
 def test_importing_the_helper_does_not_import_cv2():
     code = "import sys; import collab_tui.ml.cvload, collab_tui.jobs.worker_side; print('cv2' in sys.modules)"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
-                         env=clean_env())
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, env=clean_env()
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"

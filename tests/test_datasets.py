@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 
 from collab_tui.ml.datasets import (
-    DatasetError, DatasetRegistry, dataset_stats, load_digits8, load_folder, load_mnist,
-    partition_dirichlet, partition_iid, partition_label_shards, split_holdout,
+    DatasetError,
+    DatasetRegistry,
+    dataset_stats,
+    load_digits8,
+    load_folder,
+    load_mnist,
+    partition_dirichlet,
+    partition_iid,
+    partition_label_shards,
+    split_holdout,
 )
 
 MNIST = Path("/work/shared/data/mnist")
@@ -32,7 +40,7 @@ def test_iid_matches_protocol_rule():
     perm = np.random.default_rng(0).permutation(8000)
     assert [len(p) for p in parts] == [2000] * 4
     for i, p in enumerate(parts):
-        assert np.array_equal(p, perm[i * 2000:(i + 1) * 2000])
+        assert np.array_equal(p, perm[i * 2000 : (i + 1) * 2000])
     _disjoint_cover(parts, 8000)
     assert not np.array_equal(partition_iid(8000, 4, seed=1)[0], parts[0])
     assert [len(p) for p in partition_iid(10, 3, 0)] == [4, 3, 3]
@@ -70,7 +78,7 @@ def test_label_shards_protocol_on_mnist():
     parts = partition_label_shards(pool, proto["num_clients"], ls["num_shards"], ls["shard_size"])
     order = np.argsort(pool, kind="stable")
     for i, p in enumerate(parts):
-        expect = np.concatenate([order[i * 1000:(i + 1) * 1000], order[(i + 4) * 1000:(i + 5) * 1000]])
+        expect = np.concatenate([order[i * 1000 : (i + 1) * 1000], order[(i + 4) * 1000 : (i + 5) * 1000]])
         assert np.array_equal(p, expect)
         assert len(np.unique(pool[p])) <= 6  # each 1,000-shard spans at most 3 labels
     _disjoint_cover(parts, 8000)

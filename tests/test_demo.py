@@ -5,10 +5,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from conftest import run_cli
 
 from collab_tui.vlan import available
-
-from conftest import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -11,7 +11,12 @@ from itertools import count
 import pytest
 
 from collab_tui.net.election import (
-    Election, ElectionError, MasterChanged, Outgoing, RoleChanged, TermChanged,
+    Election,
+    ElectionError,
+    MasterChanged,
+    Outgoing,
+    RoleChanged,
+    TermChanged,
 )
 
 
@@ -25,9 +30,17 @@ class Sim:
     each outgoing message is checked to carry a term that was persisted before it was sent.
     """
 
-    def __init__(self, prios: dict[str, int], *, preempt: bool = True, delay=(0.01, 0.01),
-                 seed: int = 0, detect: float = 0.9, hb: float = 0.3,
-                 jitter=(0.0, 0.15)) -> None:
+    def __init__(
+        self,
+        prios: dict[str, int],
+        *,
+        preempt: bool = True,
+        delay=(0.01, 0.01),
+        seed: int = 0,
+        detect: float = 0.9,
+        hb: float = 0.3,
+        jitter=(0.0, 0.15),
+    ) -> None:
         self.prios, self.preempt, self.delay, self.detect = prios, preempt, delay, detect
         self.hb, self.jitter, self.t, self.next_hb = hb, jitter, 0.0, hb
         self.rng = random.Random(seed)
@@ -57,8 +70,9 @@ class Sim:
     def boot(self, *names: str) -> None:
         for n in names:
             rng = random.Random(f"{self.seed}-{n}-{self.t}")
-            self.nodes[n] = Election(n, self.prios[n], term=self.persisted[n],
-                                     preempt=self.preempt, rng=rng, start_jitter=self.jitter)
+            self.nodes[n] = Election(
+                n, self.prios[n], term=self.persisted[n], preempt=self.preempt, rng=rng, start_jitter=self.jitter
+            )
             self.up.add(n)
             self.views[n] = set()
         for n in names:
@@ -119,15 +133,15 @@ class Sim:
             dest, msg = out.dest, out.msg
             json.dumps(msg)
             assert msg["term"] <= self.persisted[n], "term must be persisted before sending"
-            for d in (sorted(self.views[n]) if dest is None else [dest]):
+            for d in sorted(self.views[n]) if dest is None else [dest]:
                 self.send(n, d, lambda d=d, m=msg, s=n: self.nodes[d].on_message(s, m, self.t))
 
     def send(self, src: str, dst: str, deliver) -> None:
         def fire() -> None:
-            if dst in self.up and (self.groups is None or self.linked(src, dst)
-                                   or src not in self.up):
+            if dst in self.up and (self.groups is None or self.linked(src, dst) or src not in self.up):
                 deliver()
                 self.pump(dst)
+
         self.at(self.t + self.rng.uniform(*self.delay), fire)
 
     def run(self, until: float) -> None:
@@ -147,8 +161,9 @@ class Sim:
                     e = self.nodes[n]
                     if e.is_master:
                         for p in sorted(self.views[n]):
-                            self.send(n, p, lambda p=p, s=n, tm=e.term:
-                                      self.nodes[p].on_master_heartbeat(s, tm, self.t))
+                            self.send(
+                                n, p, lambda p=p, s=n, tm=e.term: self.nodes[p].on_master_heartbeat(s, tm, self.t)
+                            )
             else:
                 for n in sorted(self.up):
                     d = self.nodes[n].next_deadline()
@@ -269,8 +284,7 @@ def test_two_node_cluster_survivor_master_but_no_commit() -> None:
 
 
 @pytest.mark.parametrize("preempt, winner, term", [(True, "c", 3), (False, "b", 2)])
-def test_partition_only_majority_commits_then_heals(preempt: bool, winner: str,
-                                                    term: int) -> None:
+def test_partition_only_majority_commits_then_heals(preempt: bool, winner: str, term: int) -> None:
     sim = booted(preempt=preempt)
     sim.partition({"a", "b"}, {"c"})
     sim.run(6.0)
@@ -326,8 +340,7 @@ def test_alone_becomes_master_and_term_event_comes_first() -> None:
     dl = e.next_deadline()
     assert dl is not None and 0.0 <= dl <= 0.15
     e.tick(dl)
-    assert e.take_events() == [RoleChanged("candidate"), TermChanged(1), RoleChanged("master"),
-                               MasterChanged("a", 1)]
+    assert e.take_events() == [RoleChanged("candidate"), TermChanged(1), RoleChanged("master"), MasterChanged("a", 1)]
     assert e.take_outbox() == [Outgoing(None, msg("coordinator", 1))]
     assert e.next_deadline() is None
 
@@ -495,10 +508,20 @@ def test_master_greets_new_peer() -> None:
     assert m.take_outbox() == [Outgoing("b", msg("coordinator", 1))]
 
 
-@pytest.mark.parametrize("quorum, alive, ok", [
-    (1, 1, True), (2, 1, False), (2, 2, True), (3, 1, False), (3, 2, True),
-    (4, 2, False), (4, 3, True), (5, 3, True), (5, 2, False),
-])
+@pytest.mark.parametrize(
+    "quorum, alive, ok",
+    [
+        (1, 1, True),
+        (2, 1, False),
+        (2, 2, True),
+        (3, 1, False),
+        (3, 2, True),
+        (4, 2, False),
+        (4, 3, True),
+        (5, 3, True),
+        (5, 2, False),
+    ],
+)
 def test_can_commit_strict_majority(quorum: int, alive: int, ok: bool) -> None:
     m = make_master(node("c"))
     m.set_quorum_size(quorum)
@@ -514,10 +537,17 @@ def test_quorum_size_defaults_to_known_members() -> None:
     assert e.quorum_size == 3
 
 
-@pytest.mark.parametrize("bad", [
-    "x", {"t": "el.nope", "term": 1}, {"t": "el.answer"}, {"t": "el.answer", "term": -1},
-    {"t": "el.answer", "term": True}, {"t": "el.answer", "term": "1"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x",
+        {"t": "el.nope", "term": 1},
+        {"t": "el.answer"},
+        {"t": "el.answer", "term": -1},
+        {"t": "el.answer", "term": True},
+        {"t": "el.answer", "term": "1"},
+    ],
+)
 def test_malformed_messages_raise(bad) -> None:
     with pytest.raises(ElectionError):
         node().on_message("a", bad, 0.0)

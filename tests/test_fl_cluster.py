@@ -16,12 +16,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import run_cli_json, wait_for
 
 from collab_tui.localcluster import LocalCluster
 from collab_tui.ml.registry import ModelRegistry
 from collab_tui.training.service import BUILTIN_MODELS
-
-from conftest import run_cli_json, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -104,13 +103,27 @@ def test_master_killed_after_round_one_the_run_completes_on_the_new_master(clust
     old_master = c.node_id(MASTER)
     t0 = time.monotonic()
     # a fresh model name, so the registry holds only this run's lineage
-    res = c.call(SUB, "train", timeout=60, model="digits-ha", arch=dict(BUILTIN_MODELS["digits"]),
-                 rounds=HA_ROUNDS, epochs=2, lr=0.1, min_clients=2, round_timeout=40)
+    res = c.call(
+        SUB,
+        "train",
+        timeout=60,
+        model="digits-ha",
+        arch=dict(BUILTIN_MODELS["digits"]),
+        rounds=HA_ROUNDS,
+        epochs=2,
+        lr=0.1,
+        min_clients=2,
+        round_timeout=40,
+    )
     run_id, initial = res["run_id"], res["version"]
 
     # kill the master as soon as round 1 is committed (replicated to both survivors)
-    first = wait_for(lambda: all(_show(c, i, run_id)["round"] >= 1 for i in (SUB, RUNNER_UP)) and _show(c, SUB, run_id),
-                     60, "round 1 committed", poll=0.02)
+    first = wait_for(
+        lambda: all(_show(c, i, run_id)["round"] >= 1 for i in (SUB, RUNNER_UP)) and _show(c, SUB, run_id),
+        60,
+        "round 1 committed",
+        poll=0.02,
+    )
     c.kill(MASTER)
     assert c.wait_exit(MASTER, 10) is not None
     assert first["round"] == 1, "round 2 was committed before the kill: the test lost its race"
@@ -131,8 +144,10 @@ def test_master_killed_after_round_one_the_run_completes_on_the_new_master(clust
         return None
 
     meta = wait_for(caught_up, 10, "the restarted node to get the current version", poll=0.1)
-    print(f"restarted node caught up in {time.monotonic() - t_back:.1f}s (version {meta['version']}, "
-          f"round {meta['round']})")
+    print(
+        f"restarted node caught up in {time.monotonic() - t_back:.1f}s (version {meta['version']}, "
+        f"round {meta['round']})"
+    )
     assert meta["run"] == run_id and meta["round"] >= 2
 
     st = _wait_status(c, RUNNER_UP, run_id, 100)
@@ -174,8 +189,9 @@ def test_async_buffered_run_completes(cluster):
     ones discounted) makes one version."""
     c = cluster
     i = _live(c)
-    res = c.call(i, "train", timeout=60, model="digits", rounds=3, epochs=2, lr=0.1, min_clients=2,
-                 mode="async", buffer_k=2)
+    res = c.call(
+        i, "train", timeout=60, model="digits", rounds=3, epochs=2, lr=0.1, min_clients=2, mode="async", buffer_k=2
+    )
     st = _wait_status(c, i, res["run_id"], 120)
     hist = st["history"]
     assert [h["round"] for h in hist] == [1, 2, 3]

@@ -146,8 +146,9 @@ def dataset(tmp_path_factory):
         img = x_tr[j * (len(x_tr) // 20)]
         i = next(k for k in range(len(x)) if np.array_equal(x[k], img))
         needles[f"png file {files[i].name}"] = files[i].read_bytes()
-        needles[f"uint8 pixels {files[i].name}"] = cv2.imdecode(np.frombuffer(files[i].read_bytes(), np.uint8),
-                                                                cv2.IMREAD_GRAYSCALE).tobytes()
+        needles[f"uint8 pixels {files[i].name}"] = cv2.imdecode(
+            np.frombuffer(files[i].read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE
+        ).tobytes()
         needles[f"float32 input {files[i].name}"] = np.ascontiguousarray(img, np.float32).tobytes()
     return SimpleNamespace(root=root, files=files, x=x, needles=needles)
 
@@ -156,8 +157,9 @@ class _Context(FakeContext):
     """What `TrainingService` gets of its node on a client: the master is its one peer."""
 
     def __init__(self, home: Path) -> None:
-        super().__init__("c" * 64, home=home, term=TERM, master_id=MASTER_ID, peers=[PeerView(MASTER_ID)],
-                         capabilities=["train"])
+        super().__init__(
+            "c" * 64, home=home, term=TERM, master_id=MASTER_ID, peers=[PeerView(MASTER_ID)], capabilities=["train"]
+        )
         self.conn: Connection | None = None
         self.on_send = self._send
 
@@ -244,8 +246,7 @@ def _config(**kw) -> dict:
 
 def _train_fields(config: dict) -> dict:
     # exactly the fields TrainingService.client_train sends
-    return {"kind": "fl.train", "run_id": "0123456789abcdef", "round": 1, "version": "", "config": config,
-            "term": TERM}
+    return {"kind": "fl.train", "run_id": "0123456789abcdef", "round": 1, "version": "", "config": config, "term": TERM}
 
 
 async def _stop_ml(svc: TrainingService) -> None:
@@ -266,8 +267,11 @@ async def test_training_round_sends_no_image_bytes(tmp_path, dataset):
         config = _config()
         async with wire(svc) as (master, recorded, phases):
             reply = await master.request_blob(_train_fields(config), global_bytes, timeout=90)
-            ev = await master.request_blob({"kind": "fl.eval", "run_id": "0123456789abcdef", "config": config,
-                                            "term": TERM}, reply["data"], timeout=60)
+            ev = await master.request_blob(
+                {"kind": "fl.eval", "run_id": "0123456789abcdef", "config": config, "term": TERM},
+                reply["data"],
+                timeout=60,
+            )
             # a stale master is refused before any work
             with pytest.raises(RemoteError, match="stale term"):
                 await master.request_blob({**_train_fields(config), "term": TERM - 1}, global_bytes, timeout=10)
@@ -323,8 +327,9 @@ async def test_auditor_catches_images_appended_to_the_update(tmp_path, dataset):
     audit = await _run_leaky(tmp_path, dataset, leaky)
     found = audit.find(dataset.needles)
     assert any(f.startswith("float32 input") for f in found), found
-    assert audit.structural_problems([(8,), (4, 3)]) == \
-        [f"blob 'fl.update' holds tensors [(8,), (4, 3), {dataset.x.shape}], not the model's [(8,), (4, 3)]"]
+    assert audit.structural_problems([(8,), (4, 3)]) == [
+        f"blob 'fl.update' holds tensors [(8,), (4, 3), {dataset.x.shape}], not the model's [(8,), (4, 3)]"
+    ]
 
 
 async def test_auditor_catches_a_png_hidden_in_base64_metadata(tmp_path, dataset):
@@ -347,8 +352,9 @@ async def test_auditor_catches_the_opt_in_data_split_path(tmp_path, dataset):
     async with wire(svc) as (master, recorded, _):
         buf = io.BytesIO()
         np.savez(buf, x=dataset.x, y=np.zeros(len(dataset.x), np.int64))  # what data_split sends
-        await asyncio.wait_for(svc.ctx.conn.send_blob({"kind": "fl.data", "name": "d"}, buf.getvalue(),
-                                                       chunk_size=1000), 10)
+        await asyncio.wait_for(
+            svc.ctx.conn.send_blob({"kind": "fl.data", "name": "d"}, buf.getvalue(), chunk_size=1000), 10
+        )
     audit = WireAudit(bytes(recorded["up"]))
     found = audit.find({k: v for k, v in dataset.needles.items() if k.startswith("float32")})
     assert len(found) == 20, found

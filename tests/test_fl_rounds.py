@@ -22,7 +22,13 @@ from collab_tui.node.context import PeerView
 from collab_tui.training import rounds
 from collab_tui.training.coordinator import RunCoordinator
 from collab_tui.training.rounds import (
-    RoundFailed, RoundReady, RoundTracker, RoundWaiting, RunConfig, RunState, select_clients,
+    RoundFailed,
+    RoundReady,
+    RoundTracker,
+    RoundWaiting,
+    RunConfig,
+    RunState,
+    select_clients,
 )
 from collab_tui.training.runstore import RunStore
 from collab_tui.training.service import TrainingService
@@ -137,8 +143,10 @@ POISON = {
     "missing tensor": (_missing_tensor, "wrong number of tensors: expected 2, got 1"),
     "huge norm": (lambda: upd("evil", (100.0, 0.0, 0.0)), "delta norm too large"),
     "no examples": (lambda: upd("evil", (0.1, 0.1, 0.1), n=0), "num_examples must be > 0"),
-    "int weights": (lambda: ClientUpdate("evil", [np.ones(2, np.int64), np.ones(1, np.float32)], 5, "v0"),
-                    "tensor 0: non-float dtype int64"),
+    "int weights": (
+        lambda: ClientUpdate("evil", [np.ones(2, np.int64), np.ones(1, np.float32)], 5, "v0"),
+        "tensor 0: non-float dtype int64",
+    ),
 }
 
 
@@ -180,8 +188,9 @@ def test_async_staleness_discount_through_aggregate():
     fresh = upd("fresh", (0.125,) * 3, n=10, base="v3")  # lag 0 -> weight 10
     stale = upd("stale", (0.375,) * 3, n=10, base="v0")  # lag 3 -> weight 10 / sqrt(4) = 5
     unknown = upd("unknown", (0.25,) * 3, n=5, base="zzz")  # unknown base: treated as current (lag 0)
-    new, kept, rejected = rounds.aggregate(cfg.make_strategy(), REF, [fresh, stale, nan_update(), unknown], cfg,
-                                           version_index=index, current_index=3)
+    new, kept, rejected = rounds.aggregate(
+        cfg.make_strategy(), REF, [fresh, stale, nan_update(), unknown], cfg, version_index=index, current_index=3
+    )
     assert list(rejected) == ["evil"]
     assert {u.node_id: u.lag for u in kept} == {"fresh": 0, "stale": 3, "unknown": 0}
     # (10*.125 + 5*.375 + 5*.25) / 20 = (1.25 + 1.875 + 1.25) / 20
@@ -262,23 +271,26 @@ def test_select_clients_fraction_is_not_inflated_by_float_error():
 
 
 # ----------------------------------------------------------------------------- run configuration
-@pytest.mark.parametrize("bad, message", [
-    ({"strategy": "fedsgd"}, "unknown strategy"),
-    ({"mode": "semi"}, "mode must be sync or async"),
-    ({"rounds": 0}, "at least 1"),
-    ({"epochs": 0}, "at least 1"),
-    ({"batch_size": 0}, "at least 1"),
-    ({"min_clients": 0}, "at least 1"),
-    ({"fraction": 0}, "fraction"),
-    ({"fraction": 1.5}, "fraction"),
-    ({"lr": 0}, "positive"),
-    ({"round_timeout": -1}, "positive"),
-    ({"dp_noise": 1.0}, "dp_clip > 0"),
-    ({"dp_clip": -1.0}, "differential privacy"),
-    ({"strategy": "trimmed-mean", "strategy_options": {"beta": 0.9}}, "beta"),
-    ({"strategy": "krum", "strategy_options": {"f": -1}}, "f >= 0"),
-    ({"strategy": "fedavg", "strategy_options": {"eta": 1}}, "bad options"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"strategy": "fedsgd"}, "unknown strategy"),
+        ({"mode": "semi"}, "mode must be sync or async"),
+        ({"rounds": 0}, "at least 1"),
+        ({"epochs": 0}, "at least 1"),
+        ({"batch_size": 0}, "at least 1"),
+        ({"min_clients": 0}, "at least 1"),
+        ({"fraction": 0}, "fraction"),
+        ({"fraction": 1.5}, "fraction"),
+        ({"lr": 0}, "positive"),
+        ({"round_timeout": -1}, "positive"),
+        ({"dp_noise": 1.0}, "dp_clip > 0"),
+        ({"dp_clip": -1.0}, "differential privacy"),
+        ({"strategy": "trimmed-mean", "strategy_options": {"beta": 0.9}}, "beta"),
+        ({"strategy": "krum", "strategy_options": {"f": -1}}, "f >= 0"),
+        ({"strategy": "fedavg", "strategy_options": {"eta": 1}}, "bad options"),
+    ],
+)
 def test_run_config_validation_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         RunConfig.from_dict(bad)
@@ -294,8 +306,15 @@ def test_run_config_from_dict_ignores_unknown_keys_and_sets_fedprox_mu():
 # ----------------------------------------------------------------------------- run store
 def _state(round_no: int, term: int, status: str = "running", run_id: str = "0123456789abcdef") -> RunState:
     hist = [{"round": r, "version": f"{r:016x}"} for r in range(1, round_no + 1)]
-    return RunState(run_id=run_id, config={"rounds": 5}, status=status, round=round_no, term=term,
-                    version=hist[-1]["version"] if hist else "", history=hist)
+    return RunState(
+        run_id=run_id,
+        config={"rounds": 5},
+        status=status,
+        round=round_no,
+        term=term,
+        version=hist[-1]["version"] if hist else "",
+        history=hist,
+    )
 
 
 def test_accept_replica_refuses_older_round_or_term(tmp_path):
@@ -354,8 +373,13 @@ class FakeService:
     real `train_candidates`; clients are functions. The master ("m") holds the data itself."""
 
     def __init__(self, home, clients: dict, capabilities: dict[str, list[str]]) -> None:
-        self.ctx = FakeContext("m", term=7, is_master=True, capabilities=capabilities.pop("m"),
-                               peers=[PeerView(n, capabilities=tuple(c)) for n, c in capabilities.items()])
+        self.ctx = FakeContext(
+            "m",
+            term=7,
+            is_master=True,
+            capabilities=capabilities.pop("m"),
+            peers=[PeerView(n, capabilities=tuple(c)) for n, c in capabilities.items()],
+        )
         self.registry = ModelRegistry(home)
         self.runs = RunStore(home)
         self.clients = clients
@@ -383,6 +407,7 @@ class FakeService:
 def _client(step: float, n: int = 10):
     async def train(node, ref, version):
         return ClientUpdate(node, [w + np.float32(step) for w in ref], n, version, {"loss": 1.0, "accuracy": 0.5})
+
     return train
 
 
@@ -428,16 +453,18 @@ async def test_coordinator_rounds_with_a_dead_a_poisoned_and_a_dataless_node(tmp
     _, final = svc.registry.get("toy", st.version)
     np.testing.assert_allclose(flat(final), [1.75] * 3)
     chain = svc.registry.lineage(f"toy@{st.version}")
-    assert [m["round"] for m in chain] == [3, 2, 1, 0] and [m["version"] for m in chain[:3]] == \
-        [h["version"] for h in reversed(st.history)]
+    assert [m["round"] for m in chain] == [3, 2, 1, 0] and [m["version"] for m in chain[:3]] == [
+        h["version"] for h in reversed(st.history)
+    ]
     assert [r for r, _ in svc.replicated] == [1, 2, 3, 3]  # one commit per round, then the final state
     # client_eval: of version r reported in round r+1; of the last version by the final evaluation
     assert [h["client_eval"]["accuracy"] for h in st.history] == [0.5, 0.5, 0.9]
 
 
 async def test_coordinator_closes_a_round_at_its_deadline_without_the_straggler(tmp_path):
-    svc = FakeService(tmp_path, {"m": _client(0.125), "a": _client(0.125), "slow": _never},
-                      {"m": DATA, "a": DATA, "slow": DATA})
+    svc = FakeService(
+        tmp_path, {"m": _client(0.125), "a": _client(0.125), "slow": _never}, {"m": DATA, "a": DATA, "slow": DATA}
+    )
     coord = _start(svc, rounds=1, min_clients=2, round_timeout=0.3)
     await asyncio.wait_for(coord.run(), 10)
     st = svc.runs.get("feedfacecafebeef")

@@ -1,4 +1,5 @@
 """Tests for collab_tui.net.identity (files), .pki (certs, pins) and .tls (real TLS on 127.0.0.1)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,11 +16,24 @@ from cryptography.x509.oid import NameOID
 
 from collab_tui.net import tls
 from collab_tui.net.identity import (
-    NodeIdentity, NotInitialized, create_cluster, install_joined_identity, load_identity, write_private,
+    NodeIdentity,
+    NotInitialized,
+    create_cluster,
+    install_joined_identity,
+    load_identity,
+    write_private,
     write_public,
 )
 from collab_tui.net.pki import (
-    IdentityError, ca_pin, cert_pem, cluster_id_of, make_csr, new_key, node_id_of, sign_csr, verify_issued_by,
+    IdentityError,
+    ca_pin,
+    cert_pem,
+    cluster_id_of,
+    make_csr,
+    new_key,
+    node_id_of,
+    sign_csr,
+    verify_issued_by,
     verify_pinned_server,
 )
 from collab_tui.net.tls import client_ssl_context, join_client_ssl_context, server_ssl_context
@@ -39,6 +53,7 @@ def _join(home, ca_ident, name="worker"):
 
 
 # ----------------------------------------------------------------------------- ids and files
+
 
 def test_short_id_and_node_id():
     assert short_id("3f2a9c1b77d0" + "0" * 52) == "3F2A-9C1B-77D0"
@@ -102,8 +117,12 @@ def test_load_refuses_corrupt_or_foreign_material(tmp_path):
     (d / "node.key").write_bytes(b"not a key")
     with pytest.raises(IdentityError, match="bad private key"):
         load_identity(home)
-    write_private(d / "node.key", new_key().private_bytes(  # a valid key, but not the certificate's
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    write_private(
+        d / "node.key",
+        new_key().private_bytes(  # a valid key, but not the certificate's
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
     with pytest.raises(IdentityError, match="node key does not match"):
         load_identity(home)
 
@@ -128,11 +147,13 @@ def test_bad_names_rejected(tmp_path):
 
 # ----------------------------------------------------------------------------- signing
 
+
 def test_sign_csr_ignores_client_supplied_id(tmp_path):
     ca = create_cluster(tmp_path / "ca", "ca-node")
     key = new_key()
-    liar = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "f" * 64),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "bob")])
+    liar = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "f" * 64), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "bob")]
+    )
     csr = x509.CertificateSigningRequestBuilder().subject_name(liar).sign(key, hashes.SHA256())
     cert = sign_csr(ca.ca_key, ca.ca_cert, csr)
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -160,7 +181,7 @@ def test_verify_issued_by_other_ca_and_dates(tmp_path):
     other = create_cluster(tmp_path / "b", "b")
     with pytest.raises(IdentityError, match="not issued"):
         verify_issued_by(ca.cert, other.ca_cert)
-    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=4000)
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=4000)
     with pytest.raises(IdentityError, match="expired"):
         verify_issued_by(ca.cert, ca.ca_cert, now=future)
     with pytest.raises(IdentityError, match="CA certificate"):
@@ -188,6 +209,7 @@ def test_install_joined_identity(tmp_path):
 
 # ----------------------------------------------------------------------------- pinning
 
+
 def test_verify_pinned_server_ok_and_mismatch(tmp_path):
     ca = create_cluster(tmp_path / "a", "a")
     other = create_cluster(tmp_path / "b", "b")
@@ -197,28 +219,34 @@ def test_verify_pinned_server_ok_and_mismatch(tmp_path):
     assert cluster_id_of(got) == ca.cluster_id
     # server presents another CA than the token pins
     with pytest.raises(IdentityError, match="CA pin mismatch"):
-        verify_pinned_server(ca_pin(ca.ca_cert), cert_pem(other.ca_cert),
-                             other.cert.public_bytes(serialization.Encoding.DER))
+        verify_pinned_server(
+            ca_pin(ca.ca_cert), cert_pem(other.ca_cert), other.cert.public_bytes(serialization.Encoding.DER)
+        )
     # right CA but a leaf from another CA
     with pytest.raises(IdentityError, match="CA pin mismatch"):
-        verify_pinned_server(ca_pin(ca.ca_cert), ca_pem,
-                             other.cert.public_bytes(serialization.Encoding.DER))
+        verify_pinned_server(ca_pin(ca.ca_cert), ca_pem, other.cert.public_bytes(serialization.Encoding.DER))
     with pytest.raises(IdentityError, match="CA pin mismatch"):
         verify_pinned_server(ca_pin(ca.ca_cert), b"garbage", leaf)
 
 
 # ----------------------------------------------------------------------------- real TLS
 
+
 def _self_signed_ident(tmp_path):
     """An identity whose node cert is self-signed (not issued by any cluster CA)."""
     key = new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(key.public_key()))])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return NodeIdentity(tmp_path, key, cert, cert, None)
 
 
@@ -251,7 +279,7 @@ async def _talk(port, ctx) -> bytes:
         writer.close()
         try:
             await asyncio.wait_for(writer.wait_closed(), T)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ssl.SSLError):
             pass
 
 
@@ -308,7 +336,8 @@ async def test_join_client_sees_pinnable_server_cert(tmp_path, caplog):
     srv, port, _ = await _server(ca)
     async with srv:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, ssl=join_client_ssl_context()), T)
+            asyncio.open_connection("127.0.0.1", port, ssl=join_client_ssl_context()), T
+        )
         try:
             sslobj = writer.get_extra_info("ssl_object")
             assert sslobj.version() == "TLSv1.3"

@@ -82,7 +82,10 @@ def test_unknown_task_and_result_is_jsonable(astronaut: np.ndarray) -> None:
 
 
 def test_annotate_draws(astronaut: np.ndarray) -> None:
-    dets = [{"label": "face", "box": [177, 67, 93, 93], "score": 7.4}, {"label": "person", "box": [0, 0, 50, 80], "score": 0.7}]
+    dets = [
+        {"label": "face", "box": [177, 67, 93, 93], "score": 7.4},
+        {"label": "person", "box": [0, 0, 50, 80], "score": 0.7},
+    ]
     out = annotate(astronaut, dets)
     assert out.shape == astronaut.shape and out.dtype == np.uint8
     assert np.any(out != astronaut)
@@ -125,7 +128,7 @@ def _bad_corpus(astronaut: np.ndarray) -> dict[str, tuple[bytes, str]]:
     return {
         "empty": (b"", "empty"),
         "random": (b"\x00" + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "unsupported"),
-        "text": ("hello, this is not an image\n".encode() * 20, "unsupported"),
+        "text": (b"hello, this is not an image\n" * 20, "unsupported"),
         "gif": (b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + b"\x00" * 30 + b";", "unsupported"),
         "truncated_png": (png[: len(png) // 2], "corrupt"),
         "truncated_jpeg": (jpg[: len(jpg) // 2], "corrupt"),
@@ -190,8 +193,16 @@ def test_jpeg_and_webp_bomb_headers_refused() -> None:
 
 def test_collect_images(tmp_path: Path) -> None:
     files = [
-        "a.jpg", "b.PNG", "notes.txt", "sub/c.webp", "sub/d.JPEG", "sub/e.gif",
-        "sub/deeper/f.bmp", ".hidden/g.png", "other/h.png", "other/i.doc",
+        "a.jpg",
+        "b.PNG",
+        "notes.txt",
+        "sub/c.webp",
+        "sub/d.JPEG",
+        "sub/e.gif",
+        "sub/deeper/f.bmp",
+        ".hidden/g.png",
+        "other/h.png",
+        "other/i.doc",
     ]
     for f in files:
         p = tmp_path / f

@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, clean_env
 
 HEAVY = ("tensorflow", "keras", "textual", "cv2")
 
-PROBE = """
+PROBE = f"""
 import json, sys
 sys.argv = ["collab", *json.loads(sys.argv[1])]
 from collab_tui.cli import main as cli
@@ -21,18 +20,24 @@ try:
     cli.main()
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {set(HEAVY)})
 sys.stdout.flush()
 sys.stderr.write("\\nPROBE " + json.dumps({{"code": code, "heavy": heavy}}) + "\\n")
-""".format(HEAVY=set(HEAVY))
+"""
 
 
 def _probe(args: list[str]) -> dict:
-    res = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                         timeout=60, cwd=REPO, env=clean_env())
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=clean_env(),
+    )
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("PROBE ")]
     assert line, f"probe did not finish:\n{res.stdout}\n{res.stderr}"
-    return {**json.loads(line[-1][len("PROBE "):]), "stdout": res.stdout, "stderr": res.stderr}
+    return {**json.loads(line[-1][len("PROBE ") :]), "stdout": res.stdout, "stderr": res.stderr}
 
 
 def test_help_loads_no_heavy_modules():

@@ -15,9 +15,9 @@ from fake_context import FakeContext
 from collab_tui.jobs import types as jtypes
 from collab_tui.jobs.health import FailuresSummary, KindRecovered, KindUnhealthy, WorkerHealth
 from collab_tui.jobs.master_side import JobMaster
-from collab_tui.jobs.submitter_side import JobSubmitter
 from collab_tui.jobs.scheduler import task_id_for
 from collab_tui.jobs.store import JobStore
+from collab_tui.jobs.submitter_side import JobSubmitter
 from collab_tui.jobs.types import JobOutput, JobType
 from collab_tui.jobs.worker_side import JobWorker
 from collab_tui.node.context import PeerView
@@ -49,7 +49,7 @@ def test_summaries_are_at_most_one_per_interval_with_the_count():
     h = WorkerHealth(summary_every=30.0)
     lines = []
     t = 0.0
-    for k in range(1000):  # fails every other task: never unhealthy, yet one line per 30 s at most
+    for _ in range(1000):  # fails every other task: never unhealthy, yet one line per 30 s at most
         t += 0.1
         lines += h.failure("ocr", "tesseract crashed", t)
         lines += h.success("ocr", t + 0.05)
@@ -139,8 +139,9 @@ async def test_a_worker_that_keeps_failing_reports_itself_unhealthy_and_logs_a_f
     await worker.start()
     try:
         with caplog.at_level(logging.WARNING, logger="collab.jobs.worker"):
-            worker.on_assign(MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "broken-here",
-                                      "items": _items(50)})
+            worker.on_assign(
+                MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "broken-here", "items": _items(50)}
+            )
             await _settle(lambda: sum(len(a["failed"]) for a in acks) == 50, "50 failures acked")
         assert worker.unhealthy() == {"broken-here": CV2}
         assert all(f["cause"] == "worker" and f["error"] == CV2 for a in acks for f in a["failed"])
@@ -148,8 +149,9 @@ async def test_a_worker_that_keeps_failing_reports_itself_unhealthy_and_logs_a_f
         assert len(lines) <= 3, lines  # first failure, the transition (and no line per task)
         assert any("unhealthy" in ln and "broken-here" in ln for ln in lines)
         # a kind the node runs fine is not affected; a per-item error neither counts nor clears
-        worker.on_assign(MASTER, {"term": 1, "job_id": "k", "submitter": SUB, "kind": "picky",
-                                  "items": _items(2, b"bad")})
+        worker.on_assign(
+            MASTER, {"term": 1, "job_id": "k", "submitter": SUB, "kind": "picky", "items": _items(2, b"bad")}
+        )
         await _settle(lambda: len(results) == 2, "two final errors")
         assert all(r["error"] for r in results) and worker.unhealthy() == {"broken-here": CV2}
     finally:
@@ -160,13 +162,29 @@ async def test_a_type_unknown_here_counts_a_fetch_failure_does_not(types_here):
     worker, acks, _ = _worker()
     await worker.start()
     try:
-        worker.on_assign(MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "telepathy",
-                                  "items": [{"item_id": str(k), "size": 1} for k in range(3)]})
+        worker.on_assign(
+            MASTER,
+            {
+                "term": 1,
+                "job_id": "j",
+                "submitter": SUB,
+                "kind": "telepathy",
+                "items": [{"item_id": str(k), "size": 1} for k in range(3)],
+            },
+        )
         await _settle(lambda: len(acks) == 1, "the refusal")
         assert {f["cause"] for f in acks[0]["failed"]} == {"worker"}
         assert "telepathy" in worker.unhealthy()
-        worker.on_assign(MASTER, {"term": 1, "job_id": "k", "submitter": SUB, "kind": "picky",
-                                  "items": [{"item_id": str(k), "size": 1} for k in range(5)]})  # not inline
+        worker.on_assign(
+            MASTER,
+            {
+                "term": 1,
+                "job_id": "k",
+                "submitter": SUB,
+                "kind": "picky",
+                "items": [{"item_id": str(k), "size": 1} for k in range(5)],
+            },
+        )  # not inline
         await _settle(lambda: len(acks) == 2, "the fetch failure")
         assert {f["cause"] for f in acks[1]["failed"]} == {"fetch"}
         assert "picky" not in worker.unhealthy() and worker.health.consecutive("picky") == 0
@@ -181,8 +199,9 @@ async def test_the_worker_copies_the_attempts_into_results_and_a_success_clears(
         for _ in range(3):
             worker.health.failure("picky", "earlier trouble", 0.0)
         assert "picky" in worker.unhealthy()
-        worker.on_assign(MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "picky",
-                                  "items": _items(2, attempts=2)})
+        worker.on_assign(
+            MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "picky", "items": _items(2, attempts=2)}
+        )
         await _settle(lambda: len(results) == 2, "two results")
         assert [r["attempts"] for r in results] == [2, 2] and results[0]["result"] == {"n": 1}
         assert worker.unhealthy() == {}
@@ -214,8 +233,11 @@ async def test_master_benches_a_failing_worker_logs_once_and_passes_attempts_alo
     with caplog.at_level(logging.INFO, logger="collab.jobs.master"):
         await m.pump()
         to_bad = [msg for to, msg in sent if to == bad]
-        failed = [{"task_id": task_id_for("j", it["item_id"]), "error": CV2, "cause": "worker"}
-                  for msg in to_bad for it in msg["items"]]
+        failed = [
+            {"task_id": task_id_for("j", it["item_id"]), "error": CV2, "cause": "worker"}
+            for msg in to_bad
+            for it in msg["items"]
+        ]
         assert len(failed) >= 3
         m.on_done(bad, {"done": [], "failed": failed})
         sent.clear()
@@ -224,9 +246,18 @@ async def test_master_benches_a_failing_worker_logs_once_and_passes_attempts_alo
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "node-bad" in warnings[0] and "faces" in warnings[0]
     # the retried items go to the healthy worker, with their attempt count
-    m.on_done(good, {"done": [task_id_for("j", str(k)) for k in range(40)
-                              if m.sched.status(task_id_for("j", str(k))) == "assigned"
-                              and task_id_for("j", str(k)) in m.sched.inflight_of(good)], "failed": []})
+    m.on_done(
+        good,
+        {
+            "done": [
+                task_id_for("j", str(k))
+                for k in range(40)
+                if m.sched.status(task_id_for("j", str(k))) == "assigned"
+                and task_id_for("j", str(k)) in m.sched.inflight_of(good)
+            ],
+            "failed": [],
+        },
+    )
     m._capacity_at = float("-inf")
     await m.pump()
     retried = [it for to, msg in sent if to == good for it in msg["items"] if it.get("attempts")]
@@ -248,8 +279,11 @@ async def test_fetch_and_delivery_failures_do_not_bench():
     m, sent = _master([_peer(bad, "node-bad")])
     m.on_submit(SUB, {"job_id": "j", "kind": "faces", "items": [{"item_id": str(k), "size": 10} for k in range(20)]})
     await m.pump()
-    failed = [{"task_id": task_id_for("j", it["item_id"]), "error": "gone", "cause": cause}
-              for (_, msg), cause in zip(sent, ["fetch", "deliver"] * 10) for it in msg["items"]]
+    failed = [
+        {"task_id": task_id_for("j", it["item_id"]), "error": "gone", "cause": cause}
+        for (_, msg), cause in zip(sent, ["fetch", "deliver"] * 10)
+        for it in msg["items"]
+    ]
     m.on_done(bad, {"done": [], "failed": failed})
     assert m.sched.benched(bad) == {}
 
@@ -290,10 +324,21 @@ async def test_job_show_reports_the_retried_attempts(tmp_path):
         for k in range(3):
             (d / f"t{k}.txt").write_text(f"alpha beta {k}\n")
         jid = (await sub.create([str(d)], "wordcount", {}, str(tmp_path / "out")))["job_id"]
-        res = {"job_id": jid, "worker": "w1", "worker_name": "w1", "error": None,
-               "result": {"words": 2, "counts": {"alpha": 1, "beta": 1}}}
-        sub.on_results([{**res, "item_id": "000000", "attempts": 2}, {**res, "item_id": "000001"},
-                        {**res, "item_id": "000002", "attempts": "junk"}], [None, None, None])
+        res = {
+            "job_id": jid,
+            "worker": "w1",
+            "worker_name": "w1",
+            "error": None,
+            "result": {"words": 2, "counts": {"alpha": 1, "beta": 1}},
+        }
+        sub.on_results(
+            [
+                {**res, "item_id": "000000", "attempts": 2},
+                {**res, "item_id": "000001"},
+                {**res, "item_id": "000002", "attempts": "junk"},
+            ],
+            [None, None, None],
+        )
         shown = sub.show(jid)
         assert shown["retried_attempts"] == 2 and shown["retried_items"] == 1
         assert shown["summary"]["retried_attempts"] == 2 and shown["summary"]["words"] == 6

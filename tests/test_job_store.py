@@ -1,4 +1,5 @@
 """Tests of the submitter's durable SQLite job store."""
+
 from __future__ import annotations
 
 import threading
@@ -36,8 +37,7 @@ def test_job_ids_sortable_and_unique():
 
 
 def test_create_and_job_counts(store):
-    jid = store.create_job("classify", items(3), {"top": 5}, model="mobilenet",
-                           submitter="NODE", out_dir="/out")
+    jid = store.create_job("classify", items(3), {"top": 5}, model="mobilenet", submitter="NODE", out_dir="/out")
     j = store.job(jid)
     assert j["task"] == "classify" and j["model"] == "mobilenet" and j["total"] == 3
     assert j["options"] == {"top": 5} and j["status"] == "running"
@@ -112,14 +112,13 @@ def test_concurrent_writers_same_store(store):
     jid = store.create_job("classify", items(200), {})
     names = [f"i{k}" for k in range(200)]
     wins: list = []
-    threads = [threading.Thread(target=_hammer, args=(store, jid, names, w, wins))
-               for w in ("w1", "w2")]
+    threads = [threading.Thread(target=_hammer, args=(store, jid, names, w, wins)) for w in ("w1", "w2")]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
         assert not t.is_alive()
-    assert sorted(n for n, _ in wins) == sorted(names)   # each item won exactly once
+    assert sorted(n for n, _ in wins) == sorted(names)  # each item won exactly once
     assert store.job(jid)["status"] == "done" and len(store.results(jid)) == 200
 
 
@@ -130,8 +129,7 @@ def test_concurrent_writers_two_connections(tmp_path):
         jid = s1.create_job("classify", items(100), {})
         names = [f"i{k}" for k in range(100)]
         wins: list = []
-        threads = [threading.Thread(target=_hammer, args=(s, jid, names, w, wins))
-                   for s, w in ((s1, "w1"), (s2, "w2"))]
+        threads = [threading.Thread(target=_hammer, args=(s, jid, names, w, wins)) for s, w in ((s1, "w1"), (s2, "w2"))]
         start = time.monotonic()
         for t in threads:
             t.start()

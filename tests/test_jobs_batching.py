@@ -32,8 +32,12 @@ SUB, MASTER, W = "s" * 64, "m" * 64, "w" * 64
 def test_batch_of_outcomes_is_exactly_once_and_counted(tmp_path):
     with JobStore(tmp_path / "jobs.db") as st:
         jid = st.create_job("noop", [(f"i{k}", f"/x/{k}", 1, "h") for k in range(4)])
-        out = [("i0", "done", '{"a": 1}', None, "w"), ("i1", "error", None, "bad", "w"),
-               ("i0", "done", '{"a": 2}', None, "w2"), ("nope", "done", "{}", None, "w")]
+        out = [
+            ("i0", "done", '{"a": 1}', None, "w"),
+            ("i1", "error", None, "bad", "w"),
+            ("i0", "done", '{"a": 2}', None, "w2"),
+            ("nope", "done", "{}", None, "w"),
+        ]
         flags, job = st.record_outcomes(jid, out)
         assert flags == [True, True, False, False]
         assert job["counts"] == {"pending": 2, "done": 1, "error": 1, "cancelled": 0} and job["status"] == "running"
@@ -49,7 +53,9 @@ def test_counters_follow_cancel_and_are_added_to_old_stores(tmp_path):
     path = tmp_path / "jobs.db"
     old_schema = store_mod._SCHEMA.replace(
         ",\n    n_done INTEGER NOT NULL DEFAULT 0,\n    n_error INTEGER NOT NULL DEFAULT 0,\n"
-        "    n_cancelled INTEGER NOT NULL DEFAULT 0", "")
+        "    n_cancelled INTEGER NOT NULL DEFAULT 0",
+        "",
+    )
     assert "n_done" not in old_schema
     db = sqlite3.connect(path)
     db.executescript(old_schema)
@@ -101,7 +107,7 @@ def _files(tmp_path: Path, sizes: list[int]) -> Path:
 async def test_tiny_items_go_inline_with_the_first_submission_only(sub, tmp_path):
     d = _files(tmp_path, [3, INLINE_ITEM_BYTES, INLINE_ITEM_BYTES + 1, 0])
     job = await sub.create([str(d)], "noop", {}, None)
-    (to, msg), = sub.svc.sent
+    ((to, msg),) = sub.svc.sent
     assert to == MASTER and msg["t"] == "job.submit" and msg["job_id"] == job["job_id"]
     items = {it["item_id"]: it for it in msg["items"]}
     assert base64.b64decode(items["000000"]["data"]) == b"AAA"
@@ -120,8 +126,10 @@ async def test_batch_results_one_transaction_events_and_results_file(sub, tmp_pa
     def res(item: str, worker: str = "w1", **kw) -> dict:
         return {"job_id": jid, "item_id": item, "worker": worker, "result": {"bytes": 5}, "error": None, **kw}
 
-    fresh = sub.on_results([res("000000"), res("000001", error="ValueError: no"), res("000000", "w2"),
-                            res("000002")], [b"png!", None, None, None])
+    fresh = sub.on_results(
+        [res("000000"), res("000001", error="ValueError: no"), res("000000", "w2"), res("000002")],
+        [b"png!", None, None, None],
+    )
     assert fresh == [True, True, False, True]
     kinds = [events.queue.get_nowait()["kind"] for _ in range(events.queue.qsize())]
     assert kinds == ["job_item", "job_item", "job_item", "job"]  # one progress event for the batch
@@ -160,15 +168,21 @@ def test_folder_walk_matches_sorted_rglob(tmp_path):
     for rel in ["a/x.txt", "a-b/y.txt", "a.b/z.txt", "a/deep/w.txt", "b.txt", ".hidden", "a/deep/v.md"]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(rel)
-    (root / "link.txt").symlink_to(root / "b.txt")          # a symlinked file: kept once (same target)
+    (root / "link.txt").symlink_to(root / "b.txt")  # a symlinked file: kept once (same target)
     (root / "linkdir").symlink_to(root / "a", target_is_directory=True)  # a symlinked folder: not entered
     expected = [p for p in sorted(root.rglob("*")) if p.is_file()]
     got = collect_paths([str(root)], "noop")
     assert [p for p in expected if p.name != "link.txt"] == got
     wc = get_type("wordcount")
     assert collect_paths([str(root)], "wordcount") == [p for p in expected if p.name != "link.txt" and wc.accepts(p)]
-    assert [p.name for p in collect_paths([str(root)], "wordcount")] == ["v.md", "w.txt", "x.txt", "y.txt",
-                                                                         "z.txt", "b.txt"]
+    assert [p.name for p in collect_paths([str(root)], "wordcount")] == [
+        "v.md",
+        "w.txt",
+        "x.txt",
+        "y.txt",
+        "z.txt",
+        "b.txt",
+    ]
 
 
 # --------------------------------------------------------------------------- master and worker
@@ -187,11 +201,17 @@ async def test_master_passes_inline_bytes_along_and_forgets_them_when_done():
 
     m.svc.send_to = send_to
     data = base64.b64encode(b"hi").decode()
-    m.on_submit(SUB, {"job_id": "j", "kind": "noop", "items": [{"item_id": "0", "size": 2, "data": data},
-                                                               {"item_id": "1", "size": 9}]})
+    m.on_submit(
+        SUB,
+        {
+            "job_id": "j",
+            "kind": "noop",
+            "items": [{"item_id": "0", "size": 2, "data": data}, {"item_id": "1", "size": 9}],
+        },
+    )
     assert m.inline == {"j": {"0": data}}
     await m.pump()
-    (to, msg), = sent
+    ((to, msg),) = sent
     assert to == MASTER and msg["term"] == 3
     assert msg["items"] == [{"item_id": "0", "size": 2, "data": data}, {"item_id": "1", "size": 9}]
     m.on_done(MASTER, {"done": [task_id_for("j", "0")], "failed": []})
@@ -258,8 +278,9 @@ async def test_a_node_with_job_threads_minus_one_refuses_tasks(tmp_path):
         return True
 
     worker = JobWorker(SimpleNamespace(ctx=FakeContext(W, master_id=MASTER), send_to=send_to), enabled=False)
-    worker.on_assign(MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "noop",
-                              "items": [{"item_id": "0", "size": 1}]})
+    worker.on_assign(
+        MASTER, {"term": 1, "job_id": "j", "submitter": SUB, "kind": "noop", "items": [{"item_id": "0", "size": 1}]}
+    )
     await asyncio.sleep(0.01)
     assert acks and acks[0]["done"] == [] and "runs no job tasks" in acks[0]["failed"][0]["error"]
     assert worker.queue.qsize() == 0

@@ -9,7 +9,6 @@ the tests do not depend on each other's outcome. No TensorFlow here (faces / wor
 from __future__ import annotations
 
 import json
-import os
 import signal
 import struct
 import threading
@@ -21,11 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli, three_node_cluster, wait_for, wait_job
 
 from collab_tui.jobs.wordcount import count_words
 from collab_tui.localcluster import LocalCluster
-
-from conftest import run_cli, three_node_cluster, wait_for, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -100,8 +98,10 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     (bad / "text.png").write_text("this is not an image, it is a text file\n" * 20)
     (bad / "bomb.png").write_bytes(_bomb_png())
     gif = root / "anim.gif"  # not an image suffix collab walks into: named explicitly on the command line
-    gif.write_bytes(b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-                    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+    gif.write_bytes(
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+        b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
 
     words = root / "words"
     (words / "sub").mkdir(parents=True)
@@ -134,10 +134,12 @@ def _all_up(c: LocalCluster) -> str:
             c.start(i)
     master = c.wait_agreement(list(range(c.n)), timeout=25)
     # every node has the agreed master as its jobs master (the jobs loop polls the role every 0.1 s)
-    wait_for(lambda: all(c.call(i, "status", timeout=3.0)["master"] == master for i in range(c.n)), 5.0,
-             "every node to know the master")
+    wait_for(
+        lambda: all(c.call(i, "status", timeout=3.0)["master"] == master for i in range(c.n)),
+        5.0,
+        "every node to know the master",
+    )
     return master
-
 
 
 def _home(c: LocalCluster, i: int) -> str:
@@ -152,8 +154,9 @@ def _assert_exactly_once(job: dict, n: int) -> None:
     ids = [it["item_id"] for it in job["items"]]
     assert len(ids) == n and len(set(ids)) == n, f"{len(ids)} items, {len(set(ids))} distinct"
     assert job["total"] == n
-    assert Counter(it["status"] for it in job["items"]) == Counter({"done": n}), \
-        [(it["item_id"], it["status"], it["error"]) for it in job["items"] if it["status"] != "done"][:10]
+    assert Counter(it["status"] for it in job["items"]) == Counter({"done": n}), [
+        (it["item_id"], it["status"], it["error"]) for it in job["items"] if it["status"] != "done"
+    ][:10]
     assert job["counts"]["done"] == n and job["counts"]["pending"] == 0
 
 
@@ -162,8 +165,18 @@ def test_face_in_astronaut_none_in_cat_via_cli(cluster, corpus, tmp_path):
     master = _all_up(cluster)
     assert master == cluster.node_id(MASTER)
     out = tmp_path / "out"
-    res = run_cli("submit", str(corpus["single"]), "--task", "faces", "--home", _home(cluster, SUB),
-                  "--json", "--out", str(out), timeout=60)
+    res = run_cli(
+        "submit",
+        str(corpus["single"]),
+        "--task",
+        "faces",
+        "--home",
+        _home(cluster, SUB),
+        "--json",
+        "--out",
+        str(out),
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     summary = lines[-1]
@@ -196,14 +209,35 @@ def test_face_in_astronaut_none_in_cat_via_cli(cluster, corpus, tmp_path):
 def test_bad_images_fail_per_item_and_node_keeps_serving(cluster, corpus, tmp_path):
     _all_up(cluster)
     out = tmp_path / "out"
-    res = run_cli("submit", str(corpus["bad"]), str(corpus["gif"]), "--task", "faces",
-                  "--home", _home(cluster, WORKER), "--json", "--out", str(out), timeout=60)
+    res = run_cli(
+        "submit",
+        str(corpus["bad"]),
+        str(corpus["gif"]),
+        "--task",
+        "faces",
+        "--home",
+        _home(cluster, WORKER),
+        "--json",
+        "--out",
+        str(out),
+        timeout=60,
+    )
     assert res.returncode == 5, res.stderr  # finished with per-item errors
     summary = json.loads(res.stdout.splitlines()[-1])
     job = cluster.call(WORKER, "job_show", job_id=summary["job_id"])
     by_name = {Path(it["path"]).name: it for it in job["items"]}
-    assert set(by_name) == {"good1.png", "good2.jpg", "good3.png", "empty.png", "random.jpg", "truncated.png",
-                            "truncated.jpg", "text.png", "bomb.png", "anim.gif"}
+    assert set(by_name) == {
+        "good1.png",
+        "good2.jpg",
+        "good3.png",
+        "empty.png",
+        "random.jpg",
+        "truncated.png",
+        "truncated.jpg",
+        "text.png",
+        "bomb.png",
+        "anim.gif",
+    }
     expected = {
         "empty.png": "empty: no image data",
         "random.jpg": "unsupported: unknown image format",
@@ -233,8 +267,9 @@ def test_bad_images_fail_per_item_and_node_keeps_serving(cluster, corpus, tmp_pa
 # --------------------------------------------------------------------------- 5. word count
 def test_wordcount_equals_local_count(cluster, corpus, tmp_path):
     _all_up(cluster)
-    res = run_cli("submit", str(corpus["words"]), "--task", "wordcount", "--home", _home(cluster, SUB),
-                  "--json", timeout=60)
+    res = run_cli(
+        "submit", str(corpus["words"]), "--task", "wordcount", "--home", _home(cluster, SUB), "--json", timeout=60
+    )
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     summary = lines[-1]
@@ -339,10 +374,14 @@ def test_jobs_cli_show_cancel_and_results_survive_submitter_restart(cluster, cor
     res = run_cli("job", "show", done["job_id"], "--home", home, "--json")
     assert res.returncode == 0, res.stderr
     again = json.loads(res.stdout)
-    assert [(it["item_id"], it["status"], it["result"]) for it in again["items"]] == \
-           [(it["item_id"], it["status"], it["result"]) for it in done["items"]]
+    assert [(it["item_id"], it["status"], it["result"]) for it in again["items"]] == [
+        (it["item_id"], it["status"], it["result"]) for it in done["items"]
+    ]
     assert again["summary"] == done["summary"]
-    assert {j["job_id"] for j in json.loads(run_cli("jobs", "--home", home, "--json").stdout)} >= {done["job_id"], long_id}
+    assert {j["job_id"] for j in json.loads(run_cli("jobs", "--home", home, "--json").stdout)} >= {
+        done["job_id"],
+        long_id,
+    }
     _all_up(cluster)
 
 
@@ -357,14 +396,22 @@ def test_kill_master_and_worker_mid_job_exactly_one_result_per_item(cluster, cor
     def progress() -> dict:
         return cluster.call(SUB, "job_show", job_id=job_id, timeout=5.0)
 
-    at_master_kill = wait_for(lambda: (lambda j: j if j["counts"]["done"] >= 25 else None)(progress()), 30,
-                              "25 results before killing the master", poll=0.02)
+    at_master_kill = wait_for(
+        lambda: (lambda j: j if j["counts"]["done"] >= 25 else None)(progress()),
+        30,
+        "25 results before killing the master",
+        poll=0.02,
+    )
     cluster.kill(MASTER)  # SIGKILL: no goodbye
     assert at_master_kill["status"] == "running" and at_master_kill["counts"]["done"] < 200
     n0 = at_master_kill["counts"]["done"]
 
-    at_worker_kill = wait_for(lambda: (lambda j: j if j["counts"]["done"] >= n0 + 25 else None)(progress()), 30,
-                              "25 more results after the master died", poll=0.02)
+    at_worker_kill = wait_for(
+        lambda: (lambda j: j if j["counts"]["done"] >= n0 + 25 else None)(progress()),
+        30,
+        "25 more results after the master died",
+        poll=0.02,
+    )
     cluster.kill(WORKER)
     assert at_worker_kill["status"] == "running" and at_worker_kill["counts"]["done"] < 200
 
@@ -390,8 +437,14 @@ def test_submitter_killed_mid_job_resumes_after_restart(cluster, corpus, tmp_pat
     files = sorted(corpus["many"].iterdir())[:120]
     job = cluster.call(SUB, "submit", paths=[str(p) for p in files], task="faces", out=str(out))
     job_id = job["job_id"]
-    at_kill = wait_for(lambda: (lambda j: j if j["counts"]["done"] >= 20 else None)(
-        cluster.call(SUB, "job_show", job_id=job_id, timeout=5.0)), 30, "20 results", poll=0.02)
+    at_kill = wait_for(
+        lambda: (lambda j: j if j["counts"]["done"] >= 20 else None)(
+            cluster.call(SUB, "job_show", job_id=job_id, timeout=5.0)
+        ),
+        30,
+        "20 results",
+        poll=0.02,
+    )
     cluster.kill(SUB)  # SIGKILL: workers are still busy with its items
     assert at_kill["status"] == "running"
     assert cluster.wait_exit(SUB, 10) is not None

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli, wait_for, wait_job
 
 from collab_tui.localcluster import LocalCluster
-
-from conftest import run_cli, wait_for, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -80,15 +79,17 @@ def setup(tmp_path_factory):
     failures_log = base / "broken-runs.log"
     pythonpath = os.pathsep.join(p for p in (str(plugin), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": pythonpath, "FLAKY_LOG": str(failures_log), "COLLAB_DIAGNOSTICS": "1"}  # sched_stats
-    c = PerNodeEnvCluster(3, priorities=[0, 1, 2], heartbeat=0.2, env=env,
-                          per_node={BROKEN: {"FLAKY_BROKEN": "1"}})
+    c = PerNodeEnvCluster(3, priorities=[0, 1, 2], heartbeat=0.2, env=env, per_node={BROKEN: {"FLAKY_BROKEN": "1"}})
     try:
         c.provision()
         c.start_all()
         master = c.wait_agreement(list(range(3)), timeout=25)
         assert master == c.node_id(MASTER)
-        wait_for(lambda: all(c.call(i, "status", timeout=3.0)["master"] == master for i in range(3)), 10.0,
-                 "every node to know the master")
+        wait_for(
+            lambda: all(c.call(i, "status", timeout=3.0)["master"] == master for i in range(3)),
+            10.0,
+            "every node to know the master",
+        )
         yield c, base, failures_log
     finally:
         c.close()
@@ -99,7 +100,6 @@ def _inputs(folder: Path, n: int) -> Path:
     for k in range(n):
         (folder / f"item{k:03d}.txt").write_text(f"item {k}\n")
     return folder
-
 
 
 def _failed_runs(log: Path) -> int:
@@ -126,12 +126,18 @@ def test_a_type_broken_on_one_node_is_reported_benched_and_retried_elsewhere(set
 
     # -- job 1: the broken node fails what it gets and reports itself unhealthy within seconds
     job1 = c.call(SUB, "submit", paths=[str(_inputs(base / "in1", 120))], task=KIND)
-    st = wait_for(lambda: (s := c.call(BROKEN, "status", timeout=3.0))["health"] == "unhealthy" and s, 10.0,
-                  "the broken node to report itself unhealthy")
+    st = wait_for(
+        lambda: (s := c.call(BROKEN, "status", timeout=3.0))["health"] == "unhealthy" and s,
+        10.0,
+        "the broken node to report itself unhealthy",
+    )
     assert st["unhealthy"] == {KIND: ERROR}
     for seen_from in (MASTER, SUB):  # the others see it in its heartbeats
-        row = wait_for(lambda: (r := _row(c, seen_from, BROKEN))["health"] == "unhealthy" and r, 5.0,
-                       f"node{seen_from} to see node{BROKEN} unhealthy")
+        row = wait_for(
+            lambda i=seen_from: (r := _row(c, i, BROKEN))["health"] == "unhealthy" and r,
+            5.0,
+            f"node{seen_from} to see node{BROKEN} unhealthy",
+        )
         assert row["unhealthy"] == {KIND: ERROR}
         assert _row(c, seen_from, seen_from)["health"] == "ok"
     assert c.call(MASTER, "status")["health"] == "ok" and c.call(MASTER, "status")["unhealthy"] == {}

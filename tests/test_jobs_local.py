@@ -70,8 +70,18 @@ def tree(tmp_path) -> Path:
     root = tmp_path / "corpus"
     (root / "a" / "deep").mkdir(parents=True)
     (root / "b").mkdir()
-    for rel in ["one.txt", "two.md", "skip.bin", "a/three.txt", "a/deep/four.csv", "a/deep/five.log",
-                "a/image.png", "b/six.rst", "b/seven.TXT", "b/photo.JPG"]:
+    for rel in [
+        "one.txt",
+        "two.md",
+        "skip.bin",
+        "a/three.txt",
+        "a/deep/four.csv",
+        "a/deep/five.log",
+        "a/image.png",
+        "b/six.rst",
+        "b/seven.TXT",
+        "b/photo.JPG",
+    ]:
         (root / rel).write_text(f"words in {rel}\n")
     return root
 
@@ -82,23 +92,36 @@ def _rel(root: Path, paths: list[Path]) -> list[str]:
 
 def test_collect_paths_folder_is_recursive_and_filtered_by_type(tree):
     got = _rel(tree, collect_paths([str(tree)], "wordcount"))
-    assert got == ["a/deep/five.log", "a/deep/four.csv", "a/three.txt", "b/seven.TXT", "b/six.rst",
-                   "one.txt", "two.md"]
+    assert got == ["a/deep/five.log", "a/deep/four.csv", "a/three.txt", "b/seven.TXT", "b/six.rst", "one.txt", "two.md"]
     assert _rel(tree, collect_paths([str(tree)], "noop")) == sorted(
-        p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+        p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()
+    )
 
 
 def test_collect_paths_globs_files_and_duplicates(tree):
     assert _rel(tree, collect_paths([str(tree / "*.txt")], "wordcount")) == ["one.txt"]
     assert _rel(tree, collect_paths([str(tree / "**" / "*.txt")], "wordcount")) == ["a/three.txt", "one.txt"]
     # an explicitly named file is kept whatever its suffix; repeats (also via other spellings) come once
-    got = collect_paths([str(tree / "skip.bin"), str(tree / "one.txt"), str(tree / "a" / ".." / "one.txt"),
-                         str(tree / "*.txt"), str(tree)], "wordcount")
+    got = collect_paths(
+        [
+            str(tree / "skip.bin"),
+            str(tree / "one.txt"),
+            str(tree / "a" / ".." / "one.txt"),
+            str(tree / "*.txt"),
+            str(tree),
+        ],
+        "wordcount",
+    )
     assert _rel(tree, got)[:2] == ["skip.bin", "one.txt"]
     assert len(got) == len({p.resolve() for p in got}) == 8
     # a folder matched by a pattern is walked like a named folder
     assert _rel(tree, collect_paths([str(tree / "[ab]")], "wordcount")) == [
-        "a/deep/five.log", "a/deep/four.csv", "a/three.txt", "b/seven.TXT", "b/six.rst"]
+        "a/deep/five.log",
+        "a/deep/four.csv",
+        "a/three.txt",
+        "b/seven.TXT",
+        "b/six.rst",
+    ]
 
 
 def test_collect_paths_missing_input_is_an_error(tree):
@@ -147,8 +170,15 @@ def _texts(tmp_path: Path, n: int) -> Path:
 
 def _result(job_id: str, item_id: str, worker: str = "w1", **extra) -> dict:
     """One entry of a worker's `job.results` message."""
-    return {"job_id": job_id, "item_id": item_id, "worker": worker, "worker_name": worker,
-            "result": {"words": 2, "counts": {"alpha": 1, "beta": 1}}, "error": None, **extra}
+    return {
+        "job_id": job_id,
+        "item_id": item_id,
+        "worker": worker,
+        "worker_name": worker,
+        "result": {"words": 2, "counts": {"alpha": 1, "beta": 1}},
+        "error": None,
+        **extra,
+    }
 
 
 def _record(submitter: JobSubmitter, result: dict, attachment: bytes | None = None) -> bool:

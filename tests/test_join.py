@@ -34,8 +34,9 @@ def _invite(cli_json, c: LocalCluster, *extra: str) -> str:
 
 
 def _join(cli, home: Path, token: str, c: LocalCluster, *extra: str):
-    return cli("join", token, "--peer", c.info[0]["addr"], "--name", home.name, "--timeout", "5",
-               "--home", home, *extra)
+    return cli(
+        "join", token, "--peer", c.info[0]["addr"], "--name", home.name, "--timeout", "5", "--home", home, *extra
+    )
 
 
 def _uses_left(c: LocalCluster, token: str) -> int:
@@ -154,4 +155,3 @@ def test_no_inviter_listening_fails_cleanly(cli, cli_json, tmp_path, inviter):
     res = cli("join", token, "--peer", "127.0.0.1:1", "--timeout", "2", "--home", home)
     _assert_refused(res, "could not reach an inviter")
     _assert_untouched(home)
-

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 PKG_DIR = REPO / "collab_tui"
@@ -35,27 +34,27 @@ PKG_DIR = REPO / "collab_tui"
 # Each may import only the standard library's non-IO parts, third-party pure code, and other cores.
 CORE = {
     # named in DESIGN.md / issue 9
-    "collab_tui/net/codec.py",        # wire codec: frames and messages, bytes in / bytes out
-    "collab_tui/net/election.py",     # bully election state machine, clock passed in
-    "collab_tui/net/membership.py",   # member table and suspicion, clock passed in
-    "collab_tui/net/refusals.py",     # refusal summaries per source and reason
-    "collab_tui/net/addresses.py",    # which addresses to advertise / dial (reads interfaces via ifaddr)
-    "collab_tui/jobs/scheduler.py",   # capacity-based placement of items on nodes
-    "collab_tui/jobs/health.py",      # per-kind worker health and back-off
+    "collab_tui/net/codec.py",  # wire codec: frames and messages, bytes in / bytes out
+    "collab_tui/net/election.py",  # bully election state machine, clock passed in
+    "collab_tui/net/membership.py",  # member table and suspicion, clock passed in
+    "collab_tui/net/refusals.py",  # refusal summaries per source and reason
+    "collab_tui/net/addresses.py",  # which addresses to advertise / dial (reads interfaces via ifaddr)
+    "collab_tui/jobs/scheduler.py",  # capacity-based placement of items on nodes
+    "collab_tui/jobs/health.py",  # per-kind worker health and back-off
     "collab_tui/training/rounds.py",  # federated round logic and run config
-    "collab_tui/ml/strategies.py",    # aggregation strategies (FedAvg, FedAdam, ...)
+    "collab_tui/ml/strategies.py",  # aggregation strategies (FedAvg, FedAdam, ...)
     # found pure in the tree
-    "collab_tui/net/blobs.py",        # blob chunking and SHA-256 reassembly (sans-IO by its docstring)
-    "collab_tui/net/pki.py",          # keys, CA, CSRs, signing, pins: in-memory crypto only
-    "collab_tui/ml/updates.py",       # weight (de)serialisation, deltas, validation: used by rounds.py
-    "collab_tui/screens/live.py",     # what the TUI knows between polls: a plain object, no widgets
-    "collab_tui/textfmt.py",          # formatting helpers shared by the CLI and the TUI
-    "collab_tui/net/election_events.py",     # the events the cores emit: plain dataclasses
+    "collab_tui/net/blobs.py",  # blob chunking and SHA-256 reassembly (sans-IO by its docstring)
+    "collab_tui/net/pki.py",  # keys, CA, CSRs, signing, pins: in-memory crypto only
+    "collab_tui/ml/updates.py",  # weight (de)serialisation, deltas, validation: used by rounds.py
+    "collab_tui/screens/live.py",  # what the TUI knows between polls: a plain object, no widgets
+    "collab_tui/textfmt.py",  # formatting helpers shared by the CLI and the TUI
+    "collab_tui/net/election_events.py",  # the events the cores emit: plain dataclasses
     "collab_tui/net/membership_events.py",
     "collab_tui/jobs/scheduler_events.py",
     "collab_tui/training/rounds_events.py",
-    "collab_tui/ml/strategy_specs.py",       # names, options and defaults of the strategies: data only
-    "collab_tui/ml/client_spec.py",          # what local training takes from a run config: data only
+    "collab_tui/ml/strategy_specs.py",  # names, options and defaults of the strategies: data only
+    "collab_tui/ml/client_spec.py",  # what local training takes from a run config: data only
 }
 # asyncio/socket per issue 9; ssl and selectors are the same kind of I/O.
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors"}
@@ -67,10 +66,10 @@ SHARED_FRONTEND = {"client"}  # the control-API client both frontends use
 
 @dataclass(frozen=True)
 class Import:
-    path: str      # repo-relative file
+    path: str  # repo-relative file
     line: int
-    text: str      # the import statement as written
-    target: str    # resolved module: "collab_tui.node.runtime", or an external top-level name ("asyncio")
+    text: str  # the import statement as written
+    target: str  # resolved module: "collab_tui.node.runtime", or an external top-level name ("asyncio")
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.text}  (-> {self.target})"
@@ -98,7 +97,7 @@ def collect(sources: dict[str, str], also_known: Iterable[str] = ()) -> list[Imp
                 if node.level:
                     up = node.level - 1
                     assert up < len(package), f"{rel}:{node.lineno}: relative import above the package"
-                    base = ".".join(package[:len(package) - up] + ([node.module] if node.module else []))
+                    base = ".".join(package[: len(package) - up] + ([node.module] if node.module else []))
                 else:
                     base = node.module or ""
                 # `from pkg import name`: name may be a submodule (from ..net import identity) or an attribute
@@ -188,32 +187,35 @@ def test_core_list_names_real_files():
 
 def test_package_inits_import_nothing():
     """Lazy packages (cores may import `collab_tui.<pkg>` because of this)."""
-    bad = [str(i) for i in collect(tree_sources())
-           if i.path.endswith("__init__.py") and i.target != "__future__"]
+    bad = [str(i) for i in collect(tree_sources()) if i.path.endswith("__init__.py") and i.target != "__future__"]
     assert not bad, "package __init__ files must stay import-free:\n" + "\n".join(bad)
 
 
 # ------------------------------------------------------------------ the checker itself
+
 
 def _one(path: str, src: str, core: set[str] = frozenset()) -> list[str]:
     """The violations of one planted module, resolved against the real tree's module names."""
     return violations({path: src}, set(core), also_known=[p for p, _ in _tree_sources()])
 
 
-@pytest.mark.parametrize("path, src, rule", [
-    ("collab_tui/net/codec.py", "def f():\n    from ..node import runtime\n", "net must not import the runtime"),
-    ("collab_tui/net/codec.py", "import collab_tui.jobs.service as s\n", "net must not import"),
-    ("collab_tui/net/x.py", "from collab_tui.cli.output import Out\n", "net must not import"),
-    ("collab_tui/ml/x.py", "from ..training.rounds import RunConfig\n", "ml must not import training"),
-    ("collab_tui/ml/x.py", "from .. import net\n", "ml must not import"),
-    ("collab_tui/jobs/x.py", "from ..screens import base\n", "a service"),
-    ("collab_tui/training/x.py", "from ..tui_client import connect\n", "a service"),
-    ("collab_tui/widgets/x.py", "from ..cli.output import human_bytes\n", "must not import CLI code"),
-    ("collab_tui/node/x.py", "from textual.app import App\n", "only the TUI"),
-    ("collab_tui/node/x.py", "def f():\n    from ..compose import compose\n", "the runtime (node) must not"),
-    ("collab_tui/node/x.py", "from ..jobs.service import JobService\n", "the runtime (node) must not"),
-    ("collab_tui/textfmt.py", "from .net.pki import short_id\n", "a neutral leaf"),
-])
+@pytest.mark.parametrize(
+    "path, src, rule",
+    [
+        ("collab_tui/net/codec.py", "def f():\n    from ..node import runtime\n", "net must not import the runtime"),
+        ("collab_tui/net/codec.py", "import collab_tui.jobs.service as s\n", "net must not import"),
+        ("collab_tui/net/x.py", "from collab_tui.cli.output import Out\n", "net must not import"),
+        ("collab_tui/ml/x.py", "from ..training.rounds import RunConfig\n", "ml must not import training"),
+        ("collab_tui/ml/x.py", "from .. import net\n", "ml must not import"),
+        ("collab_tui/jobs/x.py", "from ..screens import base\n", "a service"),
+        ("collab_tui/training/x.py", "from ..tui_client import connect\n", "a service"),
+        ("collab_tui/widgets/x.py", "from ..cli.output import human_bytes\n", "must not import CLI code"),
+        ("collab_tui/node/x.py", "from textual.app import App\n", "only the TUI"),
+        ("collab_tui/node/x.py", "def f():\n    from ..compose import compose\n", "the runtime (node) must not"),
+        ("collab_tui/node/x.py", "from ..jobs.service import JobService\n", "the runtime (node) must not"),
+        ("collab_tui/textfmt.py", "from .net.pki import short_id\n", "a neutral leaf"),
+    ],
+)
 def test_checker_flags_upward_imports(path, src, rule):
     bad = _one(path, src)
     assert bad and rule in bad[0], bad

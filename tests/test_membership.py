@@ -156,8 +156,7 @@ def test_heartbeat_updates_fields() -> None:
     m = make()
     hello(m, "p1", 0.0)
     m.take_events()
-    hb = heartbeat_fields("master", 4, 8, 0.75, 1 << 30, 2, ["tf", "gpu"], "v3",
-                          extra={"gpu": "none"})
+    hb = heartbeat_fields("master", 4, 8, 0.75, 1 << 30, 2, ["tf", "gpu"], "v3", extra={"gpu": "none"})
     hb["custom"] = 1
     m.on_heartbeat("p1", hb, 0.5)
     info = m.get("p1")
@@ -216,8 +215,15 @@ def test_bad_inputs() -> None:
 def test_heartbeat_fields_is_json_message() -> None:
     msg = heartbeat_fields("follower", 2, 4, 0.5, 1000, 0, ("a",), None)
     assert msg == {
-        "t": "hb", "role": "follower", "term": 2, "cpus": 4, "load": 0.5,
-        "mem_free": 1000, "queue": 0, "capabilities": ["a"], "model_version": None,
+        "t": "hb",
+        "role": "follower",
+        "term": 2,
+        "cpus": 4,
+        "load": 0.5,
+        "mem_free": 1000,
+        "queue": 0,
+        "capabilities": ["a"],
+        "model_version": None,
     }
     assert json.loads(json.dumps(msg)) == msg
     assert Membership.heartbeat_fields("x", 0, 1, 0, 0, 0) == heartbeat_fields("x", 0, 1, 0, 0, 0)

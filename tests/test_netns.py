@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, clean_env, wait_for
 
 from collab_tui.localcluster import LocalCluster
 from collab_tui.net import identity as idm
 from collab_tui.net import pki
 from collab_tui.vlan import VirtualLan, available
-
-from conftest import REPO, clean_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(120)]
 
@@ -52,12 +51,34 @@ class NetnsCluster(LocalCluster):
 
     def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:
         # `ip netns exec` execs the command: the PID LocalCluster gets is the daemon's own
-        return self.lan.exec_argv(i, [
-            sys.executable, "-m", "collab_tui", "daemon", "--home", str(self.homes[i]),
-            "--host", self.addrs[i], "--port", str(PORT), "--name", self.names[i],
-            "--priority", str(self.priorities[i]), "--heartbeat", str(self.heartbeat), "--quiet",
-            "--ready-file", str(ready), "--mdns", "--mdns-interface", self.addrs[i], *extra,
-        ])
+        return self.lan.exec_argv(
+            i,
+            [
+                sys.executable,
+                "-m",
+                "collab_tui",
+                "daemon",
+                "--home",
+                str(self.homes[i]),
+                "--host",
+                self.addrs[i],
+                "--port",
+                str(PORT),
+                "--name",
+                self.names[i],
+                "--priority",
+                str(self.priorities[i]),
+                "--heartbeat",
+                str(self.heartbeat),
+                "--quiet",
+                "--ready-file",
+                str(ready),
+                "--mdns",
+                "--mdns-interface",
+                self.addrs[i],
+                *extra,
+            ],
+        )
 
 
 @pytest.fixture
@@ -97,8 +118,11 @@ def test_three_namespaces_discover_by_mdns_elect_and_fail_over(lan, tmp_path):
         new = c.wait_agreement([0, 1], timeout=15, exclude=master)
         assert new == c.node_id(1)
         assert all(c.call(i, "status")["term"] > term for i in (0, 1))
-        wait_for(lambda: all({r["node_id"]: r["state"] for r in c.call(i, "nodes")}[master] != "alive"
-                             for i in (0, 1)), 5.0, "the dead master to be marked not alive")
+        wait_for(
+            lambda: all({r["node_id"]: r["state"] for r in c.call(i, "nodes")}[master] != "alive" for i in (0, 1)),
+            5.0,
+            "the dead master to be marked not alive",
+        )
     finally:
         c.close()
     assert lan.subnet + "." not in _host_addrs()

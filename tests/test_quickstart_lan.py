@@ -28,11 +28,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from collab_tui.node.control import ControlClient
 from collab_tui.vlan import VirtualLan, available
-
-from conftest import wait_for
 
 COLLAB = Path(sys.executable).parent / "collab"  # the venv's console script, as a user would run it
 N, PORT = 5, 7373
@@ -67,8 +66,9 @@ class Machine:
     def ok(self, *args: str, timeout: float = 60.0) -> str:
         """`collab ARGS` must succeed; returns its stdout."""
         res = self.collab(*args, timeout=timeout)
-        assert res.returncode == 0, (f"{self.name}: collab {' '.join(args)}: exit {res.returncode}\n"
-                                     f"stdout: {res.stdout}\nstderr: {res.stderr}")
+        assert res.returncode == 0, (
+            f"{self.name}: collab {' '.join(args)}: exit {res.returncode}\nstdout: {res.stdout}\nstderr: {res.stderr}"
+        )
         return res.stdout
 
     def json(self, *args: str):
@@ -77,8 +77,9 @@ class Machine:
     def start_daemon(self, timeout: float = 30.0) -> None:
         """`collab daemon &`, then wait until `collab status --json` answers."""
         with open(self.home / "daemon.out", "ab") as out:
-            self.proc = self.lan.popen(self.i, [COLLAB, "daemon"], env=self.env, stdout=out,
-                                       stderr=subprocess.STDOUT, cwd=self.home)
+            self.proc = self.lan.popen(
+                self.i, [COLLAB, "daemon"], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.home
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -164,8 +165,20 @@ def make_photos(folder: Path) -> int:
     import skimage.data as data
 
     folder.mkdir(parents=True)
-    names = ["astronaut", "chelsea", "coffee", "camera", "rocket", "immunohistochemistry", "coins", "moon",
-             "brick", "grass", "gravel", "colorwheel"]
+    names = [
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "camera",
+        "rocket",
+        "immunohistochemistry",
+        "coins",
+        "moon",
+        "brick",
+        "grass",
+        "gravel",
+        "colorwheel",
+    ]
     for name in names:
         img = getattr(data, name)()
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from collab_tui.ml.registry import (
-    IntegrityError, ModelNotFound, ModelRegistry, RegistryError, arch_json, compute_version, parse_ref,
+    IntegrityError,
+    ModelNotFound,
+    ModelRegistry,
+    RegistryError,
+    arch_json,
+    compute_version,
+    parse_ref,
 )
 from collab_tui.ml.updates import to_bytes
 

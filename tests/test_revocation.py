@@ -1,4 +1,5 @@
 """Tests for collab_tui.net.revocation."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,11 @@ import pytest
 from collab_tui.net.identity import create_cluster
 from collab_tui.net.pki import make_csr, new_key, node_id_of, sign_csr
 from collab_tui.net.revocation import (
-    DenyList, DenyListStore, RevocationError, sign_denylist, verify_denylist,
+    DenyList,
+    DenyListStore,
+    RevocationError,
+    sign_denylist,
+    verify_denylist,
 )
 
 NID = "ab" * 32

@@ -1,11 +1,20 @@
 """Tests of the sans-IO job scheduler."""
+
 from __future__ import annotations
 
 import pytest
 
 from collab_tui.jobs.scheduler import (
-    Assignment, Scheduler, SchedulerError, Task, TaskFailed, TaskRetried, WorkerCapacity, slots,
-    split_task_id, task_id_for,
+    Assignment,
+    Scheduler,
+    SchedulerError,
+    Task,
+    TaskFailed,
+    TaskRetried,
+    WorkerCapacity,
+    slots,
+    split_task_id,
+    task_id_for,
 )
 
 BIG = 1024 * 1024
@@ -78,7 +87,7 @@ def test_inflight_cap_respected_and_freed_on_complete():
     s.submit(tasks("j", 10), 0.0)
     first = s.assign(0.0)
     assert len(first) == 3 and len(s.inflight_of("w")) == 3
-    assert s.assign(1.0) == []                       # full
+    assert s.assign(1.0) == []  # full
     assert s.complete(first[0].tasks[0].task_id, "w", 2.0)
     again = s.assign(2.0)
     assert len(again) == 1 and len(s.inflight_of("w")) == 3
@@ -101,13 +110,13 @@ def test_batching_small_items_not_big_ones():
     s.update_worker(WorkerCapacity("w", cpus=1), 0.0)
     s.submit(tasks("small", 10, size=10_000), 0.0)
     a = s.assign(0.0)
-    assert len(a) == 1 and len(a[0].tasks) == 4      # max_batch
+    assert len(a) == 1 and len(a[0].tasks) == 4  # max_batch
     assert [t.item_id for t in a[0].tasks] == ["0", "1", "2", "3"]
 
     s2 = Scheduler(batch_bytes=100_000, max_batch=16)
     s2.update_worker(WorkerCapacity("w", cpus=1), 0.0)
     s2.submit(tasks("small", 10, size=30_000), 0.0)
-    assert len(s2.assign(0.0)[0].tasks) == 3         # 3 * 30k <= 100k < 4 * 30k
+    assert len(s2.assign(0.0)[0].tasks) == 3  # 3 * 30k <= 100k < 4 * 30k
 
     s3 = Scheduler(batch_bytes=100_000)
     s3.update_worker(WorkerCapacity("w", cpus=4), 0.0)
@@ -152,7 +161,7 @@ def test_worker_death_requeues_front():
         s.complete(tid, "b", 2.0)
     again = s.assign(2.0)
     ids = [t.task_id for x in again for t in x.tasks]
-    assert ids[:2] == a_tasks                         # requeued at the front
+    assert ids[:2] == a_tasks  # requeued at the front
     assert all(x.worker == "b" for x in again)
     assert all(t.attempts == 1 for x in again for t in x.tasks if t.task_id in a_tasks)
 
@@ -164,7 +173,7 @@ def test_dead_report_equals_worker_dead():
     s.assign(0.0)
     s.update_worker(WorkerCapacity("a", cpus=1, alive=False), 1.0)
     assert s.status(task_id_for("j", "0")) == "pending"
-    assert s.assign(1.0) == []                        # no live worker
+    assert s.assign(1.0) == []  # no live worker
 
 
 def test_timeout_reassigns_and_late_result_accepted():
@@ -174,11 +183,11 @@ def test_timeout_reassigns_and_late_result_accepted():
     (a,) = s.assign(0.0)
     assert a.worker == "slow"
     s.update_worker(WorkerCapacity("fast", cpus=1), 5.0)
-    assert s.assign(9.0) == []                        # not yet late
+    assert s.assign(9.0) == []  # not yet late
     (b,) = s.assign(10.5)
-    assert b.worker == "fast" and b.tasks[0].attempts == 1   # avoids the slow one
+    assert b.worker == "fast" and b.tasks[0].attempts == 1  # avoids the slow one
     assert s.fail(b.tasks[0].task_id, "slow", "late error", 11.0) is False  # stale
-    assert s.complete(b.tasks[0].task_id, "slow", 12.0) is True   # late result wins
+    assert s.complete(b.tasks[0].task_id, "slow", 12.0) is True  # late result wins
     assert s.complete(b.tasks[0].task_id, "fast", 13.0) is False  # duplicate
     assert s.inflight_of("fast") == [] and s.stats()["done"] == 1
 
@@ -198,12 +207,12 @@ def test_idempotent_submit_and_complete():
     assert s.submit(tasks("j", 3), 0.0) == 3
     assert s.submit(tasks("j", 3), 0.0) == 0
     (a, b, c) = s.assign(0.0)
-    assert s.submit(tasks("j", 3), 1.0) == 0          # assigned: no-op
+    assert s.submit(tasks("j", 3), 1.0) == 0  # assigned: no-op
     assert s.stats()["pending"] == 0
     assert s.complete(a.tasks[0].task_id, "w", 1.0) is True
     assert s.complete(a.tasks[0].task_id, "w", 1.0) is False
     assert s.complete("j:nope", "w", 1.0) is False
-    assert s.submit(tasks("j", 3), 2.0) == 0          # finished one ignored
+    assert s.submit(tasks("j", 3), 2.0) == 0  # finished one ignored
     assert s.stats()["pending"] == 0 and s.status(a.tasks[0].task_id) == "done"
 
 
@@ -229,7 +238,7 @@ def test_max_attempts_failed_event():
         (a,) = s.assign(float(i))
         seen.append(a.worker)
         assert s.fail(tid, a.worker, f"boom{i}", float(i))
-    assert seen[0] != seen[1]                         # retried elsewhere
+    assert seen[0] != seen[1]  # retried elsewhere
     events = s.take_events()
     assert events[-1] == TaskFailed(tid, "boom2")
     assert [type(e) for e in events].count(TaskRetried) == 2
@@ -246,8 +255,10 @@ def test_cancel_job():
     got = s.assign(0.0)
     assert s.cancel_job("j") == 5
     assert all(tid.startswith("k:") for tid in s.inflight_of("w"))
-    assert s.complete(got[0].tasks[0].task_id if got[0].tasks[0].job_id == "j"
-                      else got[1].tasks[0].task_id, "w", 1.0) is False
+    assert (
+        s.complete(got[0].tasks[0].task_id if got[0].tasks[0].job_id == "j" else got[1].tasks[0].task_id, "w", 1.0)
+        is False
+    )
     assert s.stats()["pending"] == 0 and s.stats()["cancelled"] == 5
     s.forget_job("j")
     assert s.status(task_id_for("j", "0")) is None

@@ -1,4 +1,5 @@
 """The scheduler benches a worker that keeps failing one kind of task (sans-IO: the clock is passed in)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +7,14 @@ import dataclasses
 import pytest
 
 from collab_tui.jobs.scheduler import (
-    Scheduler, SchedulerError, Task, TaskFailed, WorkerBenched, WorkerCapacity, WorkerUnbenched, task_id_for,
+    Scheduler,
+    SchedulerError,
+    Task,
+    TaskFailed,
+    WorkerBenched,
+    WorkerCapacity,
+    WorkerUnbenched,
+    task_id_for,
 )
 
 SMALL = 10
@@ -59,8 +67,16 @@ def test_three_failures_in_a_row_bench_the_worker_for_that_kind_only():
     assert s.benched("bad") == {"faces": "module 'cv2' has no attribute 'data'"}
     assert s.benched("good") == {}
     st = s.stats()["benched"]
-    assert st == {"bad": {"faces": {"reason": "module 'cv2' has no attribute 'data'", "seconds": 10.0,
-                                    "probes_failed": 0, "probing": False}}}
+    assert st == {
+        "bad": {
+            "faces": {
+                "reason": "module 'cv2' has no attribute 'data'",
+                "seconds": 10.0,
+                "probes_failed": 0,
+                "probing": False,
+            }
+        }
+    }
     # from now on: other kinds still go to it, faces only to the healthy worker
     for t in range(1, 40):
         s.assign(t * 0.1)
@@ -120,20 +136,20 @@ def test_probe_after_the_pause_success_unbenches():
     fail_all(s, "bad", 0.5)
     s.take_events()
     s.assign(5.0)
-    assert kinds_of(s, "bad") == []                       # benched: nothing during the pause
+    assert kinds_of(s, "bad") == []  # benched: nothing during the pause
     complete_all(s, "good", 5.0)
-    s.assign(10.6)                                        # pause over: exactly one probe task
+    s.assign(10.6)  # pause over: exactly one probe task
     assert len(s.inflight_of("bad")) == 1
     assert s.stats()["benched"]["bad"]["faces"]["probing"] is True
     complete_all(s, "good", 10.7)
     s.assign(10.8)
-    assert len(s.inflight_of("bad")) == 1                 # nothing more while the probe is out
+    assert len(s.inflight_of("bad")) == 1  # nothing more while the probe is out
     (probe,) = s.inflight_of("bad")
     assert s.complete(probe, "bad", 11.0)
     assert events(s, WorkerUnbenched) == [WorkerUnbenched("bad", "faces", "a task succeeded")]
     assert s.benched("bad") == {}
     s.assign(11.0)
-    assert len(s.inflight_of("bad")) == 4                 # back to full speed
+    assert len(s.inflight_of("bad")) == 4  # back to full speed
 
 
 def test_probe_failure_rebenches_with_a_doubling_capped_pause():
@@ -144,16 +160,16 @@ def test_probe_failure_rebenches_with_a_doubling_capped_pause():
     assert [e.seconds for e in events(s, WorkerBenched)] == [10.0]
     now, pauses = 0.0, []
     for _ in range(4):
-        now += 200.0                                      # well past any pause
+        now += 200.0  # well past any pause
         complete_all(s, "good", now)
         s.assign(now)
-        assert len(s.inflight_of("bad")) == 1             # one probe
+        assert len(s.inflight_of("bad")) == 1  # one probe
         fail_all(s, "bad", now)
         (ev,) = events(s, WorkerBenched)
         pauses.append(ev.seconds)
-        assert ev.probes_failed >= 1                      # a renewed bench: its probe failed
+        assert ev.probes_failed >= 1  # a renewed bench: its probe failed
         s.assign(now + ev.seconds - 0.01)
-        assert s.inflight_of("bad") == []                 # still benched just before the end
+        assert s.inflight_of("bad") == []  # still benched just before the end
     assert pauses == [20.0, 30.0, 30.0, 30.0]
 
 
@@ -166,7 +182,7 @@ def test_late_failures_of_earlier_batches_do_not_extend_the_bench():
     for tid in inflight[:3]:
         s.fail(tid, "bad", "boom", 0.1)
     assert len(events(s, WorkerBenched)) == 1
-    s.fail(inflight[3], "bad", "boom", 0.2)              # assigned before the bench
+    s.fail(inflight[3], "bad", "boom", 0.2)  # assigned before the bench
     assert events(s, WorkerBenched) == []
     assert s.stats()["benched"]["bad"]["faces"]["seconds"] == 10.0
 
@@ -206,7 +222,7 @@ def test_worker_report_benches_once_per_change():
     s.report_health("bad", {}, 11.0)
     s.report_health("bad", {"faces": "broken again"}, 12.0)  # a new transition: benched again
     assert s.benched("bad") == {"faces": "the worker reports it: broken again"}
-    s.report_health("bad", "garbage", 12.1)                  # a malformed report is an empty one
+    s.report_health("bad", "garbage", 12.1)  # a malformed report is an empty one
     assert "faces" in s.benched("bad")
 
 
@@ -221,9 +237,9 @@ def test_when_every_worker_fails_the_kind_even_after_a_pause_its_tasks_fail_clea
     s.take_events()
     s.submit(tasks("wc", 2, kind="wordcount"), 0.5)
     s.assign(1.0)
-    assert s.stats()["failed"] == 0 and s.stats()["pending"] > 0   # a first pause: they wait
+    assert s.stats()["failed"] == 0 and s.stats()["pending"] > 0  # a first pause: they wait
     assert all(s._tasks[t].kind != "ocr" for w in ("bad", "good") for t in s.inflight_of(w))
-    s.assign(10.5)                                                # probes, one each
+    s.assign(10.5)  # probes, one each
     probes = {w: s.inflight_of(w) for w in ("bad", "good")}
     assert all(len([t for t in v if s._tasks[t].kind == "ocr"]) == 1 for v in probes.values())
     for w, tids in probes.items():
@@ -231,7 +247,7 @@ def test_when_every_worker_fails_the_kind_even_after_a_pause_its_tasks_fail_clea
             if s._tasks[tid].kind == "ocr":
                 s.fail(tid, w, "OCR needs tesseract", 10.6)
     s.take_events()
-    s.assign(10.7)                                                # every worker failed its probe: give up
+    s.assign(10.7)  # every worker failed its probe: give up
     failed = [e for e in s.take_events() if isinstance(e, TaskFailed)]
     assert failed and all("no live worker can run ocr tasks" in e.error and "tesseract" in e.error for e in failed)
     assert s.stats()["pending"] == 0 or all(s._tasks[t].kind != "ocr" for dq in s._pending.values() for t in dq)
@@ -251,10 +267,10 @@ def test_tasks_wait_while_a_benched_worker_is_still_to_be_probed():
     fail_all(s, "only", 0.1)
     s.take_events()
     s.assign(5.0)
-    assert s.stats()["failed"] == 0 and s.stats()["pending"] == 10   # nothing lost, nothing run
+    assert s.stats()["failed"] == 0 and s.stats()["pending"] == 10  # nothing lost, nothing run
     s.assign(10.2)
     (probe,) = s.inflight_of("only")
-    s.complete(probe, "only", 10.3)                                  # it works again
+    s.complete(probe, "only", 10.3)  # it works again
     s.assign(10.3)
     assert len(s.inflight_of("only")) == 4
 
@@ -277,7 +293,7 @@ def test_the_probe_of_a_dead_worker_is_no_failure_and_it_is_probed_again_when_ba
     assert events(s, WorkerBenched) == []
     s.update_worker(WorkerCapacity("bad", cpus=4), 12.0)
     s.assign(12.0)
-    assert len(s.inflight_of("bad")) == 1                 # still benched: one probe only
+    assert len(s.inflight_of("bad")) == 1  # still benched: one probe only
 
 
 def test_events_are_frozen_slotted_values():

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
@@ -24,8 +25,6 @@ from collab_tui.net import identity as idm
 from collab_tui.net import pki, tls
 from collab_tui.net.codec import FrameDecoder, FrameError, Message, encode_message
 from collab_tui.net.handshake import make_hello
-
-from conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -67,10 +66,17 @@ def _tls_ctx(cert_key_pem: bytes | None, tmp: Path) -> ssl.SSLContext:
 def _self_signed_pem() -> bytes:
     key = pki.new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, pki.node_id_of(key.public_key()))])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return pki.key_pem(key) + pki.cert_pem(cert)
 
 
@@ -111,7 +117,7 @@ def _talk(sock: socket.socket, data: bytes, timeout: float = 6.0) -> tuple[list[
             except FrameError as exc:
                 ended = f"garbage from server: {exc}"
                 break
-    except socket.timeout:
+    except TimeoutError:
         ended = "timeout"
     except ssl.SSLError as exc:
         ended = f"tls alert: {exc.reason or exc}"
@@ -161,8 +167,9 @@ def test_client_cert_from_another_ca_is_refused(cluster, tmp_path):
     evil = idm.create_cluster(tmp_path / "evil", "evil")
     # it even claims the real cluster id in its HELLO
     pem = pki.key_pem(evil.key) + pki.cert_pem(evil.cert)
-    hello = encode_message(make_hello("hello", evil.node_id, "evil", idm.load_identity(cluster.homes[0]).cluster_id,
-                                      9, "127.0.0.1:1"))
+    hello = encode_message(
+        make_hello("hello", evil.node_id, "evil", idm.load_identity(cluster.homes[0]).cluster_id, 9, "127.0.0.1:1")
+    )
     msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(pem, tmp_path)), hello)
     assert not any(m.get("t") == "hello_ack" for m in msgs), msgs
     assert "tls alert" in ended or ended in ("eof",) or ended.startswith("reset"), ended
@@ -173,8 +180,9 @@ def test_client_cert_from_another_ca_is_refused(cluster, tmp_path):
 
 
 def test_self_signed_client_cert_is_refused(cluster, tmp_path):
-    msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(_self_signed_pem(), tmp_path)),
-                        encode_message({"t": "hello"}))
+    msgs, ended = _talk(
+        _connect(_addr(cluster, 0), _tls_ctx(_self_signed_pem(), tmp_path)), encode_message({"t": "hello"})
+    )
     assert not any(m.get("t") == "hello_ack" for m in msgs), msgs
     _still_serving(cluster, tmp_path)
 
@@ -287,18 +295,23 @@ def test_a_connection_flood_is_logged_as_one_line_per_reason_then_a_summary(clus
             pass
         finally:
             sock.close()
-    wait_for(lambda: cluster.call(target, "status")["refused_connections"] >= before + 200, 10.0,
-             "every refusal to be counted")
+    wait_for(
+        lambda: cluster.call(target, "status")["refused_connections"] >= before + 200,
+        10.0,
+        "every refusal to be counted",
+    )
 
     def refusal_lines():
         return [r["msg"] for r in cluster.call(target, "logs", n=1000) if "refused" in r["msg"] and r["ts"] >= t0]
 
     assert 1 <= len(refusal_lines()) <= 4, refusal_lines()  # one per (source, reason) seen
+
     def summarised():
         return sum(int(m.split()[1]) for m in refusal_lines() if " more connection" in m)
 
-    wait_for(lambda: summarised() + len(refusal_lines()) >= 200 or None, 15.0,
-             "the summary lines at the end of the interval")
+    wait_for(
+        lambda: summarised() + len(refusal_lines()) >= 200 or None, 15.0, "the summary lines at the end of the interval"
+    )
     assert len(refusal_lines()) <= 8, refusal_lines()
     member = _member_identity(cluster, tmp_path / "after-flood", "legit")
     assert _handshake(_addr(cluster, target), member)["t"] == "hello_ack"  # still serving

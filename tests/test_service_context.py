@@ -16,7 +16,13 @@ from collab_tui.config import NodeConfig
 from collab_tui.net.transport import Connection, RemoteError
 from collab_tui.node import context as context_mod
 from collab_tui.node.context import (
-    Contributions, NodeContext, PeerView, fenced, handler, handler_table, register_handlers,
+    Contributions,
+    NodeContext,
+    PeerView,
+    fenced,
+    handler,
+    handler_table,
+    register_handlers,
 )
 
 MASTER = "m" * 64
@@ -139,11 +145,18 @@ def test_peer_view_is_a_snapshot_of_a_membership_entry():
     m = Membership("self" + "0" * 60)
     peer = "p" * 64
     m.on_hello(peer, "node-p", "10.0.0.2:7373", 1, 0.0)
-    m.on_heartbeat(peer, {"t": "hb", "cpus": 8, "load": 0.5, "capabilities": ["jobs"], "unhealthy": {"faces": "x"}},
-                   0.0)
+    m.on_heartbeat(
+        peer, {"t": "hb", "cpus": 8, "load": 0.5, "capabilities": ["jobs"], "unhealthy": {"faces": "x"}}, 0.0
+    )
     view = PeerView.of(m.get(peer))
-    assert (view.name, view.addr, view.cpus, view.capabilities, view.unhealthy, view.alive) == \
-        ("node-p", "10.0.0.2:7373", 8, ("jobs",), {"faces": "x"}, True)
+    assert (view.name, view.addr, view.cpus, view.capabilities, view.unhealthy, view.alive) == (
+        "node-p",
+        "10.0.0.2:7373",
+        8,
+        ("jobs",),
+        {"faces": "x"},
+        True,
+    )
     with pytest.raises(AttributeError):
         view.cpus = 1  # read-only
 
@@ -166,10 +179,27 @@ async def test_composed_node_services_contribute_through_their_contexts(tmp_path
         assert isinstance(jobs.ctx, NodeContext) and isinstance(training.ctx, NodeContext)
         assert not hasattr(jobs, "node") and not hasattr(training, "node")
         assert not hasattr(node, "jobs") and not hasattr(node, "training")
-        job_msgs = {"job.submit", "job.assign", "job.done", "job.fetch", "job.results", "job.item_failed",
-                    "job.cancel", "job.predict"}
-        fl_msgs = {"fl.start", "fl.stop", "fl.resume", "fl.train", "fl.eval", "fl.commit", "fl.state", "fl.phase",
-                   "fl.data"}
+        job_msgs = {
+            "job.submit",
+            "job.assign",
+            "job.done",
+            "job.fetch",
+            "job.results",
+            "job.item_failed",
+            "job.cancel",
+            "job.predict",
+        }
+        fl_msgs = {
+            "fl.start",
+            "fl.stop",
+            "fl.resume",
+            "fl.train",
+            "fl.eval",
+            "fl.commit",
+            "fl.state",
+            "fl.phase",
+            "fl.data",
+        }
         assert job_msgs | fl_msgs <= set(node.handlers)
         assert {"submit", "jobs", "train", "data_add", "status"} <= composed.control.names
         hb = node._heartbeat()

@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 
 from collab_tui.ml.strategies import (
-    STRATEGIES, BufferedAggregator, FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, Krum, TrimmedMean,
-    make_strategy, staleness_weight,
+    STRATEGIES,
+    BufferedAggregator,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    Krum,
+    TrimmedMean,
+    make_strategy,
+    staleness_weight,
 )
 from collab_tui.ml.updates import ClientUpdate
 
@@ -76,8 +85,7 @@ def test_fedmedian_odd_and_even():
 # ---------------------------------------------------------------- TrimmedMean
 def test_trimmed_mean_ignores_extremes():
     glob = g([0.0, 0.0])
-    ups = [upd([[1.0, -500.0]]), upd([[2.0, 0.0]]), upd([[3.0, 1.0]]),
-           upd([[4.0, 2.0]]), upd([[1000.0, 3.0]])]
+    ups = [upd([[1.0, -500.0]]), upd([[2.0, 0.0]]), upd([[3.0, 1.0]]), upd([[4.0, 2.0]]), upd([[1000.0, 3.0]])]
     # beta=0.2, n=5 -> drop 1 each side: mean(2,3,4)=3 ; mean(0,1,2)=1
     assert_weights(TrimmedMean(beta=0.2).aggregate(glob, ups), [[3.0, 1.0]])
     # beta=0.1 -> floor(0.5)=0 dropped: plain mean (1+2+3+4+1000)/5=202 ; (-500+0+1+2+3)/5=-98.8
@@ -92,9 +100,13 @@ def test_trimmed_mean_rejects_bad_beta():
 # ---------------------------------------------------------------- Krum
 def krum_updates():
     # honest: h1 (0,0) h2 (1,0) h3 (0,2) h4 (1,1); poisoned p (100,100)
-    return [upd([[0.0, 0.0]], n=1, node="h1"), upd([[1.0, 0.0]], n=2, node="h2"),
-            upd([[0.0, 2.0]], n=1, node="h3"), upd([[1.0, 1.0]], n=1, node="h4"),
-            upd([[100.0, 100.0]], n=1, node="p")]
+    return [
+        upd([[0.0, 0.0]], n=1, node="h1"),
+        upd([[1.0, 0.0]], n=2, node="h2"),
+        upd([[0.0, 2.0]], n=1, node="h3"),
+        upd([[1.0, 1.0]], n=1, node="h4"),
+        upd([[100.0, 100.0]], n=1, node="p"),
+    ]
 
 
 def test_krum_scores_by_hand():
@@ -241,7 +253,7 @@ def test_make_strategy():
     assert make_strategy("fedadam", eta=0.1).eta == 0.1
     assert make_strategy("fedavgm", beta=0.5, server_lr=2.0).beta == 0.5
     assert set(STRATEGIES) == {"fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum", "fedadam", "fedavgm"}
-    for name, cls in STRATEGIES.items():
+    for name in STRATEGIES:
         assert make_strategy(name).name == name
     with pytest.raises(ValueError, match="fedavg, fedprox, fedmedian, trimmed-mean, krum, fedadam"):
         make_strategy("sgd")

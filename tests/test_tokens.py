@@ -1,4 +1,5 @@
 """Tests for collab_tui.net.tokens."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,13 @@ import stat
 import pytest
 
 from collab_tui.net.tokens import (
-    JoinToken, TokenBadSecret, TokenError, TokenExpired, TokenStore, TokenUnknown, TokenUsedUp,
+    JoinToken,
+    TokenBadSecret,
+    TokenError,
+    TokenExpired,
+    TokenStore,
+    TokenUnknown,
+    TokenUsedUp,
     parse_token,
 )
 
@@ -37,17 +44,20 @@ def test_issue_format_and_parse(store, tmp_path):
     assert set(rec) == {"secret_sha256", "expires_at", "uses_left", "created_at", "label"}
 
 
-@pytest.mark.parametrize("bad, msg", [
-    ("", "start with"),
-    ("hello", "start with"),
-    ("collab2." + "a" * 64 + ".0123abcd." + "a" * 26, "start with"),
-    ("collab1." + "a" * 64 + ".0123abcd", "4 dot-separated"),
-    ("collab1." + "a" * 63 + ".0123abcd." + "a" * 26, "pin"),
-    ("collab1." + "g" * 64 + ".0123abcd." + "a" * 26, "pin"),
-    ("collab1." + "a" * 64 + ".0123abc." + "a" * 26, "token id"),
-    ("collab1." + "a" * 64 + ".0123abcd." + "a" * 25, "secret"),
-    ("collab1." + "a" * 64 + ".0123abcd." + "1" * 26, "secret"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        ("", "start with"),
+        ("hello", "start with"),
+        ("collab2." + "a" * 64 + ".0123abcd." + "a" * 26, "start with"),
+        ("collab1." + "a" * 64 + ".0123abcd", "4 dot-separated"),
+        ("collab1." + "a" * 63 + ".0123abcd." + "a" * 26, "pin"),
+        ("collab1." + "g" * 64 + ".0123abcd." + "a" * 26, "pin"),
+        ("collab1." + "a" * 64 + ".0123abc." + "a" * 26, "token id"),
+        ("collab1." + "a" * 64 + ".0123abcd." + "a" * 25, "secret"),
+        ("collab1." + "a" * 64 + ".0123abcd." + "1" * 26, "secret"),
+    ],
+)
 def test_parse_malformed(bad, msg):
     with pytest.raises(TokenError, match=msg):
         parse_token(bad)
@@ -104,8 +114,7 @@ def test_list_prune_delete(store):
     c = parse_token(store.issue(PIN, ttl_s=1000, now=NOW + 2, label="live"))
     store.redeem(b.token_id, b.secret, now=NOW + 3)
     infos = store.list(NOW + 20)
-    assert [(i.label, i.status) for i in infos] == [
-        ("short", "expired"), ("used", "used up"), ("live", "active")]
+    assert [(i.label, i.status) for i in infos] == [("short", "expired"), ("used", "used up"), ("live", "active")]
     assert store.prune(NOW + 20) == 2
     assert [i.token_id for i in store.list(NOW + 20)] == [c.token_id]
     with pytest.raises(TokenUnknown):

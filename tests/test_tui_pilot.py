@@ -53,8 +53,14 @@ def images(tmp_path_factory) -> Path:
 def screen_text(app) -> str:
     from rich.console import Console
 
-    console = Console(width=app.size.width, height=app.size.height, record=True, color_system=None,
-                      file=open(os.devnull, "w"), legacy_windows=False)
+    console = Console(
+        width=app.size.width,
+        height=app.size.height,
+        record=True,
+        color_system=None,
+        file=open(os.devnull, "w"),
+        legacy_windows=False,
+    )
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
 
@@ -111,8 +117,9 @@ async def test_jobs_screen_submits_a_folder_of_three_images(cluster, images):
         app.screen.query_one("#job-task").value = "faces"
         await pilot.click("#job-submit")
         table = app.screen.query_one("#job-results")
-        await wait_until(pilot, lambda: table.row_count == 3 and cells(table, "status") == ["done"] * 3, 60,
-                         "three finished rows")
+        await wait_until(
+            pilot, lambda: table.row_count == 3 and cells(table, "status") == ["done"] * 3, 60, "three finished rows"
+        )
         await wait_until(pilot, lambda: all(c != "…" for c in cells(table, "file")), 10, "file names")
         assert sorted(cells(table, "file")) == ["astronaut-mirrored.png", "astronaut.png", "chelsea.png"]
         found = dict(zip(cells(table, "file"), cells(table, "found")))
@@ -164,8 +171,9 @@ async def test_training_form_validates_and_shows_the_nodes_error(cluster):
         screen.query_one("#train-rounds").value = "1"
         screen.query_one("#train-dataset").value = "no-such-dataset"
         await pilot.press("ctrl+r")  # the Start binding (a second click within 0.2 s is ignored by Button)
-        await wait_until(pilot, lambda: "no live node holds a dataset" in str(status.render()), 30,
-                         "the node's refusal")
+        await wait_until(
+            pilot, lambda: "no live node holds a dataset" in str(status.render()), 30, "the node's refusal"
+        )
         assert screen.run_id is None
 
 
@@ -181,8 +189,12 @@ async def test_training_screen_runs_one_round_of_digits(cluster):
         screen.query_one("#train-rounds").value = "1"
         screen.query_one("#train-dataset").value = "default"
         await pilot.click("#train-start")
-        await wait_until(pilot, lambda: screen.run is not None and screen.run.get("status") == "done", 90,
-                         "the 1-round run to finish")
+        await wait_until(
+            pilot,
+            lambda: screen.run is not None and screen.run.get("status") == "done",
+            90,
+            "the 1-round run to finish",
+        )
         assert screen.query_one("#train-history").row_count == 1
         ledger = screen.query_one("#train-ledger")
         assert sorted(cells(ledger, "node")) == ["node0", "node1"]
@@ -225,8 +237,9 @@ async def test_start_screen_starts_a_node(tmp_path):
             await wait_until(pilot, lambda: type(app.screen).__name__ == "StartScreen", 10, "the start screen")
             assert "No collab node is running" in screen_text(app)
             await pilot.press("s")
-            await wait_until(pilot, lambda: app.connected and type(app.screen).__name__ == "NodesScreen", 40,
-                             "the started node")
+            await wait_until(
+                pilot, lambda: app.connected and type(app.screen).__name__ == "NodesScreen", 40, "the started node"
+            )
             await wait_until(pilot, lambda: app.screen.query_one("#nodes-table").row_count == 1, 10, "its row")
             pid = json.loads((home / "run" / "node.json").read_text())["pid"]
     finally:
@@ -264,6 +277,10 @@ async def test_peers_screen_revokes_a_node_after_confirmation(cluster):
         await pilot.click("#confirm-yes")
         await wait_until(pilot, lambda: "revoked" in cells(table, "trust"), 15, "node1 shown as revoked")
         assert dict(zip(cells(table, "name"), cells(table, "trust")))["node1"] == "revoked"
-        await wait_until(pilot, lambda: not any(r["node_id"] == cluster.node_id(1) and r["state"] == "alive"
-                                                for r in app.live.nodes), 15, "node1 cut off")
+        await wait_until(
+            pilot,
+            lambda: not any(r["node_id"] == cluster.node_id(1) and r["state"] == "alive" for r in app.live.nodes),
+            15,
+            "node1 cut off",
+        )
     assert cluster.call(0, "trust_list")["denylist_version"] == 1

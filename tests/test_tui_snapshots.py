@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from collab_tui.app import CollabApp
 from collab_tui import api
+from collab_tui.app import CollabApp
 from collab_tui.client import AsyncClient
 from collab_tui.node.control import ControlError, NoNodeRunning
 
@@ -30,52 +30,121 @@ T0 = 1_700_000_000.0  # a fixed timestamp (2023-11-14 22:13:20 UTC)
 
 
 def _short(nid: str) -> str:
-    return "-".join(nid[:12].upper()[i:i + 4] for i in (0, 4, 8))
+    return "-".join(nid[:12].upper()[i : i + 4] for i in (0, 4, 8))
 
 
 def _node(name: str, role: str, state: str, load: float, queue: int, port: int) -> dict:
-    return {"node_id": ID[name], "short_id": _short(ID[name]), "name": name, "addr": f"127.0.0.1:{port}",
-            "role": role, "term": 3, "state": state, "cpus": 4, "load": load, "mem_free": 8 * 2**30,
-            "queue": queue, "model_version": "f35a51623c8df5b4", "priority": 0, "last_seen": 0.25,
-            "health": "ok", "unhealthy": {}}
+    return {
+        "node_id": ID[name],
+        "short_id": _short(ID[name]),
+        "name": name,
+        "addr": f"127.0.0.1:{port}",
+        "role": role,
+        "term": 3,
+        "state": state,
+        "cpus": 4,
+        "load": load,
+        "mem_free": 8 * 2**30,
+        "queue": queue,
+        "model_version": "f35a51623c8df5b4",
+        "priority": 0,
+        "last_seen": 0.25,
+        "health": "ok",
+        "unhealthy": {},
+    }
 
 
 UNHEALTHY = {"faces": "module 'cv2' has no attribute 'data'"}
 
 
 def fake_data() -> dict:
-    nodes = [_node("node0", "master", "self", 0.52, 0, 7373), _node("node1", "follower", "alive", 1.25, 2, 7374),
-             _node("node2", "follower", "suspect", 3.5, 0, 7375)]
+    nodes = [
+        _node("node0", "master", "self", 0.52, 0, 7373),
+        _node("node1", "follower", "alive", 1.25, 2, 7374),
+        _node("node2", "follower", "suspect", 3.5, 0, 7375),
+    ]
     nodes[1].update(health="unhealthy", unhealthy=dict(UNHEALTHY))  # node1 keeps failing its face tasks
     items = [
-        {"item_id": "000000", "path": "fixtures/astronaut.png", "status": "done", "error": None, "worker": ID["node0"],
-         "result": {"detections": [{"box": [1, 2, 3, 4]}], "worker_name": "node0",
-                    "annotated": "fixtures/astronaut.annotated.png"}},
-        {"item_id": "000001", "path": "fixtures/chelsea.png", "status": "done", "error": None, "worker": ID["node1"],
-         "result": {"detections": [], "worker_name": "node1"}},
-        {"item_id": "000002", "path": "fixtures/broken.png", "status": "error", "worker": ID["node1"],
-         "error": "not an image: cannot decode", "result": None},
+        {
+            "item_id": "000000",
+            "path": "fixtures/astronaut.png",
+            "status": "done",
+            "error": None,
+            "worker": ID["node0"],
+            "result": {
+                "detections": [{"box": [1, 2, 3, 4]}],
+                "worker_name": "node0",
+                "annotated": "fixtures/astronaut.annotated.png",
+            },
+        },
+        {
+            "item_id": "000001",
+            "path": "fixtures/chelsea.png",
+            "status": "done",
+            "error": None,
+            "worker": ID["node1"],
+            "result": {"detections": [], "worker_name": "node1"},
+        },
+        {
+            "item_id": "000002",
+            "path": "fixtures/broken.png",
+            "status": "error",
+            "worker": ID["node1"],
+            "error": "not an image: cannot decode",
+            "result": None,
+        },
     ]
-    job = {"job_id": "job-0001", "task": "faces", "status": "done", "total": 3, "done": 2, "error": 1,
-           "counts": {"done": 2, "error": 1}, "created_at": T0}
+    job = {
+        "job_id": "job-0001",
+        "task": "faces",
+        "status": "done",
+        "total": 3,
+        "done": 2,
+        "error": 1,
+        "counts": {"done": 2, "error": 1},
+        "created_at": T0,
+    }
     history = [
-        {"round": r, "clients": [ID["node0"], ID["node1"]], "samples": 1400 + r, "bytes": 164856,
-         "wall_seconds": 1.2 + r / 10, "metrics": {"train_accuracy": 0.2 + r * 0.2, "train_loss": 2.2 - r * 0.5},
-         "client_eval": {"accuracy": 0.3 + r * 0.18, "loss": 2.0 - r * 0.45, "n": 359},
-         "stragglers": {ID["node2"]: "deadline"} if r == 2 else {}, "rejected": {}, "version": f"v{r:015d}"}
+        {
+            "round": r,
+            "clients": [ID["node0"], ID["node1"]],
+            "samples": 1400 + r,
+            "bytes": 164856,
+            "wall_seconds": 1.2 + r / 10,
+            "metrics": {"train_accuracy": 0.2 + r * 0.2, "train_loss": 2.2 - r * 0.5},
+            "client_eval": {"accuracy": 0.3 + r * 0.18, "loss": 2.0 - r * 0.45, "n": 359},
+            "stragglers": {ID["node2"]: "deadline"} if r == 2 else {},
+            "rejected": {},
+            "version": f"v{r:015d}",
+        }
         for r in (1, 2, 3)
     ]
-    run = {"run_id": "00112233445566ff", "config": {"model": "digits", "strategy": "fedavg", "rounds": 3,
-           "dataset": "default"}, "status": "done", "round": 3, "version": "v000000000000003", "term": 3,
-           "history": history, "ledger": {ID["node0"]: {"samples": 4200, "accepted": 3, "rejected": 0, "rounds": 3},
-                                          ID["node1"]: {"samples": 4150, "accepted": 3, "rejected": 0, "rounds": 3},
-                                          ID["node2"]: {"samples": 1300, "accepted": 1, "rejected": 0, "rounds": 2}},
-           "strategy_state": {}, "created": T0, "error": ""}
-    members = [{"node_id": ID[n], "short_id": _short(ID[n]), "name": n, "addr": f"127.0.0.1:{7373 + i}",
-                "revoked": False} for i, n in enumerate(("node0", "node1", "node2"))]
+    run = {
+        "run_id": "00112233445566ff",
+        "config": {"model": "digits", "strategy": "fedavg", "rounds": 3, "dataset": "default"},
+        "status": "done",
+        "round": 3,
+        "version": "v000000000000003",
+        "term": 3,
+        "history": history,
+        "ledger": {
+            ID["node0"]: {"samples": 4200, "accepted": 3, "rejected": 0, "rounds": 3},
+            ID["node1"]: {"samples": 4150, "accepted": 3, "rejected": 0, "rounds": 3},
+            ID["node2"]: {"samples": 1300, "accepted": 1, "rejected": 0, "rounds": 2},
+        },
+        "strategy_state": {},
+        "created": T0,
+        "error": "",
+    }
+    members = [
+        {"node_id": ID[n], "short_id": _short(ID[n]), "name": n, "addr": f"127.0.0.1:{7373 + i}", "revoked": False}
+        for i, n in enumerate(("node0", "node1", "node2"))
+    ]
     members.append({"node_id": ID["gone"], "short_id": _short(ID["gone"]), "name": "", "addr": "", "revoked": True})
-    logs = [{"seq": i + 1, "ts": T0 + i, "level": lv, "logger": lg, "node": "node0", "msg": msg}
-            for i, (lv, lg, msg) in enumerate([
+    logs = [
+        {"seq": i + 1, "ts": T0 + i, "level": lv, "logger": lg, "node": "node0", "msg": msg}
+        for i, (lv, lg, msg) in enumerate(
+            [
                 ("INFO", "collab.node", f"node {_short(ID['node0'])} (node0) listening on 127.0.0.1:7373"),
                 ("INFO", "collab.node", f"peer {_short(ID['node1'])}: join"),
                 ("INFO", "collab.node", f"master is now {_short(ID['node0'])} (term 3)"),
@@ -83,17 +152,44 @@ def fake_data() -> dict:
                 ("WARNING", "collab.node", f"peer {_short(ID['node2'])}: suspect"),
                 ("ERROR", "collab.training", "round 2: node2 left out (deadline)"),
                 ("DEBUG", "collab.net", "handshake with 127.0.0.1:7375 took 4 ms"),
-            ])]
+            ]
+        )
+    ]
     return {
-        "status": {"node_id": ID["node0"], "short_id": _short(ID["node0"]), "name": "node0", "addr": "127.0.0.1:7373",
-                   "role": "master", "term": 3, "master": ID["node0"], "can_commit": True, "peers_alive": 2,
-                   "cluster_size": 3, "holds_ca": True},
-        "nodes": nodes, "jobs": [job], "job_show": {**job, "summary": {"items": 2, "detections": 1}, "items": items},
-        "runs": [{"run_id": run["run_id"], "model": "digits", "strategy": "fedavg", "status": "done", "round": 3,
-                  "rounds": 3, "version": run["version"], "accuracy": 0.84, "created": T0}],
-        "run_show": run, "trust_list": {"members": members, "denylist_version": 1},
+        "status": {
+            "node_id": ID["node0"],
+            "short_id": _short(ID["node0"]),
+            "name": "node0",
+            "addr": "127.0.0.1:7373",
+            "role": "master",
+            "term": 3,
+            "master": ID["node0"],
+            "can_commit": True,
+            "peers_alive": 2,
+            "cluster_size": 3,
+            "holds_ca": True,
+        },
+        "nodes": nodes,
+        "jobs": [job],
+        "job_show": {**job, "summary": {"items": 2, "detections": 1}, "items": items},
+        "runs": [
+            {
+                "run_id": run["run_id"],
+                "model": "digits",
+                "strategy": "fedavg",
+                "status": "done",
+                "round": 3,
+                "rounds": 3,
+                "version": run["version"],
+                "accuracy": 0.84,
+                "created": T0,
+            }
+        ],
+        "run_show": run,
+        "trust_list": {"members": members, "denylist_version": 1},
         "invite": {"token": "collab1.PINPINPINPIN.TOKENID.SECRETSECRETSECRET", "addr": "127.0.0.1:7373"},
-        "logs_follow": logs, "revoke": {"version": 2, "revoked": ID["node1"]},
+        "logs_follow": logs,
+        "revoke": {"version": 2, "revoked": ID["node1"]},
     }
 
 
@@ -151,8 +247,14 @@ def screen_text(app) -> str:
     """The screen as plain text (for readable failure diffs)."""
     from rich.console import Console
 
-    console = Console(width=app.size.width, height=app.size.height, record=True, color_system=None,
-                      file=open(os.devnull, "w"), legacy_windows=False)
+    console = Console(
+        width=app.size.width,
+        height=app.size.height,
+        record=True,
+        color_system=None,
+        file=open(os.devnull, "w"),
+        legacy_windows=False,
+    )
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
 
@@ -186,8 +288,9 @@ def compare(name: str, svg: str, text: str) -> None:
     if path.read_text() != actual:
         (SNAPSHOTS / f"{name}.actual.svg").write_text(actual)
         old_text = (SNAPSHOTS / f"{name}.txt").read_text() if (SNAPSHOTS / f"{name}.txt").exists() else ""
-        diff = "\n".join(difflib.unified_diff(old_text.splitlines(), text.splitlines(), "expected", "actual",
-                                              lineterm=""))
+        diff = "\n".join(
+            difflib.unified_diff(old_text.splitlines(), text.splitlines(), "expected", "actual", lineterm="")
+        )
         pytest.fail(f"snapshot {path.name} differs (actual in {name}.actual.svg)\n{diff or '(colours only)'}")
     (SNAPSHOTS / f"{name}.actual.svg").unlink(missing_ok=True)
 
@@ -200,8 +303,13 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def make_app(running: bool = True) -> CollabApp:
-    app = CollabApp(client=FakeClient(Path("home"), running=running), theme="textual-dark", cursor_blink=False,
-                    poll_interval=0, browse_root=Path("fixtures"))
+    app = CollabApp(
+        client=FakeClient(Path("home"), running=running),
+        theme="textual-dark",
+        cursor_blink=False,
+        poll_interval=0,
+        browse_root=Path("fixtures"),
+    )
     from collections import deque
 
     loads = {"node0": [0.2, 0.4, 0.3, 0.6, 0.5], "node1": [1.0, 1.5, 2.0, 1.1, 0.9], "node2": [3.0, 2.0, 4.0, 3.2, 3.3]}
@@ -218,8 +326,11 @@ def _rows(app, selector: str) -> int:
 
 READY = {
     "nodes": lambda app: _rows(app, "#nodes-table") == 3 and bool(app.screen.query(".spark-line")),
-    "jobs": lambda app: _rows(app, "#job-results") == 3 and bool(app.screen.query_one("#job-preview").border_subtitle)
-    and len(app.screen.query_one("#job-tree").root.children) == 4,
+    "jobs": lambda app: (
+        _rows(app, "#job-results") == 3
+        and bool(app.screen.query_one("#job-preview").border_subtitle)
+        and len(app.screen.query_one("#job-tree").root.children) == 4
+    ),
     "training": lambda app: _rows(app, "#train-history") == 3 and _rows(app, "#train-runs") == 1,
     "peers": lambda app: _rows(app, "#trust-table") == 4,
     "logs": lambda app: len(app.screen.query_one("#log-view").lines) == 7,
@@ -320,8 +431,11 @@ async def test_revoke_after_confirmation_calls_the_node(workdir):
         await settle(pilot, lambda: type(app.screen).__name__ == "ConfirmRevoke", "confirm")
         await pilot.press(*"lost laptop")
         await pilot.click("#confirm-yes")
-        await settle(pilot, lambda: ("revoke", {"node": ID["node1"], "reason": "lost laptop"}) in app.client.calls,
-                     "the revoke call")
+        await settle(
+            pilot,
+            lambda: ("revoke", {"node": ID["node1"], "reason": "lost laptop"}) in app.client.calls,
+            "the revoke call",
+        )
         assert type(app.screen).__name__ == "PeersScreen"
 
 
@@ -331,8 +445,10 @@ def test_app_import_stays_light():
     import subprocess
     import sys
 
-    code = ("import json, sys; import collab_tui.app; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'cv2', 'tensorflow', 'keras'})))")
+    code = (
+        "import json, sys; import collab_tui.app; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'cv2', 'tensorflow', 'keras'})))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == []

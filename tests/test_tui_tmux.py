@@ -45,26 +45,55 @@ def test_tui_runs_in_a_real_terminal(tmp_path):
     with LocalCluster(1, mdns=False) as cluster:
         cluster.provision()  # node0 is serving now
         home = cluster.homes[0]
-        cmd = (f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m collab_tui --home "
-               f"{shlex.quote(str(home))}; echo $? > {shlex.quote(str(rc_file))}")
+        cmd = (
+            f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m collab_tui --home "
+            f"{shlex.quote(str(home))}; echo $? > {shlex.quote(str(rc_file))}"
+        )
 
         def screen() -> str:
             res = _tmux(sock, "capture-pane", "-p", "-t", session, check=False)
             return res.stdout
 
         try:
-            subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "100",
-                            "-y", "30", cmd], check=True, timeout=10, env={**env, "TERM": "xterm-256color"})
+            subprocess.run(
+                [
+                    "tmux",
+                    "-L",
+                    sock,
+                    "-f",
+                    "/dev/null",
+                    "new-session",
+                    "-d",
+                    "-s",
+                    session,
+                    "-x",
+                    "100",
+                    "-y",
+                    "30",
+                    cmd,
+                ],
+                check=True,
+                timeout=10,
+                env={**env, "TERM": "xterm-256color"},
+            )
             _wait(lambda: "Nodes —" in screen() and "node0" in screen(), 40, "the Nodes screen", screen)
-            for key, marker in [("2", "Jobs —"), ("3", "Training —"), ("4", "Peers & trust —"), ("5", "Logs —"),
-                                ("1", "Nodes —")]:
+            for key, marker in [
+                ("2", "Jobs —"),
+                ("3", "Training —"),
+                ("4", "Peers & trust —"),
+                ("5", "Logs —"),
+                ("1", "Nodes —"),
+            ]:
                 _tmux(sock, "send-keys", "-t", session, key)
-                _wait(lambda: marker in screen(), 15, f"{marker!r} after pressing {key}", screen)
+                _wait(lambda m=marker: m in screen(), 15, f"{marker!r} after pressing {key}", screen)
             _tmux(sock, "send-keys", "-t", session, "q")
             _wait(rc_file.exists, 20, "the TUI to exit", screen)
             assert rc_file.read_text().strip() == "0"
-            _wait(lambda: _tmux(sock, "has-session", "-t", session, check=False).returncode != 0, 10,
-                  "the tmux session to end")
+            _wait(
+                lambda: _tmux(sock, "has-session", "-t", session, check=False).returncode != 0,
+                10,
+                "the tmux session to end",
+            )
             assert cluster.call(0, "status")["name"] == "node0"  # quitting the TUI leaves the node running
         finally:
             _tmux(sock, "kill-session", "-t", session, check=False)

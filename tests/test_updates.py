@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 
 from collab_tui.ml.updates import (
-    ClientUpdate, UpdateRejected, clip_delta, compress_delta, decompress_delta, delta_norm,
-    dp_privatize, from_bytes, norm_outliers, to_bytes, validate_update, weight_stats,
+    ClientUpdate,
+    UpdateRejected,
+    clip_delta,
+    compress_delta,
+    decompress_delta,
+    delta_norm,
+    dp_privatize,
+    from_bytes,
+    norm_outliers,
+    to_bytes,
+    validate_update,
+    weight_stats,
 )
 
 REF = [np.array([1.0, 0.0], np.float32), np.array([[0.5]], np.float32)]
@@ -23,17 +33,20 @@ def test_valid_update_passes():
     assert make(list(REF)).lag == 0
 
 
-@pytest.mark.parametrize("weights,n,reason", [
-    ([np.array([np.nan, 0.0], np.float32), REF[1]], 10, "NaN"),
-    ([np.array([np.inf, 0.0], np.float32), REF[1]], 10, "Inf"),
-    ([np.array([1.0, 0.0, 0.0], np.float32), REF[1]], 10, "shape"),
-    ([np.array([1, 0], np.int32), REF[1]], 10, "dtype"),
-    ([REF[0]], 10, "number of tensors"),
-    (list(REF), 0, "num_examples"),
-    (list(REF), -3, "num_examples"),
-    # |ref| = sqrt(1 + 0.25) = 1.118; delta 100 > 10 * 1.118
-    ([np.array([101.0, 0.0], np.float32), REF[1]], 10, "norm"),
-])
+@pytest.mark.parametrize(
+    "weights,n,reason",
+    [
+        ([np.array([np.nan, 0.0], np.float32), REF[1]], 10, "NaN"),
+        ([np.array([np.inf, 0.0], np.float32), REF[1]], 10, "Inf"),
+        ([np.array([1.0, 0.0, 0.0], np.float32), REF[1]], 10, "shape"),
+        ([np.array([1, 0], np.int32), REF[1]], 10, "dtype"),
+        ([REF[0]], 10, "number of tensors"),
+        (list(REF), 0, "num_examples"),
+        (list(REF), -3, "num_examples"),
+        # |ref| = sqrt(1 + 0.25) = 1.118; delta 100 > 10 * 1.118
+        ([np.array([101.0, 0.0], np.float32), REF[1]], 10, "norm"),
+    ],
+)
 def test_validation_rejects(weights, n, reason):
     with pytest.raises(UpdateRejected) as exc:
         validate_update(make(weights, n), REF)
@@ -83,8 +96,9 @@ def test_norm_outliers_edge_cases():
 def test_weight_stats_by_hand():
     st = weight_stats([np.array([[1.0, 2.0]]), np.array([3.0, 4.0, 10.0], np.float32)])
     # values 1,2,3,4,10: mean 4, median 3, std sqrt((9+4+1+0+36)/5) = sqrt(10)
-    assert st == pytest.approx({"mean": 4.0, "median": 3.0, "std": 3.1622776601683795,
-                                "min": 1.0, "max": 10.0, "num_params": 5})
+    assert st == pytest.approx(
+        {"mean": 4.0, "median": 3.0, "std": 3.1622776601683795, "min": 1.0, "max": 10.0, "num_params": 5}
+    )
     assert all(isinstance(st[k], float) for k in ("mean", "median", "std", "min", "max"))
     assert weight_stats([])["num_params"] == 0
 
@@ -106,8 +120,9 @@ def test_compress_round_trip():
 
 # ---------------------------------------------------------------- bytes
 def test_to_bytes_round_trip():
-    ws = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5], np.float64),
-          np.zeros((0,), np.float32)] + [np.full((1,), i, np.float32) for i in range(12)]
+    ws = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5], np.float64), np.zeros((0,), np.float32)] + [
+        np.full((1,), i, np.float32) for i in range(12)
+    ]
     back = from_bytes(to_bytes(ws))
     assert len(back) == len(ws)
     for a, b in zip(ws, back):

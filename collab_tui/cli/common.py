@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from .output import EXIT_NO_NODE, EXIT_REFUSED, Out
 
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", envvar="COLLAB_HOME", help="Node home directory.")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="COLLAB_HOME", help="Node home directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
@@ -24,7 +24,7 @@ class State:
 state = State()  # set by the root callback (`collab --home DIR COMMAND`)
 
 
-def home_of(home: Optional[Path]) -> Path:
+def home_of(home: Path | None) -> Path:
     """A command's --home, else the root's, else the default home."""
     from ..config import resolve_home
 

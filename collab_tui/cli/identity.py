@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -50,15 +50,18 @@ def invite(
         raise typer.Exit(EXIT_ERROR) from None
     res = call(home_of(home), out, lambda c: c.invite(ttl=seconds, uses=uses))
     peers = " or ".join(f"--peer {a}" for a in res.get("addrs") or [res["addr"]])
-    out.data(res, f"{res['token']}\n\non another machine of this LAN:  collab join {res['token']}\n"
-                  f"(it finds this cluster with mDNS; where multicast does not reach, add {peers})")
+    out.data(
+        res,
+        f"{res['token']}\n\non another machine of this LAN:  collab join {res['token']}\n"
+        f"(it finds this cluster with mDNS; where multicast does not reach, add {peers})",
+    )
 
 
 def join(
     token: Annotated[str, typer.Argument(help="Token printed by `collab invite`.")],
-    peer: Annotated[Optional[list[str]], typer.Option("--peer", help="Inviter host:port (else mDNS).")] = None,
+    peer: Annotated[list[str] | None, typer.Option("--peer", help="Inviter host:port (else mDNS).")] = None,
     name: Annotated[str, typer.Option(help="This node's name.")] = "",
-    mdns_interface: Annotated[Optional[list[str]], typer.Option(help="Interfaces for the mDNS search.")] = None,
+    mdns_interface: Annotated[list[str] | None, typer.Option(help="Interfaces for the mDNS search.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 5.0,
     search: Annotated[float, typer.Option(help="Seconds to look for members with mDNS.")] = 10.0,
     home: HomeOpt = None,
@@ -108,7 +111,12 @@ def join(
     if not (h / "config.toml").exists():
         write_config(h, {"name": node_name})
     out.data(
-        {"node_id": ident.node_id, "short_id": short_id(ident.node_id), "cluster": ident.cluster_id, "members": members},
+        {
+            "node_id": ident.node_id,
+            "short_id": short_id(ident.node_id),
+            "cluster": ident.cluster_id,
+            "members": members,
+        },
         f"joined cluster {ident.cluster_id[:12]} as {short_id(ident.node_id)} ({len(members)} member(s) known)",
     )
 

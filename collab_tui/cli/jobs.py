@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,8 +12,6 @@ from .common import HomeOpt, JsonOpt, call, home_of, node_client
 from .output import EXIT_PARTIAL, Out
 
 job_app = typer.Typer(help="Inspect or cancel one job.", no_args_is_help=True)
-
-
 
 
 def _progress(done: int, errors: int, total: int) -> None:
@@ -26,8 +24,8 @@ def _progress(done: int, errors: int, total: int) -> None:
 def submit(
     paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or globs.")],
     task: Annotated[str, typer.Option(help="faces, people, classify, ensemble, wordcount, ocr, ...")] = "faces",
-    model: Annotated[Optional[str], typer.Option(help="NAME[@VERSION] for classify/ensemble.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write annotated copies and results.jsonl here.")] = None,
+    model: Annotated[str | None, typer.Option(help="NAME[@VERSION] for classify/ensemble.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write annotated copies and results.jsonl here.")] = None,
     method: Annotated[str, typer.Option(help="Ensemble rule: mean or vote.")] = "mean",
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return.")] = False,
     home: HomeOpt = None,
@@ -37,8 +35,13 @@ def submit(
     out_obj, h = Out(json_out), home_of(home)
     abs_paths = [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in paths]
     options = {"method": method} if task == "ensemble" else {}
-    job = call(h, out_obj, lambda c: c.submit(abs_paths, task=task, model=model, options=options,
-                                                   out=str(out.absolute()) if out else None))
+    job = call(
+        h,
+        out_obj,
+        lambda c: c.submit(
+            abs_paths, task=task, model=model, options=options, out=str(out.absolute()) if out else None
+        ),
+    )
     if no_wait:
         out_obj.data(job, job["job_id"])
         return
@@ -62,8 +65,15 @@ def submit(
         sys.stderr.write("\n")
         _print_items(out_obj, final)
     else:
-        out_obj.data({"kind": "summary", "job_id": final["job_id"], "status": final["status"],
-                      "summary": final["summary"], "counts": final["counts"]})
+        out_obj.data(
+            {
+                "kind": "summary",
+                "job_id": final["job_id"],
+                "status": final["status"],
+                "summary": final["summary"],
+                "counts": final["counts"],
+            }
+        )
     if final["counts"].get("error"):
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -72,14 +82,26 @@ def _print_items(out_obj: Out, job: dict) -> None:
     rows = []
     for it in job["items"]:
         res = it.get("result") or {}
-        rows.append({
-            "item": it["item_id"], "file": Path(it["path"]).name, "status": it["status"],
-            "labels": ",".join(res.get("labels", [])) if isinstance(res.get("labels"), list) else "",
-            "found": len(res.get("detections", [])) if "detections" in res else "",
-            "node": res.get("worker_name", ""), "error": (it.get("error") or "")[:60],
-        })
-    cols = [("item", "ITEM"), ("file", "FILE"), ("status", "STATUS"), ("labels", "LABELS"), ("found", "FOUND"),
-            ("node", "NODE"), ("error", "ERROR")]
+        rows.append(
+            {
+                "item": it["item_id"],
+                "file": Path(it["path"]).name,
+                "status": it["status"],
+                "labels": ",".join(res.get("labels", [])) if isinstance(res.get("labels"), list) else "",
+                "found": len(res.get("detections", [])) if "detections" in res else "",
+                "node": res.get("worker_name", ""),
+                "error": (it.get("error") or "")[:60],
+            }
+        )
+    cols = [
+        ("item", "ITEM"),
+        ("file", "FILE"),
+        ("status", "STATUS"),
+        ("labels", "LABELS"),
+        ("found", "FOUND"),
+        ("node", "NODE"),
+        ("error", "ERROR"),
+    ]
     out_obj.data(job, out_obj.table(rows, cols) + f"\n\nsummary: {job['summary']}")
 
 
@@ -87,8 +109,14 @@ def jobs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Jobs submitted from this node."""
     out_obj = Out(json_out)
     rows = call(home_of(home), out_obj, lambda c: c.jobs())
-    cols = [("job_id", "JOB"), ("task", "TASK"), ("status", "STATUS"), ("total", "ITEMS"), ("done", "DONE"),
-            ("error", "ERRORS")]
+    cols = [
+        ("job_id", "JOB"),
+        ("task", "TASK"),
+        ("status", "STATUS"),
+        ("total", "ITEMS"),
+        ("done", "DONE"),
+        ("error", "ERRORS"),
+    ]
     out_obj.data(rows, out_obj.table(rows, cols))
 
 

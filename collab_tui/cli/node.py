@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,33 +14,43 @@ from .output import EXIT_ERROR, Out, human_bytes
 
 
 def daemon(
-    port: Annotated[Optional[int], typer.Option(help="TCP port (0 = any free port).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to listen on.")] = None,
-    advertise: Annotated[Optional[str], typer.Option(help="Address peers should dial.")] = None,
-    peer: Annotated[Optional[list[str]], typer.Option("--peer", help="Static peer host:port (repeatable).")] = None,
-    priority: Annotated[Optional[int], typer.Option(help="Election priority (higher wins).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Node name.")] = None,
-    mdns: Annotated[Optional[bool], typer.Option("--mdns/--no-mdns", help="mDNS discovery.")] = None,
-    mdns_interface: Annotated[Optional[list[str]], typer.Option(help="Pin mDNS to these interface addresses.")] = None,
-    heartbeat: Annotated[Optional[float], typer.Option(help="Heartbeat interval, seconds.")] = None,
-    preempt: Annotated[Optional[bool], typer.Option("--preempt/--no-preempt", help="A higher node takes over a healthy master.")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (0 = any free port).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    advertise: Annotated[str | None, typer.Option(help="Address peers should dial.")] = None,
+    peer: Annotated[list[str] | None, typer.Option("--peer", help="Static peer host:port (repeatable).")] = None,
+    priority: Annotated[int | None, typer.Option(help="Election priority (higher wins).")] = None,
+    name: Annotated[str | None, typer.Option(help="Node name.")] = None,
+    mdns: Annotated[bool | None, typer.Option("--mdns/--no-mdns", help="mDNS discovery.")] = None,
+    mdns_interface: Annotated[list[str] | None, typer.Option(help="Pin mDNS to these interface addresses.")] = None,
+    heartbeat: Annotated[float | None, typer.Option(help="Heartbeat interval, seconds.")] = None,
+    preempt: Annotated[
+        bool | None, typer.Option("--preempt/--no-preempt", help="A higher node takes over a healthy master.")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING.")] = None,
     quiet: Annotated[bool, typer.Option(help="Log to the file only.")] = False,
-    ready_file: Annotated[Optional[Path], typer.Option(help="Write pid/port JSON here once serving.")] = None,
+    ready_file: Annotated[Path | None, typer.Option(help="Write pid/port JSON here once serving.")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Run this node headless. SIGTERM = graceful leave (an immediate election if it was master)."""
     import asyncio
 
     from ..config import ConfigError, load_config
-    from ..net.identity import NotInitialized
     from ..daemon import run_daemon
+    from ..net.identity import NotInitialized
 
     out, h = Out(), home_of(home)
     overrides = {
-        "port": port, "host": host, "advertise": advertise, "peers": peer or None, "priority": priority,
-        "name": name, "mdns": mdns, "mdns_interfaces": mdns_interface or None, "heartbeat_interval": heartbeat,
-        "preempt": preempt, "log_level": log_level,
+        "port": port,
+        "host": host,
+        "advertise": advertise,
+        "peers": peer or None,
+        "priority": priority,
+        "name": name,
+        "mdns": mdns,
+        "mdns_interfaces": mdns_interface or None,
+        "heartbeat_interval": heartbeat,
+        "preempt": preempt,
+        "log_level": log_level,
     }
     try:
         cfg = load_config(h, overrides)
@@ -92,9 +102,18 @@ def _node_rows(rows: list[dict]) -> list[dict]:
 
 
 NODE_COLUMNS = [
-    ("name", "NAME"), ("short_id", "ID"), ("addr", "ADDRESS"), ("role", "ROLE"), ("term", "TERM"),
-    ("state", "STATE"), ("health_cell", "HEALTH"), ("cpus", "CPU"), ("load", "LOAD"), ("mem", "MEM FREE"),
-    ("queue", "QUEUE"), ("model", "MODEL"),
+    ("name", "NAME"),
+    ("short_id", "ID"),
+    ("addr", "ADDRESS"),
+    ("role", "ROLE"),
+    ("term", "TERM"),
+    ("state", "STATE"),
+    ("health_cell", "HEALTH"),
+    ("cpus", "CPU"),
+    ("load", "LOAD"),
+    ("mem", "MEM FREE"),
+    ("queue", "QUEUE"),
+    ("model", "MODEL"),
 ]
 
 
@@ -161,8 +180,9 @@ def stop(home: HomeOpt = None) -> None:
 def demo(
     nodes_: Annotated[int, typer.Option("--nodes", min=2, max=8, help="How many local nodes.")] = 3,
     keep: Annotated[bool, typer.Option(help="Keep the temporary homes for inspection.")] = False,
-    lan: Annotated[Optional[bool], typer.Option("--lan/--loopback",
-                                                help="Virtual LAN of network namespaces (default: when root).")] = None,
+    lan: Annotated[
+        bool | None, typer.Option("--lan/--loopback", help="Virtual LAN of network namespaces (default: when root).")
+    ] = None,
 ) -> None:
     """Start N nodes (a virtual LAN as root, else loopback), show discovery and the master, kill it, show the
     failover, run a recognition job and a federated training run, clean up."""

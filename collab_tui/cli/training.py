@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,8 +17,6 @@ train_app = typer.Typer(help="Start a federated training run (or `train resume`)
 run_app = typer.Typer(help="Inspect or stop one run.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 data_app = typer.Typer(help="This node's local datasets (they never leave it during training).", no_args_is_help=True)
-
-
 
 
 def _fmt_round(ev: dict) -> str:
@@ -54,8 +52,10 @@ def _watch(h: Path, out: Out, run_id: str) -> int:
                 hist = ev.get("history") or []
                 if hist and hist[-1].get("client_eval"):
                     out.info(f"final held-out accuracy {hist[-1]['client_eval']['accuracy']:.4f}")
-                out.data({"kind": "final", "run_id": ev["run_id"], "status": ev["status"], "round": ev["round"]},
-                         f"run {ev['run_id']} {ev['status']} after {ev['round']} round(s); version {ev['version']}")
+                out.data(
+                    {"kind": "final", "run_id": ev["run_id"], "status": ev["status"], "round": ev["round"]},
+                    f"run {ev['run_id']} {ev['status']} after {ev['round']} round(s); version {ev['version']}",
+                )
                 return 0 if ev["status"] == "done" else EXIT_ERROR
             elif ev.get("what") in ("waiting", "round_failed"):
                 out.info(f"[{ev['what']}] {ev.get('reason') or ev.get('stragglers') or ev.get('rejected') or ''}")
@@ -92,10 +92,26 @@ def train(
     if ctx.invoked_subcommand is not None:
         return
     out, h = Out(json_out), home_of(home)
-    args = dict(model=model, dataset=dataset, rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr,
-                strategy=strategy, mu=mu, min_clients=min_clients, fraction=fraction, round_timeout=round_timeout,
-                mode=mode, buffer_k=buffer_k, compress=compress, dp_clip=dp_clip, dp_noise=dp_noise,
-                eval_dataset=eval_dataset, seed=seed)
+    args = dict(
+        model=model,
+        dataset=dataset,
+        rounds=rounds,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        strategy=strategy,
+        mu=mu,
+        min_clients=min_clients,
+        fraction=fraction,
+        round_timeout=round_timeout,
+        mode=mode,
+        buffer_k=buffer_k,
+        compress=compress,
+        dp_clip=dp_clip,
+        dp_noise=dp_noise,
+        eval_dataset=eval_dataset,
+        seed=seed,
+    )
     res = call(h, out, lambda c: c.train(**args))
     if no_wait:
         out.data(res, res["run_id"])
@@ -105,8 +121,12 @@ def train(
 
 
 @train_app.command("resume")
-def train_resume(run_id: Annotated[Optional[str], typer.Argument()] = None, no_wait: bool = False,
-                 home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def train_resume(
+    run_id: Annotated[str | None, typer.Argument()] = None,
+    no_wait: bool = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Resume a stopped or failed run at its last committed round."""
     out, h = Out(json_out), home_of(home)
     res = call(h, out, lambda c: c.train_resume(run_id=run_id))
@@ -119,8 +139,16 @@ def runs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Training runs known to this node (replicated from the master)."""
     out = Out(json_out)
     rows = call(home_of(home), out, lambda c: c.runs())
-    cols = [("run_id", "RUN"), ("model", "MODEL"), ("strategy", "STRATEGY"), ("status", "STATUS"),
-            ("round", "ROUND"), ("rounds", "OF"), ("accuracy", "ACCURACY"), ("version", "VERSION")]
+    cols = [
+        ("run_id", "RUN"),
+        ("model", "MODEL"),
+        ("strategy", "STRATEGY"),
+        ("status", "STATUS"),
+        ("round", "ROUND"),
+        ("rounds", "OF"),
+        ("accuracy", "ACCURACY"),
+        ("version", "VERSION"),
+    ]
     out.data(rows, out.table(rows, cols))
 
 
@@ -129,13 +157,17 @@ def run_show(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> No
     """History (accuracy, loss, bytes, stragglers per round) and the contribution ledger."""
     out = Out(json_out)
     st = call(home_of(home), out, lambda c: c.run_show(run_id=run_id))
-    lines = [f"run {st['run_id']}  status {st['status']}  round {st['round']}/{st['config']['rounds']}  "
-             f"strategy {st['config']['strategy']}  version {st['version']}"]
+    lines = [
+        f"run {st['run_id']}  status {st['status']}  round {st['round']}/{st['config']['rounds']}  "
+        f"strategy {st['config']['strategy']}  version {st['version']}"
+    ]
     lines += ["  " + _fmt_round(e) for e in st["history"]]
     lines.append("ledger:")
     for nid, e in sorted(st["ledger"].items()):
-        lines.append(f"  {nid[:12]}  samples {e['samples']}  accepted {e['accepted']}  rejected {e['rejected']}  "
-                     f"rounds {e['rounds']}")
+        lines.append(
+            f"  {nid[:12]}  samples {e['samples']}  accepted {e['accepted']}  rejected {e['rejected']}  "
+            f"rounds {e['rounds']}"
+        )
     out.data(st, "\n".join(lines))
 
 
@@ -154,8 +186,9 @@ def models_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @models_app.command("show")
-def models_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], home: HomeOpt = None,
-                json_out: JsonOpt = False) -> None:
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], home: HomeOpt = None, json_out: JsonOpt = False
+) -> None:
     out = Out(json_out)
     out.data(call(home_of(home), out, lambda c: c.models_show(ref=ref)))
 
@@ -177,9 +210,9 @@ def models_export(ref: str, path: Path, home: HomeOpt = None, json_out: JsonOpt 
 @data_app.command("add")
 def data_add(
     name: str,
-    folder: Annotated[Optional[Path], typer.Option(help="DIR/<label>/*.jpg or label.N.jpg files.")] = None,
-    builtin: Annotated[Optional[str], typer.Option(help="digits (scikit-learn) or mnist.")] = None,
-    path: Annotated[Optional[Path], typer.Option(help="Where the MNIST files are.")] = None,
+    folder: Annotated[Path | None, typer.Option(help="DIR/<label>/*.jpg or label.N.jpg files.")] = None,
+    builtin: Annotated[str | None, typer.Option(help="digits (scikit-learn) or mnist.")] = None,
+    path: Annotated[Path | None, typer.Option(help="Where the MNIST files are.")] = None,
     partition: Annotated[str, typer.Option(help="none, iid, shards, dirichlet")] = "none",
     clients: Annotated[int, typer.Option(help="Number of parts.")] = 1,
     client: Annotated[int, typer.Option(help="Which part this node keeps.")] = 0,
@@ -197,7 +230,13 @@ def data_add(
     if path:
         spec["path"] = str(path.absolute())
     if partition != "none":
-        spec["partition"] = {"scheme": partition, "num_clients": clients, "client": client, "seed": seed, "alpha": alpha}
+        spec["partition"] = {
+            "scheme": partition,
+            "num_clients": clients,
+            "client": client,
+            "seed": seed,
+            "alpha": alpha,
+        }
     out.data(call(home_of(home), out, lambda c: c.data_add(name=name, spec=spec)))
 
 
@@ -215,8 +254,13 @@ def data_stats(name: str, home: HomeOpt = None, json_out: JsonOpt = False) -> No
 
 
 @data_app.command("split")
-def data_split(name: str, scheme: str = "iid", as_: Annotated[Optional[str], typer.Option("--as")] = None,
-               home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def data_split(
+    name: str,
+    scheme: str = "iid",
+    as_: Annotated[str | None, typer.Option("--as")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Deal a dataset held here out to every node (sends the images: only if you don't need privacy)."""
     out = Out(json_out)
     sys.stderr.write("note: this sends the dataset's images to the other nodes\n")

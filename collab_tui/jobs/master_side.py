@@ -34,14 +34,16 @@ CAPACITY_EVERY = 0.1  # seconds between two capacity refreshes (heartbeats come 
 
 
 class JobMaster:
-    def __init__(self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4,
-                 min_inflight: int = 2) -> None:
+    def __init__(
+        self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4, min_inflight: int = 2
+    ) -> None:
         self.svc = service
         self.ctx = service.ctx
         # min_inflight 2: even a busy worker holds a second batch, fetched while the first one runs, so it
         # never waits for a round trip to the master between two batches
-        self.sched = Scheduler(inflight_per_worker=inflight_per_worker, task_timeout=task_timeout,
-                               min_inflight=min_inflight)
+        self.sched = Scheduler(
+            inflight_per_worker=inflight_per_worker, task_timeout=task_timeout, min_inflight=min_inflight
+        )
         self.jobs: dict[str, dict] = {}  # job_id -> {submitter, kind, options}
         self.finished_at: dict[str, float] = {}  # task_id -> when it was done or given up (monotonic)
         self.inline: dict[str, dict[str, str]] = {}  # job_id -> item_id -> bytes (base64) of live tasks
@@ -58,8 +60,10 @@ class JobMaster:
         for item in msg.get("items", []):
             item_id = str(item["item_id"])
             tid = task_id_for(job_id, item_id)
-            if self.sched.status(tid) in ("done", "failed") and \
-                    now - self.finished_at.get(tid, float("-inf")) >= REOPEN_AFTER:
+            if (
+                self.sched.status(tid) in ("done", "failed")
+                and now - self.finished_at.get(tid, float("-inf")) >= REOPEN_AFTER
+            ):
                 self.sched.reopen(tid)
                 log.info("task %s: the submitter never got its outcome; queued again", tid)
             tasks.append(Task(tid, job_id, item_id, submitter, kind, int(item.get("size", 0))))
@@ -143,8 +147,12 @@ class JobMaster:
             if meta is None:
                 continue
             msg = {
-                "t": "job.assign", "term": self.ctx.term, "job_id": job_id,
-                "submitter": meta["submitter"], "kind": meta["kind"], "options": meta["options"],
+                "t": "job.assign",
+                "term": self.ctx.term,
+                "job_id": job_id,
+                "submitter": meta["submitter"],
+                "kind": meta["kind"],
+                "options": meta["options"],
                 "items": [self._item(job_id, t) for t in a.tasks],
             }
             if not await self.svc.send_to(a.worker, msg):
@@ -157,21 +165,37 @@ class JobMaster:
                     job_id, item_id = split_task_id(tid)
                     meta = self.jobs.get(job_id)
                     if meta:
-                        await self.svc.send_to(meta["submitter"], {
-                            "t": "job.item_failed", "job_id": job_id, "item_id": item_id,
-                            "error": f"gave up after retries: {error}", "term": self.ctx.term,
-                            "attempts": self.sched.attempts_of(tid),
-                        })
+                        await self.svc.send_to(
+                            meta["submitter"],
+                            {
+                                "t": "job.item_failed",
+                                "job_id": job_id,
+                                "item_id": item_id,
+                                "error": f"gave up after retries: {error}",
+                                "term": self.ctx.term,
+                                "attempts": self.sched.attempts_of(tid),
+                            },
+                        )
                 case TaskRetried(task_id=tid, reason=reason):
                     log.info("task %s requeued: %s", tid, reason)
-                case WorkerBenched(worker=worker, kind=kind, reason=reason, seconds=seconds,
-                                   probes_failed=probes_failed):
+                case WorkerBenched(
+                    worker=worker, kind=kind, reason=reason, seconds=seconds, probes_failed=probes_failed
+                ):
                     if probes_failed:
-                        log.info("worker %s still fails %s tasks (its probe failed): benched again for %.0f s",
-                                 self._name(worker), kind, seconds)
+                        log.info(
+                            "worker %s still fails %s tasks (its probe failed): benched again for %.0f s",
+                            self._name(worker),
+                            kind,
+                            seconds,
+                        )
                     else:
-                        log.warning("worker %s keeps failing %s tasks: it gets none for %.0f s, then one probe (%s)",
-                                    self._name(worker), kind, seconds, reason)
+                        log.warning(
+                            "worker %s keeps failing %s tasks: it gets none for %.0f s, then one probe (%s)",
+                            self._name(worker),
+                            kind,
+                            seconds,
+                            reason,
+                        )
                 case WorkerUnbenched(worker=worker, kind=kind, why=why):
                     log.info("worker %s runs %s tasks again (%s): back in the pool", self._name(worker), kind, why)
 

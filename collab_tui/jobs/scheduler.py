@@ -31,17 +31,30 @@ Benching (a worker that keeps failing one kind of task stops getting it):
   answers an OCR job in seconds. Until then (a worker is still to be probed, or none is alive) they wait,
   so that a short outage of every worker loses nothing.
 """
+
 from __future__ import annotations
 
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .scheduler_events import SchedulerEvent, TaskFailed, TaskRetried, WorkerBenched, WorkerUnbenched
 
 __all__ = [
-    "SchedulerError", "Scheduler", "Task", "Assignment", "WorkerCapacity", "slots", "task_id_for",
-    "split_task_id", "SchedulerEvent", "TaskFailed", "TaskRetried", "WorkerBenched", "WorkerUnbenched",
+    "SchedulerError",
+    "Scheduler",
+    "Task",
+    "Assignment",
+    "WorkerCapacity",
+    "slots",
+    "task_id_for",
+    "split_task_id",
+    "SchedulerEvent",
+    "TaskFailed",
+    "TaskRetried",
+    "WorkerBenched",
+    "WorkerUnbenched",
 ]
 
 
@@ -65,6 +78,7 @@ def split_task_id(task_id: str) -> tuple[str, str]:
 @dataclass
 class WorkerCapacity:
     """Capacity report of a worker: cpu count, 1-min loadavg, locally queued tasks."""
+
     node_id: str
     cpus: int = 1
     load: float = 0.0
@@ -91,6 +105,7 @@ def slots(cap: WorkerCapacity, per_cpu: int = 1, max_inflight: int = 4, min_infl
 @dataclass
 class Task:
     """One item to process; `assigned_*` are maintained by the scheduler."""
+
     task_id: str
     job_id: str
     item_id: str
@@ -102,15 +117,14 @@ class Task:
     assigned_at: float | None = None
 
     @classmethod
-    def make(cls, job_id: str, item_id: str, submitter: str, kind: str,
-             size_bytes: int = 0) -> "Task":
-        return cls(task_id_for(job_id, item_id), job_id, str(item_id), submitter, kind,
-                   size_bytes)
+    def make(cls, job_id: str, item_id: str, submitter: str, kind: str, size_bytes: int = 0) -> Task:
+        return cls(task_id_for(job_id, item_id), job_id, str(item_id), submitter, kind, size_bytes)
 
 
 @dataclass
 class Assignment:
     """A batch of tasks for one worker (copies; mutate freely)."""
+
     worker: str
     tasks: list[Task]
     batch_id: int = 0
@@ -123,13 +137,14 @@ class Assignment:
 @dataclass
 class _Bench:
     """Health of one worker for one task kind, as the master sees it."""
-    failures: int = 0            # consecutive failures (fail path, timeouts)
-    reason: str = ""             # the last one
-    until: float | None = None   # benched until then (monotonic); None: not benched
-    backoff: float = 0.0         # length of the current bench
-    probe: str | None = None     # task id of the probe in flight
+
+    failures: int = 0  # consecutive failures (fail path, timeouts)
+    reason: str = ""  # the last one
+    until: float | None = None  # benched until then (monotonic); None: not benched
+    backoff: float = 0.0  # length of the current bench
+    probe: str | None = None  # task id of the probe in flight
     probes_failed: int = 0
-    reported: bool = False       # the worker's own last report says the kind is unhealthy
+    reported: bool = False  # the worker's own last report says the kind is unhealthy
 
     def idle(self) -> bool:
         return self.failures == 0 and self.until is None and not self.reported
@@ -145,12 +160,25 @@ class _Batch:
 class Scheduler:
     """Spreads tasks over workers by free capacity; see the module docstring."""
 
-    def __init__(self, inflight_per_worker: int = 4, task_timeout: float = 30.0,
-                 batch_bytes: int = 256 * 1024, max_batch: int = 16,
-                 max_attempts: int = 5, per_cpu: int = 1, min_inflight: int = 1,
-                 bench_after: int = 3, bench_for: float = 10.0, bench_max: float = 120.0) -> None:
-        if min(inflight_per_worker, max_batch, max_attempts, per_cpu, min_inflight, bench_after) < 1 \
-                or task_timeout <= 0 or bench_for <= 0 or bench_max < bench_for:
+    def __init__(
+        self,
+        inflight_per_worker: int = 4,
+        task_timeout: float = 30.0,
+        batch_bytes: int = 256 * 1024,
+        max_batch: int = 16,
+        max_attempts: int = 5,
+        per_cpu: int = 1,
+        min_inflight: int = 1,
+        bench_after: int = 3,
+        bench_for: float = 10.0,
+        bench_max: float = 120.0,
+    ) -> None:
+        if (
+            min(inflight_per_worker, max_batch, max_attempts, per_cpu, min_inflight, bench_after) < 1
+            or task_timeout <= 0
+            or bench_for <= 0
+            or bench_max < bench_for
+        ):
             raise SchedulerError("counts must be >= 1, task_timeout and bench_for > 0, bench_max >= bench_for")
         self.bench_after = bench_after
         self.bench_for = float(bench_for)
@@ -163,16 +191,16 @@ class Scheduler:
         self.max_attempts = max_attempts
         self.per_cpu = per_cpu
         self._workers: dict[str, WorkerCapacity] = {}
-        self._own_at_report: dict[str, int] = {}     # our assignments when it reported
-        self._tasks: dict[str, Task] = {}            # live tasks: pending or assigned
-        self._pending: dict[str, deque[str]] = {}    # job_id -> task ids, in order
-        self._jobs_rr: deque[str] = deque()          # jobs with pending tasks, round-robin
+        self._own_at_report: dict[str, int] = {}  # our assignments when it reported
+        self._tasks: dict[str, Task] = {}  # live tasks: pending or assigned
+        self._pending: dict[str, deque[str]] = {}  # job_id -> task ids, in order
+        self._jobs_rr: deque[str] = deque()  # jobs with pending tasks, round-robin
         self._batches: dict[int, _Batch] = {}
         self._batch_of: dict[str, int] = {}
-        self._finished: dict[str, str] = {}          # task_id -> done | failed | cancelled
-        self._avoid: dict[str, set[str]] = {}        # task_id -> workers that failed it
-        self._failed_attempts: dict[str, int] = {}   # task_id -> its attempts, for tasks given up
-        self._kinds: dict[str, set[str]] = {}        # job_id -> kinds of its pending tasks
+        self._finished: dict[str, str] = {}  # task_id -> done | failed | cancelled
+        self._avoid: dict[str, set[str]] = {}  # task_id -> workers that failed it
+        self._failed_attempts: dict[str, int] = {}  # task_id -> its attempts, for tasks given up
+        self._kinds: dict[str, set[str]] = {}  # job_id -> kinds of its pending tasks
         self._health: dict[tuple[str, str], _Bench] = {}  # (worker, kind) -> failures, bench
         self._events: list[SchedulerEvent] = []
         self._next_batch = 1
@@ -255,7 +283,7 @@ class Scheduler:
         return True
 
     # ------------------------------------------------------------- health, benching
-    def report_health(self, worker: str, unhealthy: dict, now: float) -> None:
+    def report_health(self, worker: str, unhealthy: dict[str, str], now: float) -> None:
         """The worker's own report (``{kind: reason}`` from its heartbeat). A kind that turns unhealthy in
         the report benches the worker for it (once per report change: a stale report that still lists a
         kind after a probe succeeded does not bench it again)."""
@@ -310,7 +338,7 @@ class Scheduler:
             del self._health[(worker, kind)]
 
     def _allowance(self, worker: str, kind: str, now: float) -> str | None:
-        """"ok", "probe" (one task, the bench is over) or None (benched, or its probe is out)."""
+        """ "ok", "probe" (one task, the bench is over) or None (benched, or its probe is out)."""
         h = self._health.get((worker, kind))
         if h is None or h.until is None:
             return "ok"
@@ -320,8 +348,7 @@ class Scheduler:
 
     def _given_up(self, worker: str, kind: str, now: float) -> bool:
         h = self._health.get((worker, kind))
-        return (h is not None and h.until is not None and h.probe is None and h.probes_failed >= 1
-                and now < h.until)
+        return h is not None and h.until is not None and h.probe is None and h.probes_failed >= 1 and now < h.until
 
     def _fail_unrunnable(self, alive: frozenset[str], now: float) -> None:
         """Pending tasks of a kind that every live worker keeps failing, even after a pause, fail now."""
@@ -413,20 +440,21 @@ class Scheduler:
             for w in order:
                 tasks = self._next_batch_for(w, alive, now, able)
                 if not tasks:
-                    free[w] = 0          # nothing eligible for this worker now
+                    free[w] = 0  # nothing eligible for this worker now
                     continue
                 free[w] -= 1
                 out.append(self._record(w, tasks, now))
         return out
 
-    def _next_batch_for(self, worker: str, alive: frozenset[str], now: float,
-                        able: dict[str, frozenset[str]]) -> list[Task]:
+    def _next_batch_for(
+        self, worker: str, alive: frozenset[str], now: float, able: dict[str, frozenset[str]]
+    ) -> list[Task]:
         for _ in range(len(self._jobs_rr)):
             job_id = self._jobs_rr[0]
-            self._jobs_rr.rotate(-1)     # this job goes to the back: round-robin
+            self._jobs_rr.rotate(-1)  # this job goes to the back: round-robin
             kinds = self._kinds.get(job_id)
             if kinds and all(self._allowance(worker, k, now) is None for k in kinds):
-                continue                 # benched for everything this job has: no need to look at its tasks
+                continue  # benched for everything this job has: no need to look at its tasks
             tasks = self._take_batch(job_id, worker, alive, now, able)
             if tasks:
                 if not self._pending[job_id]:
@@ -441,8 +469,9 @@ class Scheduler:
             able[kind] = frozenset(w for w in alive if self._allowance(w, kind, now) is not None)
         return able[kind]
 
-    def _take_batch(self, job_id: str, worker: str, alive: frozenset[str], now: float,
-                    able: dict[str, frozenset[str]]) -> list[Task]:
+    def _take_batch(
+        self, job_id: str, worker: str, alive: frozenset[str], now: float, able: dict[str, frozenset[str]]
+    ) -> list[Task]:
         """Consecutive eligible tasks of one job and kind, sizes summing <= batch_bytes (a probe: one task)."""
         dq = self._pending[job_id]
         picked: list[int] = []
@@ -454,18 +483,19 @@ class Scheduler:
             if task.kind not in allowed:
                 allowed[task.kind] = self._allowance(worker, task.kind, now)
             if allowed[task.kind] is None:
-                continue                 # benched for this kind: left for the other workers
+                continue  # benched for this kind: left for the other workers
             avoid = self._avoid.get(tid)
             if avoid and worker in avoid and not self._able(task.kind, alive, now, able) <= avoid:
-                continue                 # retry elsewhere while another (unbenched) worker exists
-            if tasks and (task.kind != tasks[0].kind or len(tasks) >= self.max_batch
-                          or total + task.size_bytes > self.batch_bytes):
+                continue  # retry elsewhere while another (unbenched) worker exists
+            if tasks and (
+                task.kind != tasks[0].kind or len(tasks) >= self.max_batch or total + task.size_bytes > self.batch_bytes
+            ):
                 break
             picked.append(i)
             tasks.append(task)
             total += task.size_bytes
             if total > self.batch_bytes or allowed[task.kind] == "probe":
-                break                    # a big item travels alone, and so does a probe
+                break  # a big item travels alone, and so does a probe
         for i in reversed(picked):
             del dq[i]
         if tasks and allowed[tasks[0].kind] == "probe":
@@ -482,8 +512,7 @@ class Scheduler:
         return Assignment(worker, [replace(t) for t in tasks], bid)
 
     def _expire(self, now: float) -> None:
-        late = [b for b, batch in self._batches.items()
-                if batch.assigned_at + self.task_timeout < now]
+        late = [b for b, batch in self._batches.items() if batch.assigned_at + self.task_timeout < now]
         for bid in sorted(late, reverse=True):
             batch = self._batches[bid]
             for tid in reversed(list(batch.task_ids)):
@@ -554,23 +583,30 @@ class Scheduler:
         events, self._events = self._events, []
         return events
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counts: pending, inflight tasks per worker, done, failed, cancelled, free slots; ``benched``:
         ``{worker: {kind: {reason, seconds, probes_failed, probing}}}``."""
         inflight: dict[str, int] = {w: 0 for w in self._workers}
         for batch in self._batches.values():
             inflight[batch.worker] = inflight.get(batch.worker, 0) + len(batch.task_ids)
         fin = list(self._finished.values())
-        return {"pending": sum(len(dq) for dq in self._pending.values()), "inflight": inflight,
-                **{k: fin.count(k) for k in ("done", "failed", "cancelled")},
-                "jobs": len({t.job_id for t in self._tasks.values()}),
-                "free": {w: self.free_slots(w) for w in self._workers},
-                "benched": self._bench_stats()}
+        return {
+            "pending": sum(len(dq) for dq in self._pending.values()),
+            "inflight": inflight,
+            **{k: fin.count(k) for k in ("done", "failed", "cancelled")},
+            "jobs": len({t.job_id for t in self._tasks.values()}),
+            "free": {w: self.free_slots(w) for w in self._workers},
+            "benched": self._bench_stats(),
+        }
 
-    def _bench_stats(self) -> dict:
-        out: dict[str, dict] = {}
+    def _bench_stats(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         for (w, kind), h in sorted(self._health.items()):
             if h.until is not None:
-                out.setdefault(w, {})[kind] = {"reason": h.reason, "seconds": h.backoff,
-                                               "probes_failed": h.probes_failed, "probing": h.probe is not None}
+                out.setdefault(w, {})[kind] = {
+                    "reason": h.reason,
+                    "seconds": h.backoff,
+                    "probes_failed": h.probes_failed,
+                    "probing": h.probe is not None,
+                }
         return out

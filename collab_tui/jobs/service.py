@@ -32,7 +32,7 @@ def _split_results(msg: dict) -> tuple[list[dict], list[bytes | None]]:
     attachments: list[bytes | None] = []
     pos = 0
     for n in sizes:
-        attachments.append(data[pos:pos + n] if n else None)
+        attachments.append(data[pos : pos + n] if n else None)
         pos += n
     return results, attachments
 
@@ -89,7 +89,7 @@ class JobService:
             try:
                 try:
                     await asyncio.wait_for(self._wake.wait(), 0.1)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self._wake.clear()
                 self.worker.tick()
@@ -138,7 +138,7 @@ class JobService:
             return None
         try:
             return await self.ctx.request(node_id, msg, timeout)
-        except (ConnectionClosed, RemoteError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionClosed, RemoteError) as exc:
             log.info("%s to %s failed: %s", msg["t"], node_id[:12], exc)
             return None
 
@@ -148,8 +148,9 @@ class JobService:
             return self.submitter.read_items(job_id, item_ids)
         return await asyncio.to_thread(self.submitter.read_items, job_id, item_ids)
 
-    async def fetch_many(self, submitter: str, job_id: str,
-                         item_ids: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+    async def fetch_many(
+        self, submitter: str, job_id: str, item_ids: list[str]
+    ) -> tuple[dict[str, bytes], dict[str, str]]:
         """The bytes of a batch from its submitter, in one request: ``({item_id: bytes}, {item_id: error})``.
         Raises if the submitter cannot be asked at all."""
         if submitter == self.ctx.node_id:
@@ -166,7 +167,7 @@ class JobService:
         datas, pos = {}, 0
         view = memoryview(data)
         for item_id, size in zip(ok, sizes):
-            datas[item_id] = bytes(view[pos:pos + size])
+            datas[item_id] = bytes(view[pos : pos + size])
             pos += size
         return datas, errors
 
@@ -196,8 +197,11 @@ class JobService:
     async def _send_results(self, submitter: str, payloads: list[dict], attachments: list[bytes | None]) -> None:
         sizes = [len(a) if a else 0 for a in attachments]
         if any(sizes):
-            await self.ctx.send_blob(submitter, {"kind": "job.results", "results": payloads, "sizes": sizes},
-                                     b"".join(a for a in attachments if a))
+            await self.ctx.send_blob(
+                submitter,
+                {"kind": "job.results", "results": payloads, "sizes": sizes},
+                b"".join(a for a in attachments if a),
+            )
         # nothing attached (no-op, word count, faces without annotation): a plain message
         elif not await self.ctx.send(submitter, {"t": "job.results", "results": payloads}):
             raise ConnectionClosed("connection closed")
@@ -225,7 +229,7 @@ class JobService:
     async def _ask_predict(self, peer: str, data: bytes, options: dict) -> dict | None:
         try:
             return await self.ctx.request_blob(peer, {"kind": "job.predict", "options": options}, data, 60.0)
-        except (ConnectionError, RemoteError, asyncio.TimeoutError):  # ConnectionClosed is a ConnectionError
+        except (TimeoutError, ConnectionError, RemoteError):  # ConnectionClosed is a ConnectionError
             return None
 
     async def _predict(self, data: bytes, options: dict) -> dict:
@@ -268,8 +272,9 @@ class JobService:
         item_ids = [str(i) for i in msg["item_ids"]]
         datas, errors = await self._read_items(job_id, item_ids)
         sizes = [len(datas[i]) for i in item_ids if i in datas]
-        return BlobReply({"kind": "job.data", "sizes": sizes, "errors": errors},
-                         b"".join(datas[i] for i in item_ids if i in datas))
+        return BlobReply(
+            {"kind": "job.data", "sizes": sizes, "errors": errors}, b"".join(datas[i] for i in item_ids if i in datas)
+        )
 
     @handler("job.results")
     async def _on_results(self, sender: str, msg: dict) -> None:
@@ -280,8 +285,9 @@ class JobService:
     async def _on_item_failed(self, sender: str, msg: dict) -> None:
         attempts = msg.get("attempts")
         attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0 else 0
-        self.submitter.store.record_error(str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "",
-                                          attempts=attempts)
+        self.submitter.store.record_error(
+            str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "", attempts=attempts
+        )
 
     @handler("job.cancel")
     async def _on_cancel(self, sender: str, msg: dict) -> None:

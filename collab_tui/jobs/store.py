@@ -16,6 +16,7 @@ the WAL, so that no commit pays for it.
 Each item also keeps ``attempts``: how many tries failed (on some worker, then retried elsewhere) before
 the one that gave its outcome; `retried` adds them up for a job.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -91,7 +93,8 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = sqlite3.connect(
-            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -100,8 +103,7 @@ class JobStore:
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._stop = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="collab-jobs-checkpoint",
-                                              daemon=True)
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="collab-jobs-checkpoint", daemon=True)
         self._checkpointer.start()
 
     # ------------------------------------------------------------ plumbing
@@ -127,8 +129,7 @@ class JobStore:
                     if os.path.getsize(wal) < CHECKPOINT_BYTES:
                         continue
                     if db is None:
-                        db = sqlite3.connect(str(self.path), timeout=1.0, isolation_level=None,
-                                             check_same_thread=False)
+                        db = sqlite3.connect(str(self.path), timeout=1.0, isolation_level=None, check_same_thread=False)
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except (OSError, sqlite3.Error):
                     continue  # no WAL yet, or busy: next time
@@ -136,7 +137,7 @@ class JobStore:
             if db is not None:
                 db.close()
 
-    def __enter__(self) -> "JobStore":
+    def __enter__(self) -> JobStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -177,18 +178,29 @@ class JobStore:
             for col in missing:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
             for status, col in _COUNTER.items():
-                db.execute(f"UPDATE jobs SET {col}=(SELECT COUNT(*) FROM items i"
-                           f" WHERE i.job_id=jobs.job_id AND i.status=?)", (status,))
+                db.execute(
+                    f"UPDATE jobs SET {col}=(SELECT COUNT(*) FROM items i WHERE i.job_id=jobs.job_id AND i.status=?)",
+                    (status,),
+                )
+
         self._write(fn)
 
     def journal_mode(self) -> str:
         return str(self._read("PRAGMA journal_mode")[0][0]).lower()
 
     # ---------------------------------------------------------------- jobs
-    def create_job(self, task: str, items: list[tuple[Any, str, int, str]],
-                   options: dict | None = None, *, model: str | None = None,
-                   submitter: str = "", out_dir: str | None = None,
-                   job_id: str | None = None, now: float | None = None) -> str:
+    def create_job(
+        self,
+        task: str,
+        items: list[tuple[Any, str, int, str]],
+        options: dict | None = None,
+        *,
+        model: str | None = None,
+        submitter: str = "",
+        out_dir: str | None = None,
+        job_id: str | None = None,
+        now: float | None = None,
+    ) -> str:
         """Create a job with its items ``(item_id, path, size, sha256)``; returns the job id."""
         rows = []
         seen: set[str] = set()
@@ -210,26 +222,32 @@ class JobStore:
 
         def fn(db: sqlite3.Connection) -> str:
             try:
-                db.execute("INSERT INTO jobs(job_id, created_at, task, model, status, total,"
-                           " submitter, options_json, out_dir) VALUES (?,?,?,?,?,?,?,?,?)",
-                           (jid, created, task, model, status, len(rows), submitter, opts, out_dir))
+                db.execute(
+                    "INSERT INTO jobs(job_id, created_at, task, model, status, total,"
+                    " submitter, options_json, out_dir) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (jid, created, task, model, status, len(rows), submitter, opts, out_dir),
+                )
             except sqlite3.IntegrityError:
                 raise JobStoreError(f"job {jid} already exists") from None
-            db.executemany("INSERT INTO items(job_id, item_id, path, size, sha256)"
-                           " VALUES (?,?,?,?,?)", [(jid, *r) for r in rows])
+            db.executemany(
+                "INSERT INTO items(job_id, item_id, path, size, sha256) VALUES (?,?,?,?,?)", [(jid, *r) for r in rows]
+            )
             return jid
+
         return self._write(fn)
 
-    def finish_items(self, job_id: str,
-                     outcomes: list[tuple[Any, str, str | None, str | None, str | None]]) -> list[bool]:
+    def finish_items(
+        self, job_id: str, outcomes: list[tuple[Any, str, str | None, str | None, str | None]]
+    ) -> list[bool]:
         """Record several outcomes ``(item_id, status, result_json, error, worker)`` (status ``done`` or
         ``error``; an optional sixth field: the item's failed attempts before this outcome) of one job in ONE
         transaction. Exactly once per item: an item that already has an outcome (or appears twice) is
         left alone. Returns, per outcome, whether it was recorded."""
         return self.record_outcomes(job_id, outcomes)[0]
 
-    def record_outcomes(self, job_id: str, outcomes: list[tuple[Any, str, str | None, str | None, str | None]]
-                        ) -> tuple[list[bool], dict | None]:
+    def record_outcomes(
+        self, job_id: str, outcomes: list[tuple[Any, str, str | None, str | None, str | None]]
+    ) -> tuple[list[bool], dict | None]:
         """`finish_items`, plus the job as it is after the transaction (read inside it; None if no
         outcome was new, or the job is unknown)."""
         for o in outcomes:
@@ -247,7 +265,8 @@ class JobStore:
                 cur = db.execute(
                     "UPDATE items SET status=?, result_json=?, error=?, worker=?, finished_at=?, attempts=?"
                     " WHERE job_id=? AND item_id=? AND status='pending'",
-                    (status, result_json, error, worker, now, attempts, job_id, str(item_id)))
+                    (status, result_json, error, worker, now, attempts, job_id, str(item_id)),
+                )
                 ok = cur.rowcount == 1
                 fresh.append(ok)
                 if ok:
@@ -255,15 +274,26 @@ class JobStore:
             if not (added["done"] or added["error"]):
                 return fresh, None
             n = added["done"] + added["error"]
-            db.execute("UPDATE jobs SET n_done=n_done+?, n_error=n_error+?, status=CASE WHEN status='running'"
-                       " AND n_done+n_error+n_cancelled+?>=total THEN 'done' ELSE status END WHERE job_id=?",
-                       (added["done"], added["error"], n, job_id))
+            db.execute(
+                "UPDATE jobs SET n_done=n_done+?, n_error=n_error+?, status=CASE WHEN status='running'"
+                " AND n_done+n_error+n_cancelled+?>=total THEN 'done' ELSE status END WHERE job_id=?",
+                (added["done"], added["error"], n, job_id),
+            )
             row = db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
             return fresh, (self._job_dict(row) if row is not None else None)
+
         return self._write(fn)
 
-    def _finish_item(self, job_id: str, item_id: Any, status: str, result_json: str | None,
-                     error: str | None, worker: str | None, attempts: int = 0) -> bool:
+    def _finish_item(
+        self,
+        job_id: str,
+        item_id: Any,
+        status: str,
+        result_json: str | None,
+        error: str | None,
+        worker: str | None,
+        attempts: int = 0,
+    ) -> bool:
         return self.finish_items(job_id, [(item_id, status, result_json, error, worker, attempts)])[0]
 
     def record_result(self, job_id: str, item_id: Any, result: dict, worker: str | None) -> bool:
@@ -280,22 +310,27 @@ class JobStore:
 
     def cancel(self, job_id: str) -> int:
         """Cancel the pending items of a job; returns how many were cancelled."""
+
         def fn(db: sqlite3.Connection) -> int:
             if db.execute("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)).fetchone() is None:
                 raise UnknownJobError(f"unknown job {job_id!r}")
-            n = db.execute("UPDATE items SET status='cancelled', finished_at=?"
-                           " WHERE job_id=? AND status='pending'", (time.time(), job_id)).rowcount
+            n = db.execute(
+                "UPDATE items SET status='cancelled', finished_at=? WHERE job_id=? AND status='pending'",
+                (time.time(), job_id),
+            ).rowcount
             db.execute("UPDATE jobs SET n_cancelled=n_cancelled+? WHERE job_id=?", (n, job_id))
-            db.execute("UPDATE jobs SET status='cancelled' WHERE job_id=? AND status='running'",
-                       (job_id,))
+            db.execute("UPDATE jobs SET status='cancelled' WHERE job_id=? AND status='running'", (job_id,))
             return n
+
         return self._write(fn)
 
     def delete_job(self, job_id: str) -> bool:
         """Remove a job and its items entirely."""
+
         def fn(db: sqlite3.Connection) -> bool:
             db.execute("DELETE FROM items WHERE job_id=?", (job_id,))
             return db.execute("DELETE FROM jobs WHERE job_id=?", (job_id,)).rowcount == 1
+
         return self._write(fn)
 
     # --------------------------------------------------------------- reads
@@ -325,35 +360,45 @@ class JobStore:
 
     def jobs(self) -> list[dict]:
         """All jobs, oldest first."""
-        return [self._job_dict(r) for r in self._read(
-            "SELECT * FROM jobs ORDER BY created_at, job_id")]
+        return [self._job_dict(r) for r in self._read("SELECT * FROM jobs ORDER BY created_at, job_id")]
 
     def items(self, job_id: str) -> list[dict]:
         """All items of a job in insertion order."""
-        return [self._item(r) for r in self._read(
-            "SELECT * FROM items WHERE job_id=? ORDER BY rowid", (job_id,))]
+        return [self._item(r) for r in self._read("SELECT * FROM items WHERE job_id=? ORDER BY rowid", (job_id,))]
 
     def unfinished(self, job_id: str) -> list[dict]:
         """Pending items of a job (to (re)submit), in insertion order."""
-        return [self._item(r) for r in self._read(
-            "SELECT * FROM items WHERE job_id=? AND status='pending' ORDER BY rowid", (job_id,))]
+        return [
+            self._item(r)
+            for r in self._read("SELECT * FROM items WHERE job_id=? AND status='pending' ORDER BY rowid", (job_id,))
+        ]
 
     def unfinished_jobs(self) -> list[str]:
         """Ids of running jobs that still have pending items, oldest first."""
-        return [r[0] for r in self._read(
-            "SELECT j.job_id FROM jobs j WHERE j.status='running' AND EXISTS"
-            " (SELECT 1 FROM items i WHERE i.job_id=j.job_id AND i.status='pending')"
-            " ORDER BY j.created_at, j.job_id")]
+        return [
+            r[0]
+            for r in self._read(
+                "SELECT j.job_id FROM jobs j WHERE j.status='running' AND EXISTS"
+                " (SELECT 1 FROM items i WHERE i.job_id=j.job_id AND i.status='pending')"
+                " ORDER BY j.created_at, j.job_id"
+            )
+        ]
 
     def retried(self, job_id: str) -> dict:
         """``{"retried_attempts": failed tries retried (summed over the items), "retried_items": items with
         at least one}`` of a job's finished items."""
-        row = self._read("SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(attempts > 0), 0) FROM items"
-                         " WHERE job_id=? AND status IN ('done','error')", (job_id,))[0]
+        row = self._read(
+            "SELECT COALESCE(SUM(attempts), 0), COALESCE(SUM(attempts > 0), 0) FROM items"
+            " WHERE job_id=? AND status IN ('done','error')",
+            (job_id,),
+        )[0]
         return {"retried_attempts": int(row[0]), "retried_items": int(row[1])}
 
     def results(self, job_id: str) -> list[dict]:
         """Finished items (done or error) with parsed ``result``, in insertion order."""
-        return [self._item(r) for r in self._read(
-            "SELECT * FROM items WHERE job_id=? AND status IN ('done','error') ORDER BY rowid",
-            (job_id,))]
+        return [
+            self._item(r)
+            for r in self._read(
+                "SELECT * FROM items WHERE job_id=? AND status IN ('done','error') ORDER BY rowid", (job_id,)
+            )
+        ]

@@ -60,9 +60,14 @@ class JobSubmitter:
         inline = {f"{i:06d}": data for i, (_, _, _, data) in enumerate(files) if data is not None}
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-        job_id = self.store.create_job(kind, items, options, model=options.get("model"),
-                                       submitter=self.ctx.node_id,
-                                       out_dir=str(Path(out_dir).resolve()) if out_dir else None)
+        job_id = self.store.create_job(
+            kind,
+            items,
+            options,
+            model=options.get("model"),
+            submitter=self.ctx.node_id,
+            out_dir=str(Path(out_dir).resolve()) if out_dir else None,
+        )
         self._out_dirs[job_id] = str(Path(out_dir).resolve()) if out_dir else None
         self.ctx.publish("job", job_id=job_id, state="submitted", total=len(items), done=0, errors=0)
         sent = [{"item_id": iid, "size": size} for iid, _, size, _ in items]
@@ -82,8 +87,12 @@ class JobSubmitter:
         pending = self.store.unfinished(job_id)
         if not pending:
             return True
-        return await self._submit(job_id, job["task"], job.get("options") or {},
-                                  [{"item_id": it["item_id"], "size": it["size"]} for it in pending])
+        return await self._submit(
+            job_id,
+            job["task"],
+            job.get("options") or {},
+            [{"item_id": it["item_id"], "size": it["size"]} for it in pending],
+        )
 
     async def _submit(self, job_id: str, kind: str, options: dict, items: list[dict], wait: bool = True) -> bool:
         """`job.submit` to the current master. A new job's first submission does not wait for the answer
@@ -198,8 +207,9 @@ class JobSubmitter:
                 try:
                     payload = json.dumps(result)
                 except (TypeError, ValueError) as exc:
-                    outcomes.append((item_id, "error", None, f"result is not JSON-serialisable: {exc}", worker,
-                                     attempts))
+                    outcomes.append(
+                        (item_id, "error", None, f"result is not JSON-serialisable: {exc}", worker, attempts)
+                    )
                     kept.append((k, item_id, None, None, None))
                     continue
                 outcomes.append((item_id, "done", payload, None, worker, attempts))
@@ -212,11 +222,23 @@ class JobSubmitter:
                 fresh[k] = True
                 self.items_cache.pop((job_id, item_id), None)
                 msg = msgs[k]
-                self.ctx.publish("job_item", job_id=job_id, item_id=item_id, worker=str(msg.get("worker", "")),
-                                 error=msg.get("error"), result=msg.get("result"))
+                self.ctx.publish(
+                    "job_item",
+                    job_id=job_id,
+                    item_id=item_id,
+                    worker=str(msg.get("worker", "")),
+                    error=msg.get("error"),
+                    result=msg.get("result"),
+                )
             if new and job is not None:
-                self.ctx.publish("job", job_id=job_id, state=job["status"], total=job["total"],
-                                 done=job["counts"].get("done", 0), errors=job["counts"].get("error", 0))
+                self.ctx.publish(
+                    "job",
+                    job_id=job_id,
+                    state=job["status"],
+                    total=job["total"],
+                    done=job["counts"].get("done", 0),
+                    errors=job["counts"].get("error", 0),
+                )
         return fresh
 
     def _out_dir(self, job_id: str) -> str | None:
@@ -230,8 +252,7 @@ class JobSubmitter:
             return None
         return Path(out) / f"{Path(self._item(job_id, item_id)['path']).stem}.{item_id}.annotated.png"
 
-    def _write_outputs(self, job_id: str, out: str,
-                       done: list[tuple[str, dict, bytes | None, Path | None]]) -> None:
+    def _write_outputs(self, job_id: str, out: str, done: list[tuple[str, dict, bytes | None, Path | None]]) -> None:
         """Annotated copies, then one results line per new result (one append for the lot)."""
         if not done:
             return
@@ -256,8 +277,11 @@ class JobSubmitter:
             raw = path.read_bytes() if path.exists() else b""
             if raw.count(b"\n") == job["done"] and (not raw or raw.endswith(b"\n")):
                 continue
-            lines = [_results_line(job["job_id"], it["item_id"], Path(it["path"]), it["result"] or {})
-                     for it in self.store.results(job["job_id"]) if it["status"] == "done"]
+            lines = [
+                _results_line(job["job_id"], it["item_id"], Path(it["path"]), it["result"] or {})
+                for it in self.store.results(job["job_id"])
+                if it["status"] == "done"
+            ]
             atomic_write(path, "".join(line + "\n" for line in lines).encode())
             log.info("rewrote %s (%d results)", path, len(lines))
             fixed += 1
@@ -289,19 +313,33 @@ class JobSubmitter:
             for it in self.store.results(job_id):
                 if it["item_id"] not in seen:
                     seen.add(it["item_id"])
-                    yield {"kind": "job_item", "job_id": job_id, "item_id": it["item_id"], "worker": it["worker"],
-                           "error": it["error"], "result": it["result"], "ts": time.time()}
+                    yield {
+                        "kind": "job_item",
+                        "job_id": job_id,
+                        "item_id": it["item_id"],
+                        "worker": it["worker"],
+                        "error": it["error"],
+                        "result": it["result"],
+                        "ts": time.time(),
+                    }
 
         try:
             job = self.store.job(job_id)
-            yield {"kind": "job", "job_id": job_id, "state": job["status"], "total": job["total"],
-                   "done": job["counts"].get("done", 0), "errors": job["counts"].get("error", 0), "ts": time.time()}
+            yield {
+                "kind": "job",
+                "job_id": job_id,
+                "state": job["status"],
+                "total": job["total"],
+                "done": job["counts"].get("done", 0),
+                "errors": job["counts"].get("error", 0),
+                "ts": time.time(),
+            }
             for ev in backlog():
                 yield ev
             while job["status"] not in ("done", "cancelled"):
                 try:
                     ev = await sub.get(timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     job = self.store.job(job_id)
                     continue
                 if ev.get("job_id") != job_id:

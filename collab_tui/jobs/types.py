@@ -69,8 +69,11 @@ class ImageDetection(JobType):
 
     def merge(self, results: list[dict]) -> dict:
         found = sum(len(r.get("detections", [])) for r in results)
-        return {"items": len(results), "detections": found,
-                "items_with_detections": sum(1 for r in results if r.get("detections"))}
+        return {
+            "items": len(results),
+            "detections": found,
+            "items_with_detections": sum(1 for r in results if r.get("detections")),
+        }
 
 
 class Classify(JobType):
@@ -115,7 +118,9 @@ class Ocr(JobType):
     def run(self, data: bytes, options: dict) -> JobOutput:
         exe = shutil.which("tesseract")
         if exe is None:
-            raise RuntimeError("OCR needs tesseract, which is not installed on this node (apt-get install tesseract-ocr)")
+            raise RuntimeError(
+                "OCR needs tesseract, which is not installed on this node (apt-get install tesseract-ocr)"
+            )
         from ..ml.images import decode_image
 
         decode_image(data)  # validate first: tesseract must never see a bomb

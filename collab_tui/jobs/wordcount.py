@@ -34,5 +34,9 @@ class WordCount(JobType):
         total: Counter = Counter()
         for r in results:
             total.update(r.get("counts", {}))
-        return {"items": len(results), "words": sum(total.values()), "top": total.most_common(20),
-                "distinct": len(total)}
+        return {
+            "items": len(results),
+            "words": sum(total.values()),
+            "top": total.most_common(20),
+            "distinct": len(total),
+        }

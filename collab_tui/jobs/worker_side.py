@@ -93,15 +93,27 @@ class JobWorker:
         for ev in events:
             match ev:
                 case KindUnhealthy(kind=kind, reason=reason, consecutive=n):
-                    log.warning("%s tasks keep failing on this node (%d in a row): %s; this node now reports "
-                                "itself unhealthy for %s tasks", kind, n, reason, kind)
+                    log.warning(
+                        "%s tasks keep failing on this node (%d in a row): %s; this node now reports "
+                        "itself unhealthy for %s tasks",
+                        kind,
+                        n,
+                        reason,
+                        kind,
+                    )
                 case KindRecovered(kind=kind, failures=n):
                     log.info("%s tasks run on this node again (after %d failures): healthy", kind, n)
                 case FailuresSummary(kind=kind, count=n, reason=reason) if kind in self.health.unhealthy():
                     log.warning("%d more %s task(s) failed on this node (still unhealthy): %s", n, kind, reason)
                 case FailuresSummary(kind=kind, count=n, reason=reason):
-                    log.warning("%d %s task(s) failed on this node: %s (failures are summarised, at most one "
-                                "line every %.0f s)", n, kind, reason, self.health.summary_every)
+                    log.warning(
+                        "%d %s task(s) failed on this node: %s (failures are summarised, at most one "
+                        "line every %.0f s)",
+                        n,
+                        kind,
+                        reason,
+                        self.health.summary_every,
+                    )
 
     def depth(self) -> int:
         return self.queue.qsize() + self.running + self.fetching
@@ -161,8 +173,9 @@ class JobWorker:
             except LookupError as exc:  # this node lacks the type: its fault, let the master retry elsewhere
                 for i in item_ids:
                     self._failed_here(msg["kind"], task_id_for(job_id, i), str(exc))
-                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": str(exc), "cause": "worker"}
-                                     for i in item_ids])
+                await self._ack(
+                    [], [{"task_id": task_id_for(job_id, i), "error": str(exc), "cause": "worker"} for i in item_ids]
+                )
                 return
             try:
                 datas = {i: base64.b64decode(inline[i], validate=True) for i in item_ids if i in inline}
@@ -172,13 +185,15 @@ class JobWorker:
                     fetched, errors = await self.svc.fetch_many(msg["submitter"], job_id, missing)
                     datas.update(fetched)
             except Exception as exc:  # cannot even start (not this node's fault): let the master retry
-                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": str(exc), "cause": "fetch"}
-                                     for i in item_ids])
+                await self._ack(
+                    [], [{"task_id": task_id_for(job_id, i), "error": str(exc), "cause": "fetch"} for i in item_ids]
+                )
                 return
             fetch_ms = round((time.perf_counter() - t0) * 1000, 2)
             if errors:
-                await self._ack([], [{"task_id": task_id_for(job_id, i), "error": e, "cause": "fetch"}
-                                     for i, e in errors.items()])
+                await self._ack(
+                    [], [{"task_id": task_id_for(job_id, i), "error": e, "cause": "fetch"} for i, e in errors.items()]
+                )
             for item_id in item_ids:
                 if item_id in datas:
                     self.queue.put_nowait((msg, item_id, datas[item_id], fetch_ms))
@@ -243,8 +258,12 @@ class JobWorker:
         if seconds is not None:
             t1 = t2 - seconds
         payload = {
-            "job_id": job_id, "item_id": item_id, "worker": self.ctx.node_id,
-            "worker_name": self.ctx.name, "result": result, "error": error,
+            "job_id": job_id,
+            "item_id": item_id,
+            "worker": self.ctx.node_id,
+            "worker_name": self.ctx.name,
+            "result": result,
+            "error": error,
             "timings": {"fetch_ms": fetch_ms, "run_ms": round((t2 - t1) * 1000, 2)},
             "attempts": (msg.get("_attempts") or {}).get(item_id, 0),
         }

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,9 @@ def _signature(model: Any) -> list:
     out = []
     for layer in model.layers:
         cfg = layer.get_config()
-        keep = {k: cfg.get(k) for k in ("filters", "kernel_size", "strides", "padding", "units", "activation", "pool_size")}
+        keep = {
+            k: cfg.get(k) for k in ("filters", "kernel_size", "strides", "padding", "units", "activation", "pool_size")
+        }
         out.append((type(layer).__name__, json.dumps(keep, sort_keys=True, default=str)))
     return out + [tuple(np.shape(w)) for w in model.get_weights()]
 

@@ -14,8 +14,9 @@ import os
 import re
 import struct
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,8 +80,10 @@ def load_folder(
     if not root.is_dir():
         raise DatasetError(f"not a folder: {root}")
     files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     xs: list[np.ndarray] = []
@@ -182,7 +185,7 @@ def partition_label_shards(
     if shard_size < 1 or num_shards * shard_size > len(y):
         raise DatasetError(f"{num_shards} shards of {shard_size} do not fit in {len(y)} examples")
     order = np.argsort(y, kind="stable")
-    shards = [order[j * shard_size:(j + 1) * shard_size] for j in range(num_shards)]
+    shards = [order[j * shard_size : (j + 1) * shard_size] for j in range(num_shards)]
     return [np.concatenate(shards[i::k]).astype(np.int64) for i in range(k)]
 
 
@@ -344,8 +347,11 @@ class DatasetRegistry:
         elif kind == "npz":  # a part dealt out by `collab data split`
             with np.load(spec["path"], allow_pickle=False) as z:
                 x, y = z["x"].astype(np.float32), z["y"].astype(np.int64)
-                labels = [str(v) for v in z["labels"]] if "labels" in z and len(z["labels"]) else \
-                    [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+                labels = (
+                    [str(v) for v in z["labels"]]
+                    if "labels" in z and len(z["labels"])
+                    else [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+                )
         elif kind == "digits":
             (x, y), labels = load_digits8(), [str(i) for i in range(10)]
         else:

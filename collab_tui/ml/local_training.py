@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ OPTIMIZERS = ("sgd", "adam")
 _STEPS_PER_EXECUTION = 16
 
 _cache_lock = threading.Lock()
-_cache: dict[str, "_Entry"] = {}
+_cache: dict[str, _Entry] = {}
 _trainer_cls: Any = None
 
 
@@ -72,8 +73,7 @@ def _make_trainer_cls() -> Any:
             grads = tape.gradient(loss, tw)
             mu = tf.convert_to_tensor(self.mu)
             grads = [
-                g + mu * (tf.convert_to_tensor(w) - tf.convert_to_tensor(a))
-                for g, w, a in zip(grads, tw, self.anchor)
+                g + mu * (tf.convert_to_tensor(w) - tf.convert_to_tensor(a)) for g, w, a in zip(grads, tw, self.anchor)
             ]
             self.optimizer.apply_gradients(zip(grads, tw))
             return self.compute_metrics(x, y, y_pred, sample_weight=sw)
@@ -142,8 +142,16 @@ def _check_xy(x: np.ndarray, y: np.ndarray) -> None:
 
 
 def fit(
-    arch: dict, weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, epochs: int = 1,
-    batch_size: int = 32, lr: float = 0.05, seed: int = 0, mu: float = 0.0, optimizer: str = "sgd",
+    arch: dict,
+    weights: Sequence[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 0.05,
+    seed: int = 0,
+    mu: float = 0.0,
+    optimizer: str = "sgd",
 ) -> tuple[list[np.ndarray], int, dict[str, float]]:
     """Train from ``weights`` on (x, y); returns (new_weights, num_examples, metrics).
 
@@ -168,8 +176,12 @@ def fit(
         keras.utils.set_random_seed(int(seed))
         t0 = time.perf_counter()
         hist = e.trainer.fit(
-            np.asarray(x, np.float32), np.asarray(y), epochs=int(epochs), batch_size=int(batch_size),
-            shuffle=True, verbose=0,
+            np.asarray(x, np.float32),
+            np.asarray(y),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            shuffle=True,
+            verbose=0,
         )
         secs = time.perf_counter() - t0
         new_weights = [np.array(w) for w in e.model.get_weights()]

@@ -35,8 +35,9 @@ class MLProcess:
             from . import mltasks
 
             ctx = mp.get_context("spawn")
-            self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=mltasks.init,
-                                             initargs=(str(self.home), self.nice))
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=ctx, initializer=mltasks.init, initargs=(str(self.home), self.nice)
+            )
         return self._pool
 
     async def call(self, fn, *args):

@@ -77,8 +77,12 @@ def train(cfg: dict, r: int, weights_bytes: bytes, version: str, client_index: i
         new = dp_privatize(new, weights, c.dp_clip, c.dp_noise, np.random.default_rng(seed))
     payload = to_bytes(compress_delta(new, weights)) if c.compress else to_bytes(new)
     fields = {
-        "kind": "fl.update", "num_examples": int(n), "metrics": {k: float(v) for k, v in metrics.items()},
-        "base_version": version, "compressed": bool(c.compress), "eval": prev_eval,
+        "kind": "fl.update",
+        "num_examples": int(n),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "base_version": version,
+        "compressed": bool(c.compress),
+        "eval": prev_eval,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     return fields, payload
@@ -127,8 +131,11 @@ def classify(data: bytes, options: dict) -> dict:
     top = top_k(img, model, labels, shape, invert=bool(options.get("invert", False)))
     t2 = time.perf_counter()
     return {
-        "labels": [top[0]["label"]] if top else [], "top": top, "model": version,
-        "width": int(img.shape[1]), "height": int(img.shape[0]),
+        "labels": [top[0]["label"]] if top else [],
+        "top": top,
+        "model": version,
+        "width": int(img.shape[1]),
+        "height": int(img.shape[0]),
         "timings": {"decode_ms": round((t1 - t0) * 1000, 2), "classify_ms": round((t2 - t1) * 1000, 2)},
     }
 

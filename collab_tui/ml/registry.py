@@ -15,8 +15,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,9 +85,17 @@ class ModelRegistry:
 
     # -------------------------------------------------------------- writing
     def put(
-        self, name: str, weights: Sequence[np.ndarray], arch: dict, parent: str | None = None,
-        run: str | None = None, round: int | None = None, contributors: Sequence[str] = (),
-        metrics: dict | None = None, extra: dict | None = None, dp: dict | None = None,
+        self,
+        name: str,
+        weights: Sequence[np.ndarray],
+        arch: dict,
+        parent: str | None = None,
+        run: str | None = None,
+        round: int | None = None,
+        contributors: Sequence[str] = (),
+        metrics: dict | None = None,
+        extra: dict | None = None,
+        dp: dict | None = None,
     ) -> str:
         """Store a version; returns its id (same content -> same id; re-putting is a no-op).
         ``dp`` (or ``extra["dp"]``) records differential-privacy parameters."""
@@ -201,7 +210,9 @@ class ModelRegistry:
         for name in self.names():
             metas = self._metas(name)
             if metas:
-                out.append({"name": name, "versions": len(metas), "latest": metas[-1]["version"], "latest_meta": metas[-1]})
+                out.append(
+                    {"name": name, "versions": len(metas), "latest": metas[-1]["version"], "latest_meta": metas[-1]}
+                )
         return out
 
     def has(self, version_id: str) -> bool:

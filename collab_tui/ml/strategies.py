@@ -10,7 +10,8 @@ stateless except FedAdam and FedAvgM, which carry their moment / momentum estima
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,9 @@ def weighted_average(updates: Sequence[ClientUpdate], w: np.ndarray) -> list[np.
 
 
 def _pseudo_gradient(
-    global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate], weights: Sequence[float] | None,
+    global_weights: Sequence[np.ndarray],
+    updates: Sequence[ClientUpdate],
+    weights: Sequence[float] | None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Server optimisers (FedAdam, FedAvgM): (global as float64, weighted average of updates - global)."""
     _check(global_weights, updates)
@@ -70,7 +73,9 @@ class Strategy:
     name = "strategy"
 
     def aggregate(
-        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        self,
+        global_weights: Sequence[np.ndarray],
+        updates: Sequence[ClientUpdate],
         weights: Sequence[float] | None = None,
     ) -> Weights:
         raise NotImplementedError
@@ -86,7 +91,9 @@ class FedAvg(Strategy):
     name = "fedavg"
 
     def aggregate(
-        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        self,
+        global_weights: Sequence[np.ndarray],
+        updates: Sequence[ClientUpdate],
         weights: Sequence[float] | None = None,
     ) -> Weights:
         _check(global_weights, updates)
@@ -111,12 +118,16 @@ class FedMedian(Strategy):
     name = "fedmedian"
 
     def aggregate(
-        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        self,
+        global_weights: Sequence[np.ndarray],
+        updates: Sequence[ClientUpdate],
         weights: Sequence[float] | None = None,
     ) -> Weights:
         _check(global_weights, updates)
-        out = [np.median(np.stack([np.asarray(u.weights[i], np.float64) for u in updates]), axis=0)
-               for i in range(len(global_weights))]
+        out = [
+            np.median(np.stack([np.asarray(u.weights[i], np.float64) for u in updates]), axis=0)
+            for i in range(len(global_weights))
+        ]
         return _cast_like(out, global_weights)
 
 
@@ -132,7 +143,9 @@ class TrimmedMean(Strategy):
         self.beta = float(beta)
 
     def aggregate(
-        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        self,
+        global_weights: Sequence[np.ndarray],
+        updates: Sequence[ClientUpdate],
         weights: Sequence[float] | None = None,
     ) -> Weights:
         _check(global_weights, updates)
@@ -141,7 +154,7 @@ class TrimmedMean(Strategy):
         out = []
         for i in range(len(global_weights)):
             s = np.sort(np.stack([np.asarray(u.weights[i], np.float64) for u in updates]), axis=0)
-            out.append(s[k:n - k].mean(axis=0))
+            out.append(s[k : n - k].mean(axis=0))
         return _cast_like(out, global_weights)
 
 
@@ -166,8 +179,9 @@ class Krum(Strategy):
     def scores(self, updates: Sequence[ClientUpdate]) -> tuple[np.ndarray, int]:
         """Krum scores per update and the number of neighbours used."""
         n = len(updates)
-        flat = np.stack([np.concatenate([np.asarray(w, np.float64).ravel() for w in u.weights]
-                                        or [np.zeros(0)]) for u in updates])
+        flat = np.stack(
+            [np.concatenate([np.asarray(w, np.float64).ravel() for w in u.weights] or [np.zeros(0)]) for u in updates]
+        )
         d2 = np.zeros((n, n))
         for i in range(n):  # direct differences: no cancellation error for close updates
             for j in range(i + 1, n):
@@ -190,7 +204,9 @@ class Krum(Strategy):
         return [int(i) for i in np.argsort(sc, kind="stable")[:m]]
 
     def aggregate(
-        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        self,
+        global_weights: Sequence[np.ndarray],
+        updates: Sequence[ClientUpdate],
         weights: Sequence[float] | None = None,
     ) -> Weights:
         _check(global_weights, updates)
@@ -223,7 +239,9 @@ class FedAdam(Strategy):
         self._rounds = 0
 
     def aggregate(
-        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        self,
+        global_weights: Sequence[np.ndarray],
+        updates: Sequence[ClientUpdate],
         weights: Sequence[float] | None = None,
     ) -> Weights:
         g, delta = _pseudo_gradient(global_weights, updates, weights)
@@ -241,11 +259,20 @@ class FedAdam(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters, round count and copies of m and v (lists of float64 arrays or None)."""
+
         def copy(xs: list[np.ndarray] | None) -> list[np.ndarray] | None:
             return None if xs is None else [x.copy() for x in xs]
 
-        return {"name": self.name, "eta": self.eta, "beta1": self.beta1, "beta2": self.beta2,
-                "tau": self.tau, "rounds": self._rounds, "m": copy(self._m), "v": copy(self._v)}
+        return {
+            "name": self.name,
+            "eta": self.eta,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "tau": self.tau,
+            "rounds": self._rounds,
+            "m": copy(self._m),
+            "v": copy(self._v),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from ``state_dict()`` output; raises ValueError on inconsistent state."""
@@ -258,8 +285,12 @@ class FedAdam(Strategy):
                 v = [np.array(x, np.float64) for x in v]
                 if [x.shape for x in m] != [x.shape for x in v]:
                     raise ValueError("m and v shapes differ")
-            hp = FedAdam(state.get("eta", self.eta), state.get("beta1", self.beta1),
-                         state.get("beta2", self.beta2), state.get("tau", self.tau))
+            hp = FedAdam(
+                state.get("eta", self.eta),
+                state.get("beta1", self.beta1),
+                state.get("beta2", self.beta2),
+                state.get("tau", self.tau),
+            )
             rounds = int(state.get("rounds", 0))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"bad FedAdam state: {exc!r}") from exc
@@ -286,7 +317,9 @@ class FedAvgM(Strategy):
         self._rounds = 0
 
     def aggregate(
-        self, global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate],
+        self,
+        global_weights: Sequence[np.ndarray],
+        updates: Sequence[ClientUpdate],
         weights: Sequence[float] | None = None,
     ) -> Weights:
         g, delta = _pseudo_gradient(global_weights, updates, weights)
@@ -302,8 +335,13 @@ class FedAvgM(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters, round count and a copy of the momentum v (list of float64 arrays or None)."""
-        return {"name": self.name, "beta": self.beta, "server_lr": self.server_lr, "rounds": self._rounds,
-                "v": None if self._v is None else [x.copy() for x in self._v]}
+        return {
+            "name": self.name,
+            "beta": self.beta,
+            "server_lr": self.server_lr,
+            "rounds": self._rounds,
+            "v": None if self._v is None else [x.copy() for x in self._v],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from ``state_dict()`` output; raises ValueError on inconsistent state."""
@@ -362,8 +400,13 @@ class BufferedAggregator:
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    "fedavg": FedAvg, "fedprox": FedProx, "fedmedian": FedMedian,
-    "trimmed-mean": TrimmedMean, "krum": Krum, "fedadam": FedAdam, "fedavgm": FedAvgM,
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedmedian": FedMedian,
+    "trimmed-mean": TrimmedMean,
+    "krum": Krum,
+    "fedadam": FedAdam,
+    "fedavgm": FedAvgM,
 }
 
 

@@ -23,8 +23,11 @@ SPECS: tuple[StrategySpec, ...] = (
     StrategySpec("fedmedian", "coordinate-wise median (robust to outliers)"),
     StrategySpec("trimmed-mean", "coordinate-wise mean without the highest and lowest beta share", {"beta": 0.1}),
     StrategySpec("krum", "the update(s) closest to their neighbours (Byzantine-robust)", {"f": 1, "m": 1}),
-    StrategySpec("fedadam", "server-side Adam on the mean update (Reddi et al. 2021)",
-                 {"eta": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}),
+    StrategySpec(
+        "fedadam",
+        "server-side Adam on the mean update (Reddi et al. 2021)",
+        {"eta": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3},
+    ),
     StrategySpec("fedavgm", "FedAvg with server momentum (Hsu et al. 2019)", {"beta": 0.9, "server_lr": 1.0}),
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)

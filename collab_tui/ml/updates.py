@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,14 +61,10 @@ def _check_same_structure(weights: Sequence[np.ndarray], reference: Sequence[np.
 def delta_norm(weights: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
     """L2 norm of ``weights - reference`` over all tensors."""
     _check_same_structure(weights, reference)
-    return _global_norm(
-        [np.asarray(w, np.float64) - np.asarray(r, np.float64) for w, r in zip(weights, reference)]
-    )
+    return _global_norm([np.asarray(w, np.float64) - np.asarray(r, np.float64) for w, r in zip(weights, reference)])
 
 
-def validate_update(
-    update: ClientUpdate, reference: Sequence[np.ndarray], max_norm_ratio: float = 10.0
-) -> None:
+def validate_update(update: ClientUpdate, reference: Sequence[np.ndarray], max_norm_ratio: float = 10.0) -> None:
     """Raise UpdateRejected unless ``update`` is structurally sound and of plausible size."""
     if not isinstance(update.num_examples, (int, np.integer)) or isinstance(update.num_examples, bool):
         raise UpdateRejected(f"num_examples must be an int, got {type(update.num_examples).__name__}")

@@ -28,9 +28,7 @@ def _as_bytes_view(data: bytes | bytearray | memoryview) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def iter_chunks(
-    data: bytes | bytearray | memoryview, chunk_size: int = DEFAULT_CHUNK
-) -> Iterator[memoryview]:
+def iter_chunks(data: bytes | bytearray | memoryview, chunk_size: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
     """Yield zero-copy slices of ``data`` of at most ``chunk_size`` bytes (none if empty)."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
@@ -105,8 +103,7 @@ class BlobReceiver:
         n = view.nbytes
         if self._received + n > self.size:
             raise BlobError(
-                f"blob stream {self.stream_id}: {self._received + n} bytes exceed "
-                f"announced size {self.size}"
+                f"blob stream {self.stream_id}: {self._received + n} bytes exceed announced size {self.size}"
             )
         if not n:
             return
@@ -122,13 +119,10 @@ class BlobReceiver:
         self._finished = True
         if self._received != self.size:
             raise BlobError(
-                f"blob stream {self.stream_id} incomplete: expected {self.size} bytes, "
-                f"got {self._received}"
+                f"blob stream {self.stream_id} incomplete: expected {self.size} bytes, got {self._received}"
             )
         actual = self._hash.hexdigest()
         if actual != self.sha256:
-            raise BlobError(
-                f"blob stream {self.stream_id} sha256 mismatch: expected {self.sha256}, got {actual}"
-            )
+            raise BlobError(f"blob stream {self.stream_id} sha256 mismatch: expected {self.sha256}, got {actual}")
         chunks, self._chunks = self._chunks, []
         return b"".join(chunks)

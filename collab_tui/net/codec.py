@@ -105,9 +105,7 @@ def chunk_header(stream_id: int, n: int, *, max_frame: int = DEFAULT_MAX_FRAME) 
     return _CHUNK_HDR.pack(length, KIND_CHUNK, stream_id)
 
 
-def encode_chunk(
-    stream_id: int, data: bytes | bytearray | memoryview, *, max_frame: int = DEFAULT_MAX_FRAME
-) -> bytes:
+def encode_chunk(stream_id: int, data: bytes | bytearray | memoryview, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """Encode one chunk frame (header + data) as a single bytes object."""
     mv = memoryview(data).cast("B")
     return chunk_header(stream_id, mv.nbytes, max_frame=max_frame) + mv.tobytes()

@@ -81,7 +81,7 @@ class MdnsDiscovery:
 
     async def start(self, advertise: bool = True) -> None:
         from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
-        from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+        from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
         self._state_added = (ServiceStateChange.Added, ServiceStateChange.Updated)
         # interfaces: the configured addresses (tests and the demo pin 127.0.0.1), else all of them
@@ -92,8 +92,12 @@ class MdnsDiscovery:
         self._info = self._service_info()
         # The instance name carries part of the node id, so it is unique: skip the ~1.2 s name probe.
         await self._azc.async_register_service(self._info, allow_name_change=True, cooperating_responders=True)
-        log.info("mDNS: advertising %s at %s on %s", self.instance_name, ", ".join(self.hosts),
-                 self.interfaces or "all interfaces")
+        log.info(
+            "mDNS: advertising %s at %s on %s",
+            self.instance_name,
+            ", ".join(self.hosts),
+            self.interfaces or "all interfaces",
+        )
 
     def _service_info(self):
         from zeroconf.asyncio import AsyncServiceInfo

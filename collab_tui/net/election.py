@@ -69,13 +69,25 @@ from typing import Any
 from .election_events import ElectionEvent, MasterChanged, Outgoing, RoleChanged, TermChanged
 
 __all__ = [
-    "ElectionError", "Election", "FOLLOWER", "CANDIDATE", "MASTER", "MESSAGE_TYPES",
-    "ElectionEvent", "TermChanged", "RoleChanged", "MasterChanged", "Outgoing",
+    "ElectionError",
+    "Election",
+    "FOLLOWER",
+    "CANDIDATE",
+    "MASTER",
+    "MESSAGE_TYPES",
+    "ElectionEvent",
+    "TermChanged",
+    "RoleChanged",
+    "MasterChanged",
+    "Outgoing",
 ]
 
 FOLLOWER, CANDIDATE, MASTER = "follower", "candidate", "master"
 EL_ELECTION, EL_ANSWER, EL_COORDINATOR, EL_LEAVE = (
-    "el.election", "el.answer", "el.coordinator", "el.leave",
+    "el.election",
+    "el.answer",
+    "el.coordinator",
+    "el.leave",
 )
 MESSAGE_TYPES = frozenset({EL_ELECTION, EL_ANSWER, EL_COORDINATOR, EL_LEAVE})
 
@@ -169,8 +181,7 @@ class Election:
         """Earliest pending timer (call :meth:`tick` then), or ``None``."""
         if self._left:
             return None
-        times = [t for t in (self._election_at, self._answer_deadline, self._coord_deadline)
-                 if t is not None]
+        times = [t for t in (self._election_at, self._answer_deadline, self._coord_deadline) if t is not None]
         return min(times) if times else None
 
     def take_outbox(self) -> list[Outgoing]:

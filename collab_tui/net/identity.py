@@ -15,6 +15,7 @@ On-disk layout under ``<home>/identity/`` (directory mode 0700)::
     ca.crt    0644  the cluster CA certificate (the only trust anchor)
     ca.key    0600  the CA private key -- only on the CA holder (the node that ran ``init``)
 """
+
 from __future__ import annotations
 
 import os
@@ -28,14 +29,35 @@ from cryptography.x509.oid import NameOID
 from ..fsutil import atomic_write
 from ..textfmt import short_id
 from .pki import (
-    IdentityError, ca_pin, cert_pem, check_key_pair, cluster_id_of, key_pem, load_cert_pem, load_key_pem,
-    make_ca, make_csr, new_key, node_id_of, sign_csr, signed_by, subject_attr, validate_name,
+    IdentityError,
+    ca_pin,
+    cert_pem,
+    check_key_pair,
+    cluster_id_of,
+    key_pem,
+    load_cert_pem,
+    load_key_pem,
+    make_ca,
+    make_csr,
+    new_key,
+    node_id_of,
+    sign_csr,
+    signed_by,
+    subject_attr,
+    validate_name,
     verify_issued_by,
 )
 
 __all__ = [
-    "NotInitialized", "NodeIdentity", "write_private", "write_public", "identity_dir", "identity_exists",
-    "create_cluster", "install_joined_identity", "load_identity",
+    "NotInitialized",
+    "NodeIdentity",
+    "write_private",
+    "write_public",
+    "identity_dir",
+    "identity_exists",
+    "create_cluster",
+    "install_joined_identity",
+    "load_identity",
 ]
 
 
@@ -44,6 +66,7 @@ class NotInitialized(Exception):
 
 
 # --------------------------------------------------------------------------- atomic files
+
 
 def write_private(path: Path | str, data: bytes) -> None:
     """Atomically write ``data`` with mode 0600 from creation (temp file, fsync, os.replace)."""
@@ -56,6 +79,7 @@ def write_public(path: Path | str, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------- on-disk identity
+
 
 def identity_dir(home: Path | str) -> Path:
     return Path(home) / "identity"
@@ -126,8 +150,9 @@ def _save(ident: NodeIdentity) -> None:
             pass
 
 
-def create_cluster(home: Path | str, node_name: str, cluster_name: str = "collab",
-                   days: int = 3650, force: bool = False) -> NodeIdentity:
+def create_cluster(
+    home: Path | str, node_name: str, cluster_name: str = "collab", days: int = 3650, force: bool = False
+) -> NodeIdentity:
     """``collab init``: new CA + this node's cert. The CA key stays on this node (``ca.key``)."""
     validate_name(node_name, "node name")
     validate_name(cluster_name, "cluster name")
@@ -142,9 +167,13 @@ def create_cluster(home: Path | str, node_name: str, cluster_name: str = "collab
     return ident
 
 
-def install_joined_identity(home: Path | str, key: ec.EllipticCurvePrivateKey,
-                            cert: x509.Certificate, ca_cert: x509.Certificate,
-                            force: bool = False) -> NodeIdentity:
+def install_joined_identity(
+    home: Path | str,
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+    ca_cert: x509.Certificate,
+    force: bool = False,
+) -> NodeIdentity:
     """Store the result of a successful join (no CA key: a joined node is never the CA holder)."""
     if identity_exists(home) and not force:
         raise IdentityError(f"an identity already exists in {identity_dir(home)} (use force to replace it)")
@@ -167,8 +196,8 @@ def load_identity(home: Path | str) -> NodeIdentity:
     d = identity_dir(home)
     if not (d / "node.key").exists():
         raise NotInitialized(
-            f"no node identity in {d}: run `collab init` to create a cluster "
-            f"or `collab join TOKEN` to join one")
+            f"no node identity in {d}: run `collab init` to create a cluster or `collab join TOKEN` to join one"
+        )
     for n in ("node.crt", "ca.crt"):
         if not (d / n).exists():
             raise IdentityError(f"incomplete identity in {d}: {n} is missing")

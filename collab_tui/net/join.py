@@ -76,8 +76,15 @@ async def serve_join(
         await conn.send({"t": "join_err", "error": "a client certificate is required"})
         return None, f"certless connection sent {str(first.get('t'))[:32]!r}"
     can_sign = ident.ca_key is not None
-    await conn.send({"t": "join_ca", "ca_pem": _pem(ident.ca_cert), "cluster": ident.cluster_id,
-                     "can_sign": can_sign, "signers": [] if can_sign else signers()[:16]})
+    await conn.send(
+        {
+            "t": "join_ca",
+            "ca_pem": _pem(ident.ca_cert),
+            "cluster": ident.cluster_id,
+            "can_sign": can_sign,
+            "signers": [] if can_sign else signers()[:16],
+        }
+    )
     if not can_sign:
         return None, None  # the joiner goes to a signer; nothing was refused
     req = await conn.read_message(timeout)
@@ -197,7 +204,7 @@ class Candidates:
                 return None
             try:
                 await asyncio.wait_for(self.changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
 
@@ -245,7 +252,7 @@ async def join_cluster(
             except JoinError as exc:
                 errors.append(f"{host}:{port}: {exc}")
                 continue
-            except (OSError, asyncio.TimeoutError, ssl.SSLError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
                 errors.append(f"{host}:{port}: {type(exc).__name__} {exc}".rstrip())
                 continue
             ident = ident_mod.install_joined_identity(home, key, cert, ca_cert)
@@ -254,6 +261,8 @@ async def join_cluster(
         if browser is not None:
             await browser.stop()
     if not errors:
-        raise JoinError(f"no inviter found by mDNS within {search:g} s: pass --peer HOST:PORT "
-                        "(multicast may be blocked on this network)")
+        raise JoinError(
+            f"no inviter found by mDNS within {search:g} s: pass --peer HOST:PORT "
+            "(multicast may be blocked on this network)"
+        )
     raise JoinError("could not reach an inviter: " + "; ".join(errors))

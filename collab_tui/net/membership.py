@@ -26,7 +26,7 @@ which the runtime publishes to the UIs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .membership_events import PeerAlive, PeerDead, PeerEvent, PeerJoined, PeerLeft, PeerSuspect
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-class PeerState(str, Enum):
+class PeerState(StrEnum):
     """Liveness of a peer as seen by this node."""
 
     ALIVE = "alive"
@@ -148,9 +148,7 @@ class Membership:
         if interval <= 0:
             raise MembershipError(f"interval must be > 0, got {interval!r}")
         if not 0 < suspect_after < dead_after:
-            raise MembershipError(
-                f"need 0 < suspect_after < dead_after, got {suspect_after}, {dead_after}"
-            )
+            raise MembershipError(f"need 0 < suspect_after < dead_after, got {suspect_after}, {dead_after}")
         self.self_id = self_id
         self.interval = float(interval)
         self.suspect_after = suspect_after
@@ -193,8 +191,7 @@ class Membership:
         for key, (ok, what) in _HB_FIELDS.items():
             if key in fields and not ok(fields[key]):
                 raise InvalidHeartbeat(
-                    f"heartbeat field {key!r} from {peer_id[:12]} must be {what}, "
-                    f"got {fields[key]!r}"
+                    f"heartbeat field {key!r} from {peer_id[:12]} must be {what}, got {fields[key]!r}"
                 )
         extra = fields.get("extra", {})
         if not isinstance(extra, dict):

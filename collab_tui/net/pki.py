@@ -22,12 +22,12 @@ a client-supplied id is never trusted) and ``O = <human node name>``.  The CA ce
 ``verify_pinned_server`` lives here rather than in ``tls``: it checks certificate bytes against a pin
 and needs no ``ssl`` object (the join driver passes it ``getpeercert(binary_form=True)``).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import hmac
-from typing import Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -36,17 +36,33 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
-    "IdentityError", "CA_COMMON_NAME", "MAX_NAME_LEN",
-    "node_id_of", "cluster_id_of", "ca_pin", "validate_name", "subject_attr",
-    "new_key", "key_pem", "cert_pem", "load_key_pem", "load_cert_pem", "check_key_pair",
-    "make_csr", "sign_csr", "make_ca", "signed_by", "verify_issued_by", "verify_pinned_server",
+    "IdentityError",
+    "CA_COMMON_NAME",
+    "MAX_NAME_LEN",
+    "node_id_of",
+    "cluster_id_of",
+    "ca_pin",
+    "validate_name",
+    "subject_attr",
+    "new_key",
+    "key_pem",
+    "cert_pem",
+    "load_key_pem",
+    "load_cert_pem",
+    "check_key_pair",
+    "make_csr",
+    "sign_csr",
+    "make_ca",
+    "signed_by",
+    "verify_issued_by",
+    "verify_pinned_server",
 ]
 
 CA_COMMON_NAME = "collab CA"
 MAX_NAME_LEN = 64
 _CLOCK_SKEW = _dt.timedelta(minutes=5)
 
-PublicKeyLike = Union[x509.Certificate, x509.CertificateSigningRequest, ec.EllipticCurvePublicKey, bytes]
+PublicKeyLike = x509.Certificate | x509.CertificateSigningRequest | ec.EllipticCurvePublicKey | bytes
 
 
 class IdentityError(Exception):
@@ -54,6 +70,7 @@ class IdentityError(Exception):
 
 
 # --------------------------------------------------------------------------- ids and pins
+
 
 def _spki_der(obj: PublicKeyLike) -> bytes:
     if isinstance(obj, (bytes, bytearray)):
@@ -66,8 +83,7 @@ def _spki_der(obj: PublicKeyLike) -> bytes:
     else:
         pub = obj
     try:
-        return pub.public_bytes(serialization.Encoding.DER,
-                                serialization.PublicFormat.SubjectPublicKeyInfo)
+        return pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     except AttributeError:
         raise IdentityError(f"cannot get a public key from {type(obj).__name__}") from None
 
@@ -106,14 +122,16 @@ def subject_attr(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
 
 # --------------------------------------------------------------------------- keys and PEM
 
+
 def new_key() -> ec.EllipticCurvePrivateKey:
     """A fresh ECDSA P-256 private key."""
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -150,23 +168,30 @@ def check_key_pair(key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, what
 
 # --------------------------------------------------------------------------- CSRs and certificates
 
+
 def make_csr(key: ec.EllipticCurvePrivateKey, node_name: str) -> x509.CertificateSigningRequest:
     """CSR carrying the human node name as O (the CA ignores any client-supplied CN)."""
     validate_name(node_name, "node name")
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(key.public_key())),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, node_name),
-    ])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(key.public_key())),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, node_name),
+        ]
+    )
     return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
 
 
 def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
-def sign_csr(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-             csr: x509.CertificateSigningRequest, days: int = 365,
-             node_name: str | None = None) -> x509.Certificate:
+def sign_csr(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    csr: x509.CertificateSigningRequest,
+    days: int = 365,
+    node_name: str | None = None,
+) -> x509.Certificate:
     """Issue a node certificate (serverAuth + clientAuth) for ``csr``; runs on the CA holder.
 
     CN is the node id computed here from the CSR public key; O is ``node_name`` or the CSR's O.
@@ -184,25 +209,39 @@ def sign_csr(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(pub)),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, node_name),
-        ]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(pub)),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, node_name),
+                ]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(pub)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _CLOCK_SKEW)
         .not_valid_after(now + _dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return cert
@@ -212,31 +251,45 @@ def make_ca(ca_key: ec.EllipticCurvePrivateKey, cluster_name: str, days: int) ->
     """The self-signed cluster CA certificate (``CN = "collab CA"``, ``O = cluster_name``)."""
     validate_name(cluster_name, "cluster name")
     pub = ca_key.public_key()
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_name),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_name),
+        ]
+    )
     now = _utcnow()
     ski = x509.SubjectKeyIdentifier.from_public_key(pub)
     return (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(pub)
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pub)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _CLOCK_SKEW)
         .not_valid_after(now + _dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
 
 # --------------------------------------------------------------------------- verification
+
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True if ``issuer``'s key signed ``cert`` (signature and issuer name only; no dates)."""
@@ -247,8 +300,7 @@ def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def verify_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate,
-                     now: _dt.datetime | None = None) -> None:
+def verify_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate, now: _dt.datetime | None = None) -> None:
     """Raise IdentityError unless ``cert`` is an end-entity cert signed by ``ca_cert``, valid now."""
     try:
         cert.verify_directly_issued_by(ca_cert)

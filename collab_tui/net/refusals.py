@@ -51,7 +51,9 @@ class RefusalLog:
                 del self._open[key]
                 continue
             span = now - window.opened
-            lines.append(f"refused {window.count} more connection{'s' if window.count != 1 else ''} "
-                         f"from {key[0]} in {span:.0f} s: {key[1]}")
+            lines.append(
+                f"refused {window.count} more connection{'s' if window.count != 1 else ''} "
+                f"from {key[0]} in {span:.0f} s: {key[1]}"
+            )
             self._open[key] = _Window(now)
         return lines

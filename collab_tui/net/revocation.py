@@ -13,6 +13,7 @@ Blob format (UTF-8 JSON)::
 The signature covers the canonical JSON (sorted keys, no blanks, ASCII) of
 ``{"cluster", "entries", "version"}``; the cluster id binds the list to one CA.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from collab_tui.net.identity import write_private
 from collab_tui.net.pki import cluster_id_of, node_id_of
 
-__all__ = ["RevocationError", "DenyList", "DenyListStore", "sign_denylist", "verify_denylist",
-           "FORMAT"]
+__all__ = ["RevocationError", "DenyList", "DenyListStore", "sign_denylist", "verify_denylist", "FORMAT"]
 
 FORMAT = "collab-denylist-1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -55,8 +55,9 @@ class DenyList:
 
 def _canonical(version: int, entries: dict, cluster: str) -> bytes:
     payload = {"version": version, "entries": entries, "cluster": cluster}
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode(
+        "ascii"
+    )
 
 
 def _check_entries(entries: object) -> dict[str, dict]:
@@ -83,15 +84,19 @@ def _check_version(version: object) -> int:
     return version
 
 
-def sign_denylist(ca_key: ec.EllipticCurvePrivateKey, version: int,
-                  entries: dict[str, dict]) -> bytes:
+def sign_denylist(ca_key: ec.EllipticCurvePrivateKey, version: int, entries: dict[str, dict]) -> bytes:
     """Sign a deny-list with the CA key (CA holder only); returns the JSON blob."""
     version = _check_version(version)
     entries = _check_entries(entries)
     cluster = node_id_of(ca_key.public_key())
     sig = ca_key.sign(_canonical(version, entries, cluster), ec.ECDSA(hashes.SHA256()))
-    blob = {"format": FORMAT, "version": version, "cluster": cluster, "entries": entries,
-            "sig": base64.b64encode(sig).decode("ascii")}
+    blob = {
+        "format": FORMAT,
+        "version": version,
+        "cluster": cluster,
+        "entries": entries,
+        "sig": base64.b64encode(sig).decode("ascii"),
+    }
     return json.dumps(blob, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -113,8 +118,7 @@ def verify_denylist(ca_cert: x509.Certificate, blob: bytes) -> DenyList:
     except (binascii.Error, ValueError):
         raise RevocationError("deny-list signature is not valid base64") from None
     try:
-        ca_cert.public_key().verify(sig, _canonical(version, entries, cluster),
-                                    ec.ECDSA(hashes.SHA256()))
+        ca_cert.public_key().verify(sig, _canonical(version, entries, cluster), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, TypeError):
         raise RevocationError("deny-list signature does not verify against the cluster CA") from None
     return DenyList(version, entries)
@@ -153,8 +157,14 @@ class DenyListStore:
         self.save(blob)
         return True
 
-    def revoke(self, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-               node_id: str, reason: str = "", now: float | None = None) -> bytes:
+    def revoke(
+        self,
+        ca_key: ec.EllipticCurvePrivateKey,
+        ca_cert: x509.Certificate,
+        node_id: str,
+        reason: str = "",
+        now: float | None = None,
+    ) -> bytes:
         """CA holder only: add ``node_id``, bump the version, sign, save; returns the new blob."""
         node_id = node_id.strip().lower() if isinstance(node_id, str) else ""
         if not _HEX64.match(node_id):
@@ -165,8 +175,7 @@ class DenyListStore:
             raise RevocationError("CA key does not match the CA certificate")
         cur = self.load(ca_cert)  # a corrupt local copy raises rather than restarting at v1
         entries = dict(cur.entries)
-        entries[node_id] = {"at": float(time.time() if now is None else now),
-                            "reason": str(reason)[:MAX_REASON_LEN]}
+        entries[node_id] = {"at": float(time.time() if now is None else now), "reason": str(reason)[:MAX_REASON_LEN]}
         blob = sign_denylist(ca_key, cur.version + 1, entries)
         self.save(blob)
         return blob

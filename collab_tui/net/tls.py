@@ -4,6 +4,7 @@ Python's ``ssl`` has no per-connection verify callback, so trust is the cluster 
 :mod:`collab_tui.net.pki`); who a peer is (node id) and whether it is revoked is checked by the
 transport right after the handshake.
 """
+
 from __future__ import annotations
 
 import os

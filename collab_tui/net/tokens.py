@@ -9,6 +9,7 @@ Token text: ``collab1.<pin: 64 hex>.<token id: 8 hex>.<secret: 26 base32 lower c
 * The store serialises access within one process (a lock); it is not meant to be shared by
   several processes at once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,17 @@ from pathlib import Path
 from collab_tui.net.identity import write_private
 
 __all__ = [
-    "TokenError", "TokenExpired", "TokenUsedUp", "TokenUnknown", "TokenBadSecret",
-    "JoinToken", "TokenInfo", "TokenStore", "parse_token", "format_token", "TOKEN_PREFIX",
+    "TokenError",
+    "TokenExpired",
+    "TokenUsedUp",
+    "TokenUnknown",
+    "TokenBadSecret",
+    "JoinToken",
+    "TokenInfo",
+    "TokenStore",
+    "parse_token",
+    "format_token",
+    "TOKEN_PREFIX",
 ]
 
 TOKEN_PREFIX = "collab1"
@@ -83,7 +93,7 @@ class TokenInfo:
 def _pin_hex(pin: str) -> str:
     p = pin.strip().lower()
     if p.startswith("sha256:"):
-        p = p[len("sha256:"):]
+        p = p[len("sha256:") :]
     if not re.fullmatch(r"[0-9a-f]{64}", p):
         raise TokenError(f"bad CA pin {pin!r}: expected 'sha256:' followed by 64 hex characters")
     return p
@@ -103,8 +113,10 @@ def parse_token(text: str) -> JoinToken:
         return JoinToken("sha256:" + m.group(1), m.group(2), m.group(3))
     parts = t.split(".")
     if parts[0] != TOKEN_PREFIX:
-        raise TokenError(f"not a collab join token: it must start with '{TOKEN_PREFIX}.' "
-                         "(copy the whole line printed by `collab invite`)")
+        raise TokenError(
+            f"not a collab join token: it must start with '{TOKEN_PREFIX}.' "
+            "(copy the whole line printed by `collab invite`)"
+        )
     if len(parts) != 4:
         raise TokenError(f"malformed join token: expected 4 dot-separated parts, got {len(parts)}")
     _, pin, tid, sec = parts
@@ -149,8 +161,7 @@ class TokenStore:
         write_private(self.path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
 
     # -- API
-    def issue(self, pin: str, ttl_s: float = 3600, uses: int = 1, now: float | None = None,
-              label: str = "") -> str:
+    def issue(self, pin: str, ttl_s: float = 3600, uses: int = 1, now: float | None = None, label: str = "") -> str:
         """Create a token valid for ``ttl_s`` seconds and ``uses`` joins; returns the token text."""
         if ttl_s <= 0:
             raise TokenError("token lifetime must be positive")
@@ -215,8 +226,7 @@ class TokenStore:
             uses = int(rec.get("uses_left", 0))
             exp = float(rec.get("expires_at", 0))
             status = "expired" if now >= exp else ("used up" if uses <= 0 else "active")
-            out.append(TokenInfo(tid, str(rec.get("label", "")), float(rec.get("created_at", 0)),
-                                 exp, uses, status))
+            out.append(TokenInfo(tid, str(rec.get("label", "")), float(rec.get("created_at", 0)), exp, uses, status))
         return sorted(out, key=lambda i: (i.created_at, i.token_id))
 
     def prune(self, now: float | None = None) -> int:
@@ -224,8 +234,11 @@ class TokenStore:
         now = time.time() if now is None else now
         with self._lock:
             data = self._load()
-            keep = {tid: rec for tid, rec in data.items()
-                    if now < float(rec.get("expires_at", 0)) and int(rec.get("uses_left", 0)) > 0}
+            keep = {
+                tid: rec
+                for tid, rec in data.items()
+                if now < float(rec.get("expires_at", 0)) and int(rec.get("uses_left", 0)) > 0
+            }
             removed = len(data) - len(keep)
             if removed:
                 self._save(keep)

@@ -158,7 +158,7 @@ class Connection:
                     break
                 for frame in self.decoder.feed(data):
                     self._dispatch(frame)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.close_reason = "read timeout"
             log.warning("peer %s: read timeout, closing", self.peer_id[:12])
         except FrameError as exc:

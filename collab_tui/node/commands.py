@@ -42,7 +42,9 @@ class NodeCommands:
     async def invite(self, req: api.Invite) -> dict:
         node = self.node
         if node.ident.ca_key is None:
-            raise PermissionError("this node does not hold the cluster CA key; invite from the node that ran `collab init`")
+            raise PermissionError(
+                "this node does not hold the cluster CA key; invite from the node that ran `collab init`"
+            )
         token = node.tokens.issue(ca_pin(node.ident.ca_cert), ttl_s=req.ttl, uses=req.uses)
         return {"token": token, "addr": node.addr, "addrs": node.addrs}
 
@@ -65,7 +67,7 @@ class NodeCommands:
 
     @command(api.Logs)
     async def logs(self, req: api.Logs) -> list[dict]:
-        return list(self.ring.records)[-req.n:] if req.n > 0 else []
+        return list(self.ring.records)[-req.n :] if req.n > 0 else []
 
     @command(api.Stop)
     async def stop(self, req: api.Stop) -> dict:
@@ -89,7 +91,7 @@ class NodeCommands:
             if not queue.full():
                 queue.put_nowait(item)
 
-        for item in (list(self.ring.records)[-req.n:] if req.n > 0 else []):
+        for item in list(self.ring.records)[-req.n :] if req.n > 0 else []:
             yield item
         self.ring.listeners.append(push)
         try:

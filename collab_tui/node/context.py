@@ -71,9 +71,19 @@ class PeerView:
     def of(cls, info) -> PeerView:
         """From a membership `PeerInfo`."""
         bad = (info.extra or {}).get("unhealthy")
-        return cls(info.node_id, info.name, info.addr, info.state.value, info.cpus, info.load, info.mem_free,
-                   info.queue, tuple(info.capabilities or ()), info.model_version,
-                   dict(bad) if isinstance(bad, dict) else {})
+        return cls(
+            info.node_id,
+            info.name,
+            info.addr,
+            info.state.value,
+            info.cpus,
+            info.load,
+            info.mem_free,
+            info.queue,
+            tuple(info.capabilities or ()),
+            info.model_version,
+            dict(bad) if isinstance(bad, dict) else {},
+        )
 
 
 class ServiceContext(Protocol):
@@ -118,8 +128,11 @@ class ServiceContext(Protocol):
 
 # ----------------------------------------------------------------------------- heartbeat contributions
 # the heartbeat fields a service may provide, with their values when none does
-HEARTBEAT_DEFAULTS: dict[str, Callable[[], Any]] = {"queue": lambda: 0, "model_version": lambda: None,
-                                                    "unhealthy": dict}
+HEARTBEAT_DEFAULTS: dict[str, Callable[[], Any]] = {
+    "queue": lambda: 0,
+    "model_version": lambda: None,
+    "unhealthy": dict,
+}
 
 
 class Contributions:
@@ -227,8 +240,11 @@ def fenced(fn: Callable) -> Callable:
         why = f"stale term {term!r} (ours is {ctx.term})"
         held = quiet.note(time.monotonic())
         if held is not None:
-            more = f"; {held} more refused since the last line" if held else \
-                f"; more are summarised, one line per {FENCE_LOG_EVERY:g} s"
+            more = (
+                f"; {held} more refused since the last line"
+                if held
+                else f"; more are summarised, one line per {FENCE_LOG_EVERY:g} s"
+            )
             log.warning("refused %s from %s: %s%s", msg.get("t"), sender[:12], why, more)
         return refusal(why)
 

@@ -35,9 +35,7 @@ def socket_path(home: Path) -> Path:
 
 class NoNodeRunning(ConnectionError):
     def __init__(self, home: Path) -> None:
-        super().__init__(
-            f"no collab node is running for {home} (start one with `collab daemon`, or pass --home)"
-        )
+        super().__init__(f"no collab node is running for {home} (start one with `collab daemon`, or pass --home)")
 
 
 class ControlError(RuntimeError):
@@ -230,7 +228,7 @@ class ControlClient:
         self.file.close()
         self.sock.close()
 
-    def __enter__(self) -> "ControlClient":
+    def __enter__(self) -> ControlClient:
         return self
 
     def __exit__(self, *exc) -> None:

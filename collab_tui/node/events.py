@@ -11,7 +11,7 @@ import time
 
 
 class Subscription:
-    def __init__(self, bus: "EventBus", kinds: set[str] | None, maxsize: int) -> None:
+    def __init__(self, bus: EventBus, kinds: set[str] | None, maxsize: int) -> None:
         self.bus = bus
         self.kinds = kinds
         self.queue: asyncio.Queue[dict] = asyncio.Queue(maxsize)

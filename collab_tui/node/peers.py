@@ -73,8 +73,15 @@ class PeerTable:
     def _hello(self, t: str, conn: Connection) -> dict:
         n = self.node
         return make_hello(
-            t, n.node_id, n.name, n.ident.cluster_id, n.cfg.priority, self.local_addr(conn),
-            term=n.election.term, deny_v=n.denylist_version(), ca=n.ident.ca_key is not None,
+            t,
+            n.node_id,
+            n.name,
+            n.ident.cluster_id,
+            n.cfg.priority,
+            self.local_addr(conn),
+            term=n.election.term,
+            deny_v=n.denylist_version(),
+            ca=n.ident.ca_key is not None,
         )
 
     def refused(self, source: str, reason: str) -> None:
@@ -114,7 +121,7 @@ class PeerTable:
         source = str(peer[0]) if peer else "?"
         try:
             await writer.start_tls(self._server_ctx, ssl_handshake_timeout=self.node.cfg.handshake_timeout)
-        except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
             writer.transport.abort()
             reason = getattr(exc, "reason", None)
             if reason is None and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, BrokenPipeError)):
@@ -137,7 +144,7 @@ class PeerTable:
             await server_hello(conn, first, self._hello("hello_ack", conn), n.ident.cluster_id, n.is_revoked)
             if conn.peer_id == n.node_id:
                 raise HandshakeError("the connection came from this node itself")
-        except (HandshakeError, FrameError, ConnectionClosed, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+        except (TimeoutError, HandshakeError, FrameError, ConnectionClosed, OSError, ssl.SSLError) as exc:
             self.handshake_failures += 1
             self.refused(source, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             await conn.close()
@@ -160,20 +167,22 @@ class PeerTable:
             self._client_ctx = client_ssl_context(n.ident)
         try:  # TCP first with a short timeout (a lost SYN must not hold the dial for seconds), then TLS
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=2**20), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.debug("dial %s failed: %s", addr, exc)
             return None
         try:
             await writer.start_tls(self._client_ctx, ssl_handshake_timeout=n.cfg.handshake_timeout)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError, ConnectionError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             writer.transport.abort()
             self.handshake_failures += 1
             self.refused(addr, "outbound TLS: " + str(getattr(exc, "reason", None) or type(exc).__name__))
             return None
         conn = self._new_conn(reader, writer)
         try:
-            await client_hello(conn, self._hello("hello", conn), n.ident.cluster_id, n.is_revoked, n.cfg.handshake_timeout)
-        except (HandshakeError, FrameError, ConnectionClosed, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+            await client_hello(
+                conn, self._hello("hello", conn), n.ident.cluster_id, n.is_revoked, n.cfg.handshake_timeout
+            )
+        except (TimeoutError, HandshakeError, FrameError, ConnectionClosed, OSError, ssl.SSLError) as exc:
             self.handshake_failures += 1
             self.refused(addr, f"outbound handshake: {exc}" if str(exc) else type(exc).__name__)
             await conn.close()
@@ -235,7 +244,7 @@ class PeerTable:
             await asyncio.sleep(delay)
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 return False
             writer.close()
         return True
@@ -307,7 +316,7 @@ class PeerTable:
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def now(self) -> float:

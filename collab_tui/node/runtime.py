@@ -119,9 +119,14 @@ class Node:
             from ..net.discovery import MdnsDiscovery
 
             self.discovery = MdnsDiscovery(
-                self.node_id, self.name, self.ident.cluster_id, self._hosts(),
-                self.port, lambda h, p, nid, txt: self._propose(join_hostport(h, p), nid),
-                self.cfg.mdns_interfaces or None, can_sign=self.ident.ca_key is not None,
+                self.node_id,
+                self.name,
+                self.ident.cluster_id,
+                self._hosts(),
+                self.port,
+                lambda h, p, nid, txt: self._propose(join_hostport(h, p), nid),
+                self.cfg.mdns_interfaces or None,
+                can_sign=self.ident.ca_key is not None,
             )
             try:
                 await self.discovery.start()
@@ -139,8 +144,12 @@ class Node:
         for svc in self.services:
             await svc.start()
         log.info(
-            "node %s (%s) listening on %s, advertised as %s, cluster %s", self.ident.short_id, self.name,
-            join_hostport(self.cfg.host or "0.0.0.0", self.port), ", ".join(self.addrs), self.ident.cluster_id[:12],
+            "node %s (%s) listening on %s, advertised as %s, cluster %s",
+            self.ident.short_id,
+            self.name,
+            join_hostport(self.cfg.host or "0.0.0.0", self.port),
+            ", ".join(self.addrs),
+            self.ident.cluster_id[:12],
         )
         self.events.publish("node_started", node_id=self.node_id, addr=self.addr, addrs=self.addrs)
 
@@ -201,8 +210,14 @@ class Node:
 
         here = self.peers.local_addr(conn)
         new_id, refused = await serve_join(
-            conn, first, self.ident, self.tokens, lambda: self.member_list(here), self.denylist_store.blob,
-            self.cfg.handshake_timeout, self.signer_addrs,
+            conn,
+            first,
+            self.ident,
+            self.tokens,
+            lambda: self.member_list(here),
+            self.denylist_store.blob,
+            self.cfg.handshake_timeout,
+            self.signer_addrs,
         )
         if refused:
             self.peers.refused(source, refused)
@@ -262,7 +277,9 @@ class Node:
 
     async def revoke(self, node_id: str, reason: str = "") -> dict:
         if self.ident.ca_key is None:
-            raise PermissionError("this node does not hold the cluster CA key; revoke from the node that ran `collab init`")
+            raise PermissionError(
+                "this node does not hold the cluster CA key; revoke from the node that ran `collab init`"
+            )
         if node_id == self.node_id:
             raise ValueError("a node cannot revoke itself")
         blob = self.denylist_store.revoke(self.ident.ca_key, self.ident.ca_cert, node_id, reason)
@@ -387,15 +404,20 @@ class Node:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.05)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _heartbeat(self) -> dict:
         res = local_resources()
         msg = heartbeat_fields(
-            role=self.election.role, term=self.election.term, cpus=res["cpus"], load=res["load"],
-            mem_free=res["mem_free"], queue=self.contributions.value("queue"),
-            capabilities=self.contributions.capabilities(), model_version=self.contributions.value("model_version"),
+            role=self.election.role,
+            term=self.election.term,
+            cpus=res["cpus"],
+            load=res["load"],
+            mem_free=res["mem_free"],
+            queue=self.contributions.value("queue"),
+            capabilities=self.contributions.capabilities(),
+            model_version=self.contributions.value("model_version"),
         )
         msg["deny_v"] = self.deny.version
         msg["unhealthy"] = self.contributions.value("unhealthy")
@@ -470,20 +492,42 @@ class Node:
     def nodes(self) -> list[dict]:
         res = local_resources()
         me = {
-            "node_id": self.node_id, "short_id": self.ident.short_id, "name": self.name,
-            "addr": self.addr, "role": self.election.role, "term": self.election.term,
-            "state": "self", "cpus": res["cpus"], "load": res["load"], "mem_free": res["mem_free"],
-            "queue": self.contributions.value("queue"), "model_version": self.contributions.value("model_version"),
-            "priority": self.cfg.priority, "last_seen": 0.0, **health_fields(self.contributions.value("unhealthy")),
+            "node_id": self.node_id,
+            "short_id": self.ident.short_id,
+            "name": self.name,
+            "addr": self.addr,
+            "role": self.election.role,
+            "term": self.election.term,
+            "state": "self",
+            "cpus": res["cpus"],
+            "load": res["load"],
+            "mem_free": res["mem_free"],
+            "queue": self.contributions.value("queue"),
+            "model_version": self.contributions.value("model_version"),
+            "priority": self.cfg.priority,
+            "last_seen": 0.0,
+            **health_fields(self.contributions.value("unhealthy")),
         }
         out = [me]
         now = time.monotonic()
         for p in self.membership.peers():
-            out.append({
-                "node_id": p.node_id, "short_id": short_id(p.node_id), "name": p.name, "addr": p.addr,
-                "role": self._peer_role(p), "term": self._peer_term(p), "state": p.state.value, "cpus": p.cpus, "load": p.load,
-                "mem_free": p.mem_free, "queue": p.queue, "model_version": p.model_version,
-                "priority": p.priority, "last_seen": round(now - p.last_seen, 2),
-                **health_fields(p.extra.get("unhealthy")),
-            })
+            out.append(
+                {
+                    "node_id": p.node_id,
+                    "short_id": short_id(p.node_id),
+                    "name": p.name,
+                    "addr": p.addr,
+                    "role": self._peer_role(p),
+                    "term": self._peer_term(p),
+                    "state": p.state.value,
+                    "cpus": p.cpus,
+                    "load": p.load,
+                    "mem_free": p.mem_free,
+                    "queue": p.queue,
+                    "model_version": p.model_version,
+                    "priority": p.priority,
+                    "last_seen": round(now - p.last_seen, 2),
+                    **health_fields(p.extra.get("unhealthy")),
+                }
+            )
         return out

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class CollabScreen(Screen):
     """A mode screen. Subclasses override `refresh_data`, `node_events` and `cluster_polled`."""
 
-    app: "CollabApp"
+    app: CollabApp
 
     @dataclass
     class Failed(Message):
@@ -33,7 +33,7 @@ class CollabScreen(Screen):
         error: str
 
     @property
-    def client(self) -> "NodeClient":
+    def client(self) -> NodeClient:
         return self.app.client
 
     @property
@@ -82,8 +82,9 @@ class CollabScreen(Screen):
         self.notify(f"{message.what}: {message.error}", severity="error", timeout=6)
         self.failed(message.what, message.error)
 
-    async def ask(self, what: str, call: Callable[[], Awaitable[Any]],
-                  reply: Callable[[Any], Message] | None = None) -> Any:
+    async def ask(
+        self, what: str, call: Callable[[], Awaitable[Any]], reply: Callable[[Any], Message] | None = None
+    ) -> Any:
         """From a worker: await one control call. Posts ``reply(result)`` (when given) and returns the result;
         on failure posts `Failed` (``what``: the reason) and returns None. ``call`` makes the request inside
         the guard, so what building it raises (a refused argument, a missing key) is a failure too."""

@@ -24,8 +24,11 @@ class ConfirmRevoke(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
             yield Label(f"Revoke {self.node_name or '(unnamed)'} {self.short_id}?", id="confirm-title")
-            yield Static("The node is cut off at once and can never rejoin with its key. "
-                         "This signs a new deny-list with the cluster CA.", id="confirm-text")
+            yield Static(
+                "The node is cut off at once and can never rejoin with its key. "
+                "This signs a new deny-list with the cluster CA.",
+                id="confirm-text",
+            )
             yield Input(placeholder="reason (optional, recorded in the deny-list)", id="confirm-reason")
             with Horizontal(id="confirm-buttons"):
                 yield Button("Revoke", id="confirm-yes", variant="error")

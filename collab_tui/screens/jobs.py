@@ -109,8 +109,9 @@ class JobsScreen(CollabScreen):
     async def _submit(self, path: str, task: str, out: str) -> None:
         options = {"method": "mean"} if task == "ensemble" else {}
         client = self.client.using(timeout=120.0)
-        await self.ask("submit refused", lambda: client.submit(paths=[path], task=task, options=options, out=out),
-                       self.JobStarted)
+        await self.ask(
+            "submit refused", lambda: client.submit(paths=[path], task=task, options=options, out=out), self.JobStarted
+        )
 
     def on_jobs_screen_job_started(self, message: JobStarted) -> None:
         self._set_job(message.job)
@@ -146,8 +147,12 @@ class JobsScreen(CollabScreen):
         self._hidden_rows = set()
         self.previewed = None
         self.query_one(ResultsTable).clear()
-        self._progress(job.get("counts", {}).get("done", job.get("done", 0)),
-                       job.get("counts", {}).get("error", job.get("error", 0)), job.get("total", 0), job.get("status", ""))
+        self._progress(
+            job.get("counts", {}).get("done", job.get("done", 0)),
+            job.get("counts", {}).get("error", job.get("error", 0)),
+            job.get("total", 0),
+            job.get("status", ""),
+        )
 
     def _progress(self, done: int, errors: int, total: int, state: str) -> None:
         self._counts = (done, errors, total, state)
@@ -159,7 +164,9 @@ class JobsScreen(CollabScreen):
         job_id = self.job["job_id"] if self.job else ""
         self.query_one("#job-state", Label).update(
             f"{job_id[:12]} {self.job.get('task', '') if self.job else ''} {state}: {done}/{total}"
-            + (f" · {errors} err" if errors else ""), layout=False)
+            + (f" · {errors} err" if errors else ""),
+            layout=False,
+        )
 
     def node_events(self, events: list[dict]) -> None:
         """A job submitted elsewhere (the CLI) is shown when this screen is not busy with another."""
@@ -195,8 +202,15 @@ class JobsScreen(CollabScreen):
                 counts = (ev.get("done", 0), ev.get("errors", 0), ev.get("total", 0), ev.get("state", ""))
             elif kind == "job_item":
                 new_items = True
-                self._upsert({"item_id": ev["item_id"], "status": "error" if ev.get("error") else "done",
-                              "error": ev.get("error"), "result": ev.get("result"), "worker": ev.get("worker")})
+                self._upsert(
+                    {
+                        "item_id": ev["item_id"],
+                        "status": "error" if ev.get("error") else "done",
+                        "error": ev.get("error"),
+                        "result": ev.get("result"),
+                        "worker": ev.get("worker"),
+                    }
+                )
             elif kind == "job_finished":
                 finished = ev
         if counts is not None:
@@ -233,7 +247,11 @@ class JobsScreen(CollabScreen):
             res = merged.get("result") or {}
             node = res.get("worker_name") or self.live.name_of(merged.get("worker") or res.get("worker") or "")
             table.upsert(merged, node)
-            if self.previewed is None and (res.get("annotated") or merged.get("path")) and merged.get("status") == "done":
+            if (
+                self.previewed is None
+                and (res.get("annotated") or merged.get("path"))
+                and merged.get("status") == "done"
+            ):
                 self._preview(item_id)
 
     def on_results_table_item_chosen(self, message: ResultsTable.ItemChosen) -> None:

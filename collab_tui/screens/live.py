@@ -36,5 +36,7 @@ class LiveState:
             return "not connected"
         master = st.get("master")
         who = "" if master == st.get("node_id") else f" · master {self.name_of(master) if master else 'none yet'}"
-        return (f"{st.get('name', '?')} · {st.get('role', '?')} · term {st.get('term', 0)}{who}"
-                f" · {st.get('peers_alive', 0) + 1}/{st.get('cluster_size', 1)} up")
+        return (
+            f"{st.get('name', '?')} · {st.get('role', '?')} · term {st.get('term', 0)}{who}"
+            f" · {st.get('peers_alive', 0) + 1}/{st.get('cluster_size', 1)} up"
+        )

@@ -74,7 +74,7 @@ class LogsScreen(CollabScreen):
         if nid == "*":
             return ()
         name = self.live.names.get(nid, "")
-        short = "-".join(nid[:12].upper()[i:i + 4] for i in (0, 4, 8))
+        short = "-".join(nid[:12].upper()[i : i + 4] for i in (0, 4, 8))
         return tuple(k for k in (name, short, nid[:12]) if k)
 
     def _append(self, records: list[dict]) -> None:

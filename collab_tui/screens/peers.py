@@ -53,8 +53,9 @@ class PeersScreen(CollabScreen):
         with Vertical(id="invite-panel") as panel:
             panel.border_title = "Invite a node"
             yield InviteForm(id="invite-form")
-            yield Static("no token yet: press Make invite (needs the node that holds the cluster CA)",
-                         id="invite-token")
+            yield Static(
+                "no token yet: press Make invite (needs the node that holds the cluster CA)", id="invite-token"
+            )
         table = TrustTable(id="trust-table")
         table.border_title = "Members and revoked nodes"
         yield table
@@ -69,14 +70,18 @@ class PeersScreen(CollabScreen):
 
     @work(group="trust-list", exclusive=True)
     async def _load(self) -> None:
-        await self.ask("reading the trust list", self.client.trust_list,
-                       lambda res: self.TrustListed(res.get("members", []), int(res.get("denylist_version", 0))))
+        await self.ask(
+            "reading the trust list",
+            self.client.trust_list,
+            lambda res: self.TrustListed(res.get("members", []), int(res.get("denylist_version", 0))),
+        )
 
     def on_peers_screen_trust_listed(self, message: TrustListed) -> None:
         self.members = message.members
         self._show()
         self.query_one("#trust-version", Label).update(
-            f" deny-list version {message.version} · {sum(1 for m in self.members if m.get('revoked'))} revoked")
+            f" deny-list version {message.version} · {sum(1 for m in self.members if m.get('revoked'))} revoked"
+        )
 
     def _show(self) -> None:
         states = {r["node_id"]: r.get("state", "") for r in self.live.nodes}
@@ -99,8 +104,11 @@ class PeersScreen(CollabScreen):
 
     @work(group="invite", exclusive=True)
     async def _invite(self, ttl: float, uses: int) -> None:
-        await self.ask("invite refused", lambda: self.client.invite(ttl=ttl, uses=uses),
-                       lambda res: self.Invited(res["token"], res.get("addr", "")))
+        await self.ask(
+            "invite refused",
+            lambda: self.client.invite(ttl=ttl, uses=uses),
+            lambda res: self.Invited(res["token"], res.get("addr", "")),
+        )
 
     def on_peers_screen_invited(self, message: Invited) -> None:
         self.token = message.token

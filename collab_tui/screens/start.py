@@ -58,10 +58,14 @@ class StartScreen(Screen):
     def _explain(self) -> str:
         text = f"home: {self.home}\nreason: {self.reason}\n\n"
         if self.initialised:
-            return text + ("Start this node now (`collab daemon --home` this home, detached: it keeps running "
-                           "after you quit the TUI), or start it yourself and press Retry.")
-        return text + ("This home has no identity yet. Make a new cluster here (`collab init`, then the daemon), "
-                       "or join an existing one first:\n  collab join TOKEN --home " + str(self.home))
+            return text + (
+                "Start this node now (`collab daemon --home` this home, detached: it keeps running "
+                "after you quit the TUI), or start it yourself and press Retry."
+            )
+        return text + (
+            "This home has no identity yet. Make a new cluster here (`collab init`, then the daemon), "
+            "or join an existing one first:\n  collab join TOKEN --home " + str(self.home)
+        )
 
     def set_reason(self, reason: str) -> None:
         self.reason = reason

@@ -84,8 +84,13 @@ class TrainingScreen(CollabScreen):
             self._load_run(self.run_id)
 
     def _poll_run(self) -> None:
-        if (self.run_id and self.run and self.run.get("status") == "running" and self.app.poll_interval > 0
-                and self.is_current):
+        if (
+            self.run_id
+            and self.run
+            and self.run.get("status") == "running"
+            and self.app.poll_interval > 0
+            and self.is_current
+        ):
             self._load_run(self.run_id)
 
     @work(group="train-runs", exclusive=True)
@@ -133,8 +138,9 @@ class TrainingScreen(CollabScreen):
 
     @work(group="train-start", exclusive=True)
     async def _start(self, args: dict) -> None:
-        await self.ask("the node refused the run", lambda: self.client.using(timeout=120.0).train(**args),
-                       self.RunStarted)
+        await self.ask(
+            "the node refused the run", lambda: self.client.using(timeout=120.0).train(**args), self.RunStarted
+        )
 
     def on_training_screen_run_started(self, message: RunStarted) -> None:
         run_id = message.result["run_id"]
@@ -162,8 +168,10 @@ class TrainingScreen(CollabScreen):
         before = (self.run or {}).get("status")
         self.run = st
         if before == "running" and st.get("status") in FINAL:
-            self.notify(f"run {st['run_id'][:12]} {st['status']}",
-                        severity="error" if st["status"] == "failed" else "information")
+            self.notify(
+                f"run {st['run_id'][:12]} {st['status']}",
+                severity="error" if st["status"] == "failed" else "information",
+            )
             self._list_runs()
         if self.is_current:
             self._render_run()
@@ -176,8 +184,10 @@ class TrainingScreen(CollabScreen):
         line.append(f"run {st['run_id'][:8]}", style="bold")
         line.append(f" {cfg.get('model', '')}/{cfg.get('strategy', '')} · ")
         status = st.get("status", "")
-        line.append(status, style={"running": "yellow", "done": "green", "failed": "bold red",
-                                   "stopped": "magenta"}.get(status, ""))
+        line.append(
+            status,
+            style={"running": "yellow", "done": "green", "failed": "bold red", "stopped": "magenta"}.get(status, ""),
+        )
         line.append(f" · round {st.get('round', 0)}/{cfg.get('rounds', '?')}")
         if st.get("error"):
             line.append(f"\n{st['error']}", style="red")

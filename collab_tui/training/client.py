@@ -48,8 +48,14 @@ class TrainingClient:
         """Handle `fl.train`: returns (fields, update bytes)."""
         RunConfig.from_dict(msg["config"])  # refuse a bad config before any work
         self.svc.phase(msg, "train")
-        fields, payload = await self.ml.call(mltasks.train, msg["config"], int(msg["round"]), msg["data"],
-                                             str(msg.get("version", "")), self.client_index())
+        fields, payload = await self.ml.call(
+            mltasks.train,
+            msg["config"],
+            int(msg["round"]),
+            msg["data"],
+            str(msg.get("version", "")),
+            self.client_index(),
+        )
         self.svc.phase(msg, "upload")
         return fields, payload
 

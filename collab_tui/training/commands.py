@@ -47,16 +47,28 @@ class RunCommands:
                 except LookupError:
                     await asyncio.sleep(0.1)
             st = svc.runs.get(run_id)
-            yield {"kind": "fl", "what": "snapshot", "run_id": st.run_id, "status": st.status, "round": st.round,
-                   "history": st.history}
+            yield {
+                "kind": "fl",
+                "what": "snapshot",
+                "run_id": st.run_id,
+                "status": st.status,
+                "round": st.round,
+                "history": st.history,
+            }
             while True:
                 try:
                     ev = await sub.get(timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     st = svc.runs.get(run_id)
                     if st.status != "running":
-                        yield {"kind": "fl", "what": st.status, "run_id": st.run_id, "status": st.status,
-                               "round": st.round, "history": st.history}
+                        yield {
+                            "kind": "fl",
+                            "what": st.status,
+                            "run_id": st.run_id,
+                            "status": st.status,
+                            "round": st.round,
+                            "history": st.history,
+                        }
                         return
                     continue
                 if ev.get("run_id") not in (None, st.run_id):
@@ -131,7 +143,9 @@ class DataCommands:
         x, y, labels = await asyncio.to_thread(svc.datasets.load, name)
         nodes = sorted(ctx.alive_ids() | {ctx.node_id})
         if req.scheme == "shards":
-            parts = partition_label_shards(y, len(nodes), num_shards=2 * len(nodes), shard_size=len(y) // (2 * len(nodes)))
+            parts = partition_label_shards(
+                y, len(nodes), num_shards=2 * len(nodes), shard_size=len(y) // (2 * len(nodes))
+            )
         else:
             parts = partition_iid(len(y), len(nodes), req.seed)
         dealt = {}
@@ -150,6 +164,14 @@ class DataCommands:
 def _run_row(st) -> dict:
     last = st.history[-1] if st.history else {}
     acc = (last.get("client_eval") or {}).get("accuracy") or (last.get("server_eval") or {}).get("accuracy")
-    return {"run_id": st.run_id, "model": st.config.get("model"), "strategy": st.config.get("strategy"),
-            "status": st.status, "round": st.round, "rounds": st.config.get("rounds"), "version": st.version,
-            "accuracy": acc, "created": st.created}
+    return {
+        "run_id": st.run_id,
+        "model": st.config.get("model"),
+        "strategy": st.config.get("strategy"),
+        "status": st.status,
+        "round": st.round,
+        "rounds": st.config.get("rounds"),
+        "version": st.version,
+        "accuracy": acc,
+        "created": st.created,
+    }

@@ -57,10 +57,19 @@ class RunCoordinator:
         await self._wait_quorum()
         st = self.state
         version = self.svc.registry.put(
-            self.cfg.model, weights, self.cfg.arch, parent=st.version or None, run=st.run_id,
-            round=entry["round"], contributors=contributors, metrics=entry.get("metrics", {}),
-            extra={"dp": {"clip": self.cfg.dp_clip, "noise": self.cfg.dp_noise} if self.cfg.dp_noise else None,
-                   "strategy": self.cfg.strategy, "mode": self.cfg.mode},
+            self.cfg.model,
+            weights,
+            self.cfg.arch,
+            parent=st.version or None,
+            run=st.run_id,
+            round=entry["round"],
+            contributors=contributors,
+            metrics=entry.get("metrics", {}),
+            extra={
+                "dp": {"clip": self.cfg.dp_clip, "noise": self.cfg.dp_noise} if self.cfg.dp_noise else None,
+                "strategy": self.cfg.strategy,
+                "mode": self.cfg.mode,
+            },
         )
         self.version_index[version] = entry["round"]
         if self.cfg.eval_dataset:
@@ -119,8 +128,11 @@ class RunCoordinator:
             bytes_moved = 0
             evals = []
             while isinstance(verdict := tracker.decide(time.monotonic()), RoundWaiting):
-                done, _ = await asyncio.wait(list(tasks), timeout=max(0.01, tracker.deadline - time.monotonic()),
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    list(tasks),
+                    timeout=max(0.01, tracker.deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 for task in done:
                     node = tasks.pop(task)
                     try:
@@ -156,9 +168,14 @@ class RunCoordinator:
                 continue
             fit_max = max((u.metrics.get("fit_seconds", 0.0) for u in kept), default=0.0)
             entry = {
-                "round": r, "clients": [u.node_id for u in kept], "stragglers": stragglers,
-                "rejected": rejected, "samples": sum(u.num_examples for u in kept), "bytes": bytes_moved,
-                "wall_seconds": round(time.monotonic() - t0, 3), "fit_seconds_max": round(fit_max, 3),
+                "round": r,
+                "clients": [u.node_id for u in kept],
+                "stragglers": stragglers,
+                "rejected": rejected,
+                "samples": sum(u.num_examples for u in kept),
+                "bytes": bytes_moved,
+                "wall_seconds": round(time.monotonic() - t0, 3),
+                "fit_seconds_max": round(fit_max, 3),
                 "metrics": _weighted_fit_metrics(kept),
             }
             if evals and st.history:
@@ -209,10 +226,17 @@ class RunCoordinator:
                     st.credit(u.node_id, u.node_id not in rejected, u.num_examples)
                 buffer = []
                 if new is not None:
-                    entry = {"round": st.round + 1, "clients": [u.node_id for u in kept], "rejected": rejected,
-                             "lags": {u.node_id: u.lag for u in kept}, "samples": sum(u.num_examples for u in kept),
-                             "bytes": bytes_moved, "wall_seconds": round(time.monotonic() - t0, 3),
-                             "metrics": _weighted_fit_metrics(kept), "stragglers": {}}
+                    entry = {
+                        "round": st.round + 1,
+                        "clients": [u.node_id for u in kept],
+                        "rejected": rejected,
+                        "lags": {u.node_id: u.lag for u in kept},
+                        "samples": sum(u.num_examples for u in kept),
+                        "bytes": bytes_moved,
+                        "wall_seconds": round(time.monotonic() - t0, 3),
+                        "metrics": _weighted_fit_metrics(kept),
+                        "stragglers": {},
+                    }
                     await self._commit(new, [u.node_id for u in kept], entry)
                     bytes_moved, t0 = 0, time.monotonic()
         for task in inflight:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..ml import strategy_specs
-from ..ml.strategies import BufferedAggregator, make_strategy, staleness_weight
+from ..ml.strategies import BufferedAggregator, Strategy, make_strategy, staleness_weight
 from ..ml.updates import ClientUpdate, UpdateRejected, delta_norm, norm_outliers, validate_update
 from .rounds_events import RoundFailed, RoundReady, RoundVerdict, RoundWaiting
 
@@ -30,14 +31,14 @@ STRATEGIES = strategy_specs.NAMES
 @dataclass
 class RunConfig:
     model: str = "digits"
-    arch: dict = field(default_factory=dict)
+    arch: dict[str, Any] = field(default_factory=dict)
     dataset: str = "default"
     rounds: int = 3
     epochs: int = 1
     batch_size: int = 32
     lr: float = 0.05
     strategy: str = "fedavg"
-    strategy_options: dict = field(default_factory=dict)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
     mu: float = 0.0  # FedProx proximal term, applied by the clients
     min_clients: int = 1
     fraction: float = 1.0
@@ -54,7 +55,7 @@ class RunConfig:
     eval_dataset: str = ""  # optional dataset the master evaluates every version on
     holdout: float = 0.2  # fraction of each client's data kept back for client-side eval (0 = train on all)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
         if self.mode not in ("sync", "async"):
@@ -74,14 +75,14 @@ class RunConfig:
         self.make_strategy()  # bad strategy options must fail here, not when a coordinator is launched
         return self
 
-    def make_strategy(self):
+    def make_strategy(self) -> Strategy:
         opts = dict(self.strategy_options)
         if self.strategy == "fedprox":
             opts.setdefault("mu", self.mu)
         return make_strategy(self.strategy, **opts)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known).validate()
 
@@ -89,22 +90,22 @@ class RunConfig:
 @dataclass
 class RunState:
     run_id: str
-    config: dict
+    config: dict[str, Any]
     status: str = "running"  # running | stopped | done | failed
     round: int = 0  # last committed round
     version: str = ""  # global model version after `round`
     term: int = 0  # term of the master that committed the last round
-    history: list = field(default_factory=list)
-    ledger: dict = field(default_factory=dict)  # node -> {samples, accepted, rejected, rounds}
-    strategy_state: dict = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    ledger: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {samples, accepted, rejected, rounds}
+    strategy_state: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     error: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunState":
+    def from_dict(cls, d: dict[str, Any]) -> RunState:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def credit(self, node: str, accepted: bool, samples: int = 0) -> None:
@@ -162,8 +163,9 @@ class RoundTracker:
         return {**self.dropped, **late}
 
 
-def screen_updates(updates: list[ClientUpdate], reference: list[np.ndarray], max_norm_ratio: float,
-                   outlier_z: float) -> tuple[list[ClientUpdate], dict[str, str]]:
+def screen_updates(
+    updates: list[ClientUpdate], reference: list[np.ndarray], max_norm_ratio: float, outlier_z: float
+) -> tuple[list[ClientUpdate], dict[str, str]]:
     """Validate every update (shapes, NaN/Inf, norm) and drop norm outliers. Returns (kept, rejected)."""
     kept, rejected = [], {}
     for u in updates:
@@ -185,8 +187,14 @@ def screen_updates(updates: list[ClientUpdate], reference: list[np.ndarray], max
     return kept, rejected
 
 
-def aggregate(strategy, reference: list[np.ndarray], updates: list[ClientUpdate], cfg: RunConfig,
-              version_index: dict[str, int] | None = None, current_index: int = 0):
+def aggregate(
+    strategy: Strategy,
+    reference: list[np.ndarray],
+    updates: list[ClientUpdate],
+    cfg: RunConfig,
+    version_index: dict[str, int] | None = None,
+    current_index: int = 0,
+) -> tuple[list[np.ndarray] | None, list[ClientUpdate], dict[str, str]]:
     """Screen, then aggregate (sync: the strategy; async: staleness-discounted buffer flush)."""
     kept, rejected = screen_updates(updates, reference, cfg.max_norm_ratio, cfg.outlier_z)
     if not kept:
@@ -201,6 +209,15 @@ def aggregate(strategy, reference: list[np.ndarray], updates: list[ClientUpdate]
 
 
 __all__ = [
-    "RunConfig", "RunState", "RoundTracker", "select_clients", "screen_updates", "aggregate", "staleness_weight",
-    "RoundVerdict", "RoundWaiting", "RoundReady", "RoundFailed",
+    "RunConfig",
+    "RunState",
+    "RoundTracker",
+    "select_clients",
+    "screen_updates",
+    "aggregate",
+    "staleness_weight",
+    "RoundVerdict",
+    "RoundWaiting",
+    "RoundReady",
+    "RoundFailed",
 ]

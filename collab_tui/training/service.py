@@ -64,7 +64,7 @@ class TrainingService:
             self._task.cancel()
         if self._sub:
             self._sub.close()
-        for coord, task in self.coordinators.values():
+        for _coord, task in self.coordinators.values():
             task.cancel()
         self.client.ml.shutdown()
 
@@ -73,7 +73,7 @@ class TrainingService:
             try:
                 try:
                     ev = await self._sub.get(timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     ev = None
                 if self.ctx.is_master:
                     self._resume_runs()
@@ -119,8 +119,14 @@ class TrainingService:
         return out
 
     def publish(self, st: RunState, what: str, **data) -> None:
-        event = {"run_id": st.run_id, "what": what, "status": st.status, "round": st.round,
-                 "rounds": st.config.get("rounds"), **data}
+        event = {
+            "run_id": st.run_id,
+            "what": what,
+            "status": st.status,
+            "round": st.round,
+            "rounds": st.config.get("rounds"),
+            **data,
+        }
         self.ctx.publish("fl", **event)
 
     def _publish_replica(self, data: dict, what: str | None) -> None:
@@ -140,8 +146,14 @@ class TrainingService:
 
     # ----------------------------------------------------------------- talking to clients
     async def client_train(self, node: str, st: RunState, cfg: RunConfig, r: int, payload: bytes):
-        fields = {"kind": "fl.train", "run_id": st.run_id, "round": r, "version": st.version,
-                  "config": st.config, "term": self.ctx.term}
+        fields = {
+            "kind": "fl.train",
+            "run_id": st.run_id,
+            "round": r,
+            "version": st.version,
+            "config": st.config,
+            "term": self.ctx.term,
+        }
         if node == self.ctx.node_id:
             reply, data = await self.client.train({**fields, "data": payload})
         else:  # ConnectionError "node ... is not connected" when it is not
@@ -150,8 +162,13 @@ class TrainingService:
         weights = from_bytes(data)
         if reply.get("compressed"):
             weights = decompress_delta(weights, from_bytes(payload))
-        upd = ClientUpdate(node, weights, int(reply["num_examples"]), str(reply.get("base_version", "")),
-                           dict(reply.get("metrics") or {}))
+        upd = ClientUpdate(
+            node,
+            weights,
+            int(reply["num_examples"]),
+            str(reply.get("base_version", "")),
+            dict(reply.get("metrics") or {}),
+        )
         ev = reply.get("eval")
         return upd, len(payload) + len(data), ev
 
@@ -207,8 +224,7 @@ class TrainingService:
         if not self.train_candidates(cfg.dataset):
             raise LookupError(f"no live node holds a dataset named {cfg.dataset!r} (collab data add on the clients)")
         cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed)
-        st = RunState(run_id=secrets.token_hex(8), config=cfg.__dict__.copy(), version=version,
-                      term=self.ctx.term)
+        st = RunState(run_id=secrets.token_hex(8), config=cfg.__dict__.copy(), version=version, term=self.ctx.term)
         self.runs.commit(st)
         await self.replicate(st, version)
         self._launch(st)
@@ -221,15 +237,17 @@ class TrainingService:
             return meta["arch"], meta["version"]
         arch = arch or BUILTIN_MODELS.get(model)
         if not arch:
-            raise LookupError(f"unknown model {model!r}: import one (collab models import) or use "
-                              f"{', '.join(BUILTIN_MODELS)}")
+            raise LookupError(
+                f"unknown model {model!r}: import one (collab models import) or use {', '.join(BUILTIN_MODELS)}"
+            )
 
         from ..ml import mltasks
         from ..ml.updates import from_bytes
 
         weights = from_bytes(await self.client.ml.call(mltasks.initial_weights, arch, seed))
-        version = self.registry.put(model, weights, arch, parent=None, run=None, round=0, contributors=[],
-                                    metrics={}, extra={"initial": True})
+        version = self.registry.put(
+            model, weights, arch, parent=None, run=None, round=0, contributors=[], metrics={}, extra={"initial": True}
+        )
         return arch, version
 
     async def stop_run(self, run_id: str) -> dict:
@@ -309,8 +327,9 @@ class TrainingService:
 
     @handler("fl.phase")
     async def _on_phase(self, sender: str, msg: dict) -> None:
-        self.ctx.publish("fl_phase", node_id=sender, run_id=msg.get("run_id"), round=msg.get("round"),
-                         phase=msg.get("phase"))
+        self.ctx.publish(
+            "fl_phase", node_id=sender, run_id=msg.get("run_id"), round=msg.get("round"), phase=msg.get("phase")
+        )
 
     @handler("fl.data")
     async def _on_data(self, sender: str, msg: dict) -> dict:

@@ -16,7 +16,7 @@ from textual.message_pump import MessagePump
 
 @dataclass
 class BatchReady(Message, bubble=False):
-    batcher: "Batcher"
+    batcher: Batcher
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, BatchReady) and message.batcher is self.batcher

@@ -57,8 +57,12 @@ def _result_cells(item: dict, node_name: str) -> list:
     elif "words" in res:
         labels = f"{res['words']} words"
     return [
-        item.get("item_id", ""), Path(item["path"]).name if item.get("path") else "…",
-        Text(status, style=STATUS_STYLE.get(status, "")), found, str(labels or ""), node_name,
+        item.get("item_id", ""),
+        Path(item["path"]).name if item.get("path") else "…",
+        Text(status, style=STATUS_STYLE.get(status, "")),
+        found,
+        str(labels or ""),
+        node_name,
         (item.get("error") or "")[:60],
     ]
 
@@ -66,8 +70,15 @@ def _result_cells(item: dict, node_name: str) -> list:
 class ResultsTable(KeyedTable):
     """One row per finished item, keyed by item id. Posts `ItemChosen` when the cursor moves."""
 
-    COLUMNS = (("item", "Item"), ("file", "File"), ("status", "Status"), ("found", "Found"),
-               ("labels", "Labels"), ("node", "Node"), ("error", "Error"))
+    COLUMNS = (
+        ("item", "Item"),
+        ("file", "File"),
+        ("status", "Status"),
+        ("found", "Found"),
+        ("labels", "Labels"),
+        ("node", "Node"),
+        ("error", "Error"),
+    )
 
     @dataclass
     class ItemChosen(Message):

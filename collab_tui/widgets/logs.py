@@ -71,9 +71,11 @@ class LogFilterBar(Horizontal):
         yield Input(placeholder="filter text", id="log-text", compact=True)
 
     def current(self) -> LogFilter:
-        return LogFilter(str(self.query_one("#log-level", Select).value),
-                         str(self.query_one("#log-node", Select).value),
-                         self.query_one("#log-text", Input).value.strip())
+        return LogFilter(
+            str(self.query_one("#log-level", Select).value),
+            str(self.query_one("#log-node", Select).value),
+            self.query_one("#log-text", Input).value.strip(),
+        )
 
     def set_nodes(self, nodes: list[tuple[str, str]]) -> None:
         """(label, node id) pairs; keeps the current choice when it still exists."""

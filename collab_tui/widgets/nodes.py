@@ -11,7 +11,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Label, Sparkline, Static
 
-from ..textfmt import human_bytes, short_id as short
+from ..textfmt import human_bytes
+from ..textfmt import short_id as short
 from .tables import KeyedTable
 
 STATE_STYLE = {"self": "bold", "alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
@@ -19,7 +20,7 @@ ROLE_STYLE = {"master": "bold magenta", "candidate": "yellow"}
 
 
 def health_text(row: dict) -> Text:
-    """"ok" (green), "faces failing" (bold red) for each task kind the node keeps failing, or "" (a node too
+    """ "ok" (green), "faces failing" (bold red) for each task kind the node keeps failing, or "" (a node too
     old to report its health)."""
     bad = row.get("unhealthy") or {}
     if bad:
@@ -31,10 +32,17 @@ def health_text(row: dict) -> Text:
 def cells(row: dict) -> list:
     state, role = str(row.get("state", "")), str(row.get("role", ""))
     return [
-        str(row.get("name", "")), row.get("short_id") or short(row.get("node_id", "")), str(row.get("addr", "")),
-        Text(role, style=ROLE_STYLE.get(role, "")), str(row.get("term", "")),
-        Text(state, style=STATE_STYLE.get(state, "")), health_text(row), str(row.get("cpus", "")),
-        f"{float(row.get('load') or 0):.2f}", human_bytes(row.get("mem_free")), str(row.get("queue", "")),
+        str(row.get("name", "")),
+        row.get("short_id") or short(row.get("node_id", "")),
+        str(row.get("addr", "")),
+        Text(role, style=ROLE_STYLE.get(role, "")),
+        str(row.get("term", "")),
+        Text(state, style=STATE_STYLE.get(state, "")),
+        health_text(row),
+        str(row.get("cpus", "")),
+        f"{float(row.get('load') or 0):.2f}",
+        human_bytes(row.get("mem_free")),
+        str(row.get("queue", "")),
         (row.get("model_version") or "")[:12],
     ]
 
@@ -42,9 +50,20 @@ def cells(row: dict) -> list:
 class NodeTable(KeyedTable):
     """One row per node, keyed by node id; the cursor stays on its node across refreshes."""
 
-    COLUMNS = (("name", "Name"), ("short_id", "ID"), ("addr", "Address"), ("role", "Role"), ("term", "Term"),
-               ("state", "State"), ("health", "Health"), ("cpus", "CPU"), ("load", "Load"), ("mem", "Mem free"),
-               ("queue", "Queue"), ("model", "Model"))
+    COLUMNS = (
+        ("name", "Name"),
+        ("short_id", "ID"),
+        ("addr", "Address"),
+        ("role", "Role"),
+        ("term", "Term"),
+        ("state", "State"),
+        ("health", "Health"),
+        ("cpus", "CPU"),
+        ("load", "Load"),
+        ("mem", "Mem free"),
+        ("queue", "Queue"),
+        ("model", "Model"),
+    )
     ZEBRA = True
 
     @dataclass
@@ -79,14 +98,17 @@ class LoadSparklines(VerticalScroll):
                 line.query_one(Sparkline).data = data
                 line.query_one(".spark-value", Label).update(f"{data[-1]:5.2f}", layout=False)
             else:
-                self.mount(Horizontal(
-                    Label(names.get(nid, short(nid))[:10], classes="spark-name"),
-                    Sparkline(data, summary_function=max),
-                    Label(f"{data[-1]:5.2f}", classes="spark-value"),
-                    id=wid, classes="spark-line",
-                ))
+                self.mount(
+                    Horizontal(
+                        Label(names.get(nid, short(nid))[:10], classes="spark-name"),
+                        Sparkline(data, summary_function=max),
+                        Label(f"{data[-1]:5.2f}", classes="spark-value"),
+                        id=wid,
+                        classes="spark-line",
+                    )
+                )
         for line in self.query(".spark-line"):
-            if line.id and line.id[len("spark-"):] not in {n[:16] for n in order}:
+            if line.id and line.id[len("spark-") :] not in {n[:16] for n in order}:
                 line.remove()
 
 

@@ -49,6 +49,10 @@ class TrustTable(KeyedTable):
 
 def _member_cells(m: dict, states: dict[str, str]) -> list:
     revoked = bool(m.get("revoked"))
-    return [m.get("short_id", ""), m.get("name", ""), m.get("addr", ""),
-            states.get(m["node_id"], "unknown" if not revoked else "-"),
-            Text("revoked", style="bold red") if revoked else Text("member", style="green")]
+    return [
+        m.get("short_id", ""),
+        m.get("name", ""),
+        m.get("addr", ""),
+        states.get(m["node_id"], "unknown" if not revoked else "-"),
+        Text("revoked", style="bold red") if revoked else Text("member", style="green"),
+    ]

@@ -52,8 +52,9 @@ class KeyedTable(DataTable):
         else:
             self.add_row(*cells, key=key)
 
-    def post_chosen(self, event: DataTable.RowHighlighted | DataTable.RowSelected,
-                    message: Callable[[str], Message]) -> None:
+    def post_chosen(
+        self, event: DataTable.RowHighlighted | DataTable.RowSelected, message: Callable[[str], Message]
+    ) -> None:
         """Turn the table's own row event into this table's message about the row's key."""
         event.stop()
         if event.row_key.value:

@@ -15,8 +15,14 @@ from ..ml.strategy_specs import DEFAULT, SPECS
 from .forms import Form
 from .tables import KeyedTable
 
-PHASE_STYLE = {"train": "yellow", "upload": "cyan", "selected": "dim", "aggregated": "green", "left out": "red",
-               "rejected": "red"}
+PHASE_STYLE = {
+    "train": "yellow",
+    "upload": "cyan",
+    "selected": "dim",
+    "aggregated": "green",
+    "left out": "red",
+    "rejected": "red",
+}
 
 
 class TrainForm(VerticalScroll, Form):
@@ -36,8 +42,9 @@ class TrainForm(VerticalScroll, Form):
         yield Label("Epochs per round")
         yield Input("1", id="train-epochs", type="integer", compact=True)
         yield Label("Strategy")
-        yield Select([(s.name, s.name) for s in SPECS], value=DEFAULT, allow_blank=False, id="train-strategy",
-                     compact=True)
+        yield Select(
+            [(s.name, s.name) for s in SPECS], value=DEFAULT, allow_blank=False, id="train-strategy", compact=True
+        )
         yield Label("Min clients")
         yield Input("1", id="train-min-clients", type="integer", compact=True)
         yield Button("Start run", id="train-start", variant="primary", compact=True)
@@ -64,10 +71,14 @@ class TrainForm(VerticalScroll, Form):
             raise ValueError("model is required (e.g. digits)")
         if not dataset:
             raise ValueError("dataset is required (add one with `collab data add`)")
-        args = {"model": model, "dataset": dataset, "rounds": self._int("train-rounds", "rounds"),
-                "epochs": self._int("train-epochs", "epochs"),
-                "strategy": str(self.query_one("#train-strategy", Select).value),
-                "min_clients": self._int("train-min-clients", "min clients")}
+        args = {
+            "model": model,
+            "dataset": dataset,
+            "rounds": self._int("train-rounds", "rounds"),
+            "epochs": self._int("train-epochs", "epochs"),
+            "strategy": str(self.query_one("#train-strategy", Select).value),
+            "min_clients": self._int("train-min-clients", "min clients"),
+        }
         self.set_status("starting …")
         return self.Start(args)
 
@@ -108,8 +119,16 @@ class MetricsPlot(PlotextPlot):
 
 
 class RoundsTable(KeyedTable):
-    COLUMNS = (("round", "Round"), ("clients", "Clients"), ("samples", "Samples"), ("mb", "MB"),
-               ("secs", "Secs"), ("acc", "Acc"), ("loss", "Loss"), ("left", "Left out (why)"))
+    COLUMNS = (
+        ("round", "Round"),
+        ("clients", "Clients"),
+        ("samples", "Samples"),
+        ("mb", "MB"),
+        ("secs", "Secs"),
+        ("acc", "Acc"),
+        ("loss", "Loss"),
+        ("left", "Left out (why)"),
+    )
 
     def show(self, history: list[dict], name_of) -> None:
         self.fill((str(e.get("round", "")), _round_cells(e, name_of)) for e in history)
@@ -119,10 +138,16 @@ def _round_cells(e: dict, name_of) -> list:
     acc, loss = _acc_loss(e)
     left = {**(e.get("stragglers") or {}), **(e.get("rejected") or {})}
     why = "; ".join(f"{name_of(n)}: {reason}" for n, reason in left.items())
-    return [str(e.get("round", "")), str(len(e.get("clients") or [])), str(e.get("samples", "")),
-            f"{(e.get('bytes') or 0) / 1e6:.2f}", f"{e.get('wall_seconds', 0):.1f}",
-            "" if acc is None else f"{acc:.3f}", "" if loss is None else f"{loss:.3f}",
-            Text(why or "-", style="red" if why else "dim")]
+    return [
+        str(e.get("round", "")),
+        str(len(e.get("clients") or [])),
+        str(e.get("samples", "")),
+        f"{(e.get('bytes') or 0) / 1e6:.2f}",
+        f"{e.get('wall_seconds', 0):.1f}",
+        "" if acc is None else f"{acc:.3f}",
+        "" if loss is None else f"{loss:.3f}",
+        Text(why or "-", style="red" if why else "dim"),
+    ]
 
 
 class PhaseTable(KeyedTable):
@@ -131,27 +156,49 @@ class PhaseTable(KeyedTable):
     COLUMNS = (("node", "Client"), ("phase", "Phase"), ("round", "Round"), ("note", "Note"))
 
     def show(self, phases: dict[str, dict], name_of) -> None:
-        self.fill((nid, [name_of(nid), Text(p.get("phase", ""), style=PHASE_STYLE.get(p.get("phase", ""), "")),
-                         str(p.get("round", "")), p.get("note", "")])
-                  for nid, p in sorted(phases.items(), key=lambda kv: name_of(kv[0])))
+        self.fill(
+            (
+                nid,
+                [
+                    name_of(nid),
+                    Text(p.get("phase", ""), style=PHASE_STYLE.get(p.get("phase", ""), "")),
+                    str(p.get("round", "")),
+                    p.get("note", ""),
+                ],
+            )
+            for nid, p in sorted(phases.items(), key=lambda kv: name_of(kv[0]))
+        )
 
 
 class LedgerTable(KeyedTable):
     """The run's contribution ledger: what each client gave and how much of it was accepted."""
 
-    COLUMNS = (("node", "Client"), ("samples", "Samples"), ("accepted", "Accepted"), ("rejected", "Rejected"),
-               ("rounds", "Rounds"))
+    COLUMNS = (
+        ("node", "Client"),
+        ("samples", "Samples"),
+        ("accepted", "Accepted"),
+        ("rejected", "Rejected"),
+        ("rounds", "Rounds"),
+    )
 
     def show(self, ledger: dict[str, dict], name_of) -> None:
-        self.fill((nid, [name_of(nid), *(str(e.get(k, 0)) for k in ("samples", "accepted", "rejected", "rounds"))])
-                  for nid, e in sorted(ledger.items(), key=lambda kv: name_of(kv[0])))
+        self.fill(
+            (nid, [name_of(nid), *(str(e.get(k, 0)) for k in ("samples", "accepted", "rejected", "rounds"))])
+            for nid, e in sorted(ledger.items(), key=lambda kv: name_of(kv[0]))
+        )
 
 
 class RunsTable(KeyedTable):
     """Runs known to this node; Enter or click watches one."""
 
-    COLUMNS = (("run", "Run"), ("model", "Model"), ("strategy", "Strategy"), ("status", "Status"),
-               ("round", "Round"), ("acc", "Acc"))
+    COLUMNS = (
+        ("run", "Run"),
+        ("model", "Model"),
+        ("strategy", "Strategy"),
+        ("status", "Status"),
+        ("round", "Round"),
+        ("acc", "Acc"),
+    )
 
     @dataclass
     class RunChosen(Message):
@@ -161,10 +208,20 @@ class RunsTable(KeyedTable):
         if runs == getattr(self, "_shown", None):
             return
         self._shown = runs
-        self.fill((r["run_id"], [r["run_id"][:12], str(r.get("model", "")), str(r.get("strategy", "")),
-                                 str(r.get("status", "")), f"{r.get('round', 0)}/{r.get('rounds', '?')}",
-                                 "" if r.get("accuracy") is None else f"{r['accuracy']:.3f}"])
-                  for r in reversed(runs))
+        self.fill(
+            (
+                r["run_id"],
+                [
+                    r["run_id"][:12],
+                    str(r.get("model", "")),
+                    str(r.get("strategy", "")),
+                    str(r.get("status", "")),
+                    f"{r.get('round', 0)}/{r.get('rounds', '?')}",
+                    "" if r.get("accuracy") is None else f"{r['accuracy']:.3f}",
+                ],
+            )
+            for r in reversed(runs)
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.post_chosen(event, self.RunChosen)
