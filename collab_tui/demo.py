@@ -26,17 +26,11 @@ def _say(text: str = "") -> None:
 
 
 def _table(cluster: LocalCluster, i: int) -> None:
+    from .cli.node import NODE_COLUMNS
     from .cli.output import Out
 
     rows = cluster.call(i, "nodes")
-    cols = [
-        ("name", "NAME"),
-        ("short_id", "ID"),
-        ("addr", "ADDRESS"),
-        ("role", "ROLE"),
-        ("term", "TERM"),
-        ("state", "STATE"),
-    ]
+    cols = NODE_COLUMNS[:6]  # name, id, address, role, term, state
     for line in Out().table(sorted(rows, key=lambda r: r["name"]), cols).splitlines():
         _say("    " + line)
 

@@ -18,6 +18,10 @@ import numpy as np
 from collab_tui.ml.strategy_specs import spec
 from collab_tui.ml.updates import ClientUpdate, Weights
 
+Globals = Sequence[np.ndarray]  # the global model's weights, one array per tensor
+Updates = Sequence[ClientUpdate]
+AggWeights = Sequence[float] | None  # per-update aggregation weights (default: num_examples)
+
 
 def _check(global_weights: Sequence[np.ndarray], updates: Sequence[ClientUpdate]) -> None:
     if not updates:
@@ -72,12 +76,7 @@ class Strategy:
 
     name = "strategy"
 
-    def aggregate(
-        self,
-        global_weights: Sequence[np.ndarray],
-        updates: Sequence[ClientUpdate],
-        weights: Sequence[float] | None = None,
-    ) -> Weights:
+    def aggregate(self, global_weights: Globals, updates: Updates, weights: AggWeights = None) -> Weights:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -90,12 +89,7 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def aggregate(
-        self,
-        global_weights: Sequence[np.ndarray],
-        updates: Sequence[ClientUpdate],
-        weights: Sequence[float] | None = None,
-    ) -> Weights:
+    def aggregate(self, global_weights: Globals, updates: Updates, weights: AggWeights = None) -> Weights:
         _check(global_weights, updates)
         return _cast_like(weighted_average(updates, _agg_weights(updates, weights)), global_weights)
 
@@ -117,12 +111,7 @@ class FedMedian(Strategy):
 
     name = "fedmedian"
 
-    def aggregate(
-        self,
-        global_weights: Sequence[np.ndarray],
-        updates: Sequence[ClientUpdate],
-        weights: Sequence[float] | None = None,
-    ) -> Weights:
+    def aggregate(self, global_weights: Globals, updates: Updates, weights: AggWeights = None) -> Weights:
         _check(global_weights, updates)
         out = [
             np.median(np.stack([np.asarray(u.weights[i], np.float64) for u in updates]), axis=0)
@@ -142,12 +131,7 @@ class TrimmedMean(Strategy):
             raise ValueError(f"beta must be in [0, 0.5), got {beta}")
         self.beta = float(beta)
 
-    def aggregate(
-        self,
-        global_weights: Sequence[np.ndarray],
-        updates: Sequence[ClientUpdate],
-        weights: Sequence[float] | None = None,
-    ) -> Weights:
+    def aggregate(self, global_weights: Globals, updates: Updates, weights: AggWeights = None) -> Weights:
         _check(global_weights, updates)
         n = len(updates)
         k = math.floor(self.beta * n)
@@ -203,12 +187,7 @@ class Krum(Strategy):
         m = min(self.m, len(updates)) if len(updates) > 2 * self.f + 2 else 1
         return [int(i) for i in np.argsort(sc, kind="stable")[:m]]
 
-    def aggregate(
-        self,
-        global_weights: Sequence[np.ndarray],
-        updates: Sequence[ClientUpdate],
-        weights: Sequence[float] | None = None,
-    ) -> Weights:
+    def aggregate(self, global_weights: Globals, updates: Updates, weights: AggWeights = None) -> Weights:
         _check(global_weights, updates)
         w = _agg_weights(updates, weights)
         idx = self.select(updates)
@@ -238,12 +217,7 @@ class FedAdam(Strategy):
         self._v: list[np.ndarray] | None = None
         self._rounds = 0
 
-    def aggregate(
-        self,
-        global_weights: Sequence[np.ndarray],
-        updates: Sequence[ClientUpdate],
-        weights: Sequence[float] | None = None,
-    ) -> Weights:
+    def aggregate(self, global_weights: Globals, updates: Updates, weights: AggWeights = None) -> Weights:
         g, delta = _pseudo_gradient(global_weights, updates, weights)
         if self._m is None or self._v is None:
             self._m = [np.zeros_like(d) for d in delta]
@@ -316,12 +290,7 @@ class FedAvgM(Strategy):
         self._v: list[np.ndarray] | None = None
         self._rounds = 0
 
-    def aggregate(
-        self,
-        global_weights: Sequence[np.ndarray],
-        updates: Sequence[ClientUpdate],
-        weights: Sequence[float] | None = None,
-    ) -> Weights:
+    def aggregate(self, global_weights: Globals, updates: Updates, weights: AggWeights = None) -> Weights:
         g, delta = _pseudo_gradient(global_weights, updates, weights)
         if self._v is None:
             self._v = [np.zeros_like(d) for d in delta]
