@@ -66,10 +66,10 @@ async def _wait(pred, timeout: float, what: str, pilot) -> None:
 async def _keep_jobs_running(app, folder: Path, state: dict) -> None:
     """Whenever no job is in flight, submit the folder again (the Jobs screen picks each one up)."""
     while not state["stop"]:
-        jobs = await app.client.call("jobs")
+        jobs = await app.client.jobs()
         state["in_flight"] = any(j.get("status") == "running" for j in jobs)
         if not state["in_flight"] and state["submitted"] >= 1:
-            await app.client.call("submit", paths=[str(folder)], task="faces", timeout=120.0)
+            await app.client.using(timeout=120.0).submit([str(folder)], task="faces")
             state["submitted"] += 1
             state["in_flight"] = True
         await asyncio.sleep(0.1)
@@ -123,8 +123,8 @@ async def _drive(home: Path, folder: Path) -> dict:
         jobs = app.screen
         jobs.query_one("#job-path").value = str(folder)
         jobs.query_one("#job-task").value = "faces"
-        run = await app.client.call(
-            "train", model="digits", dataset="default", rounds=500, epochs=2, min_clients=1, timeout=60.0
+        run = await app.client.using(timeout=60.0).train(
+            model="digits", dataset="default", rounds=500, epochs=2, min_clients=1
         )
         tree = jobs.query_one("#job-tree")
         await _wait(lambda: len(tree.root.children) >= 2, 30, "the file tree", pilot)
@@ -145,7 +145,7 @@ async def _drive(home: Path, folder: Path) -> dict:
             return result
 
         app.switch_mode = timed_switch
-        first = await app.client.call("run_show", run_id=run["run_id"])
+        first = await app.client.run_show(run["run_id"])
         progress(
             f"tui: {PRESSES} presses while {IMAGES}-image jobs run back to back and run {run['run_id'][:8]} trains"
         )
@@ -167,7 +167,7 @@ async def _drive(home: Path, folder: Path) -> dict:
         busy["stop"] = True
         await asyncio.wait_for(feeder, 130)
         out["jobs"] = busy["submitted"]
-        last = await app.client.call("run_show", run_id=run["run_id"])
+        last = await app.client.run_show(run["run_id"])
         out["rounds"] = (last.get("round", 0) - first.get("round", 0), last.get("status"))
         for i in range(SWITCHES):
             await asyncio.sleep(0.05)
@@ -178,7 +178,7 @@ async def _drive(home: Path, folder: Path) -> dict:
                 await asyncio.sleep(0.001)
             shown = await frames.after(changed["mode"])
             out["switch"].append((shown - t0) * 1000)
-        await app.client.call("run_stop", run_id=run["run_id"])
+        await app.client.run_stop(run["run_id"])
     return out
 
 
