@@ -16,7 +16,7 @@ from collab_tui import api
 from collab_tui.client import Client, Commands
 from collab_tui.jobs.commands import JobCommands, JobDiagnostics
 from collab_tui.node.commands import NodeCommands
-from collab_tui.node.control import ControlClient, ControlError, ControlServer, command
+from collab_tui.node.control import ControlClient, ControlError, ControlServer, command, stream
 from collab_tui.training.commands import DataCommands, ModelCommands, RunCommands
 
 PKG = Path(__file__).resolve().parents[1] / "collab_tui"
@@ -73,6 +73,31 @@ class Echo:
     @command(api.JobShow)
     async def job_show(self, req: api.JobShow) -> dict:
         return {"job_id": req.job_id}
+
+    @stream(api.JobWatch)
+    async def job_watch(self, req: api.JobWatch):
+        yield {"kind": "job", "job_id": req.job_id}
+        raise LookupError(f"unknown job {req.job_id!r}")
+
+
+async def test_an_error_inside_a_stream_reaches_the_client_as_a_refusal(tmp_path):
+    ctl = ControlServer(tmp_path)
+    ctl.mount(Echo())
+    await ctl.start()
+    try:
+
+        def watch():
+            seen = []
+            with Client(tmp_path, timeout=5) as typed:
+                with pytest.raises(ControlError, match="unknown job 'nope'"):
+                    for ev in typed.job_watch("nope"):
+                        seen.append(ev)
+            return seen
+
+        seen = await asyncio.to_thread(watch)
+    finally:
+        await ctl.stop()
+    assert seen == [{"kind": "job", "job_id": "nope"}]
 
 
 async def test_arguments_are_validated_before_a_command_runs(tmp_path):

@@ -91,9 +91,19 @@ class Picky(JobType):
         return JobOutput({"n": len(data)})
 
 
+class NamesAModel(JobType):
+    """Like classify with ``--model typo``: the job names something this node does not have."""
+
+    name = "names-a-model"
+    inline = True
+
+    def run(self, data: bytes, options: dict) -> JobOutput:
+        raise LookupError(f"model {options.get('model')!r} is not known on this node")
+
+
 @pytest.fixture
 def types_here(monkeypatch):
-    reg = {**jtypes.registry(), "broken-here": Broken(), "picky": Picky()}
+    reg = {**jtypes.registry(), "broken-here": Broken(), "picky": Picky(), "names-a-model": NamesAModel()}
     monkeypatch.setattr(jtypes, "_registry", reg)
     yield reg
 
@@ -192,6 +202,20 @@ async def test_a_type_unknown_here_counts_a_fetch_failure_does_not(types_here):
         await worker.stop()
 
 
+async def test_a_job_naming_a_model_this_node_lacks_is_retried_but_not_held_against_the_node(types_here):
+    """One user's typo must not bench every worker for every job of that kind."""
+    worker, acks, _ = _worker()
+    await worker.start()
+    try:
+        msg = {"term": 1, "job_id": "j", "submitter": SUB, "kind": "names-a-model", "items": _items(6)}
+        worker.on_assign(MASTER, {**msg, "options": {"model": "typo"}})
+        await _settle(lambda: sum(len(a["failed"]) for a in acks) == 6, "six refusals")
+        assert {f["cause"] for a in acks for f in a["failed"]} == {"options"}
+        assert worker.unhealthy() == {} and worker.health.consecutive("names-a-model") == 0
+    finally:
+        await worker.stop()
+
+
 async def test_the_worker_copies_the_attempts_into_results_and_a_success_clears(types_here):
     worker, acks, results = _worker()
     await worker.start()
@@ -274,14 +298,14 @@ async def test_master_benches_a_worker_whose_heartbeat_reports_a_kind_unhealthy(
     assert sent and all(to == good for to, _ in sent)
 
 
-async def test_fetch_and_delivery_failures_do_not_bench():
+async def test_fetch_delivery_and_options_failures_do_not_bench():
     bad = "b" * 64
     m, sent = _master([_peer(bad, "node-bad")])
     m.on_submit(SUB, {"job_id": "j", "kind": "faces", "items": [{"item_id": str(k), "size": 10} for k in range(20)]})
     await m.pump()
     failed = [
         {"task_id": task_id_for("j", it["item_id"]), "error": "gone", "cause": cause}
-        for (_, msg), cause in zip(sent, ["fetch", "deliver"] * 10)
+        for (_, msg), cause in zip(sent, ["fetch", "deliver", "options"] * 10)
         for it in msg["items"]
     ]
     m.on_done(bad, {"done": [], "failed": failed})

@@ -35,3 +35,13 @@ def test_state_stays_bounded_under_a_flood_from_many_addresses():
     assert len(log._open) == 9
     (*_, other) = sorted(log.flush(10.0))
     assert "other sources" in other
+
+
+def test_a_stranger_varying_the_reason_still_gets_a_few_lines():
+    log = RefusalLog(interval=10.0)
+    shown = [log.note("10.0.0.9", f"unknown join token {k} {'x' * 1000}", 0.0) for k in range(100)]
+    lines = [line for line in shown if line]
+    assert len(lines) == 5  # 4 reasons of its own, then "other reasons"
+    assert all(len(line) < 300 for line in lines)
+    (summary,) = log.flush(10.0)
+    assert summary == "refused 95 more connections from 10.0.0.9 in 10 s: other reasons"

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from ..client import ControlError
 from .common import HomeOpt, JsonOpt, call, home_of, node_client
-from .output import EXIT_PARTIAL, Out
+from .output import EXIT_ERROR, EXIT_PARTIAL, Out
 
 job_app = typer.Typer(help="Inspect or cancel one job.", no_args_is_help=True)
 
@@ -61,6 +62,9 @@ def submit(
         except KeyboardInterrupt:
             out_obj.info(f"\nstopped watching; the job goes on (collab job show {job['job_id']})")
             raise typer.Exit(130) from None
+        except (ControlError, ConnectionError) as exc:  # refused, or the node went away mid-stream
+            out_obj.error(f"watching job {job['job_id']} stopped: {exc}; it goes on (collab job show)")
+            raise typer.Exit(EXIT_ERROR) from None
     if not json_out:
         sys.stderr.write("\n")
         _print_items(out_obj, final)

@@ -39,28 +39,33 @@ def _fmt_round(ev: dict) -> str:
 
 
 def _watch(h: Path, out: Out, run_id: str) -> int:
+    from ..client import ControlError
+
     with node_client(h, out) as client:
         try:
-            events = client.run_watch(run_id=run_id)
-        except ConnectionError as exc:
-            out.error(str(exc))
+            return _show_run_events(out, client.run_watch(run_id=run_id))
+        except (ControlError, ConnectionError) as exc:  # refused, or the node went away mid-stream
+            out.error(f"watching run {run_id} stopped: {exc}")
             return EXIT_ERROR
-        for ev in events:
-            if ev.get("what") == "round":
-                out.data(ev, _fmt_round(ev))
-            elif ev.get("what") == "final":
-                hist = ev.get("history") or []
-                if hist and hist[-1].get("client_eval"):
-                    out.info(f"final held-out accuracy {hist[-1]['client_eval']['accuracy']:.4f}")
-                out.data(
-                    {"kind": "final", "run_id": ev["run_id"], "status": ev["status"], "round": ev["round"]},
-                    f"run {ev['run_id']} {ev['status']} after {ev['round']} round(s); version {ev['version']}",
-                )
-                return 0 if ev["status"] == "done" else EXIT_ERROR
-            elif ev.get("what") in ("waiting", "round_failed"):
-                out.info(f"[{ev['what']}] {ev.get('reason') or ev.get('stragglers') or ev.get('rejected') or ''}")
-            elif ev.get("what") in ("stopped", "failed", "done") and ev.get("kind") == "fl":
-                out.info(f"run {ev['status']}")
+
+
+def _show_run_events(out: Out, events) -> int:
+    for ev in events:
+        if ev.get("what") == "round":
+            out.data(ev, _fmt_round(ev))
+        elif ev.get("what") == "final":
+            hist = ev.get("history") or []
+            if hist and hist[-1].get("client_eval"):
+                out.info(f"final held-out accuracy {hist[-1]['client_eval']['accuracy']:.4f}")
+            out.data(
+                {"kind": "final", "run_id": ev["run_id"], "status": ev["status"], "round": ev["round"]},
+                f"run {ev['run_id']} {ev['status']} after {ev['round']} round(s); version {ev['version']}",
+            )
+            return 0 if ev["status"] == "done" else EXIT_ERROR
+        elif ev.get("what") in ("waiting", "round_failed"):
+            out.info(f"[{ev['what']}] {ev.get('reason') or ev.get('stragglers') or ev.get('rejected') or ''}")
+        elif ev.get("what") in ("stopped", "failed", "done") and ev.get("kind") == "fl":
+            out.info(f"run {ev['status']}")
     return 0
 
 

@@ -87,8 +87,9 @@ class JobMaster:
                 self.finished_at[str(tid)] = now
                 self._drop_inline(str(tid))
         for item in msg.get("failed", []):
-            # a fetch or a delivery that failed is not the worker's fault: retried, but not held against it
-            health = item.get("cause") not in ("fetch", "deliver")
+            # a fetch or a delivery that failed, or a job naming what this node lacks (a model), is not the
+            # worker's fault: retried, but not held against it
+            health = item.get("cause") not in ("fetch", "deliver", "options")
             self.sched.fail(str(item["task_id"]), worker, str(item.get("error", "")), now, health=health)
 
     def on_cancel(self, job_id: str) -> None:

@@ -11,7 +11,8 @@ leaves as one message instead of sixteen.
 Per-item errors (a corrupt image, a text file that is not text) are final results: the job goes on.
 Infrastructure errors (the bytes could not be fetched, the type is unknown here) go back to the master,
 which retries the item on another worker. Each failed item says why (``cause``): ``worker`` (the type
-failed or is unknown here: it counts against this node), ``fetch`` (the bytes did not come) or
+failed or is unknown here: it counts against this node), ``options`` (something the job names, e.g. a
+model, is not on this node: a LookupError from the type), ``fetch`` (the bytes did not come) or
 ``deliver`` (the result could not be sent); only ``worker`` failures make the master bench this node.
 
 Health: the worker's own failures feed a `WorkerHealth` tracker (see health.py). After a few failures of
@@ -240,13 +241,24 @@ class JobWorker:
         t1 = time.perf_counter()
         result, attachment, error, seconds = None, None, None, None
         try:
-            if kind == "ensemble":
+            jtype = None if kind == "ensemble" else get_type(kind)
+        except LookupError as exc:  # the type is not installed here: that is this node's failure
+            self._failed_here(kind, tid, str(exc))
+            await self._ack([], [{"task_id": tid, "error": str(exc), "cause": "worker"}])
+            return
+        try:
+            if jtype is None:
                 result = await self.svc.ensemble(data, options)
             else:
-                result, attachment, seconds = await self._run_type(get_type(kind), data, options)
+                result, attachment, seconds = await self._run_type(jtype, data, options)
         except FINAL_ERRORS as exc:
             code = getattr(exc, "code", type(exc).__name__)
             error = str(exc) if str(exc).startswith(f"{code}:") else f"{code}: {exc}"
+        except LookupError as exc:
+            # something this job names is not here (a model not known on this node): retried elsewhere, but
+            # not held against the node's health, which would bench it for every job of this kind
+            await self._ack([], [{"task_id": tid, "error": str(exc) or type(exc).__name__, "cause": "options"}])
+            return
         except Exception as exc:  # an infrastructure failure here: counted, summarised, retried elsewhere
             reason = str(exc) or type(exc).__name__
             self._failed_here(kind, tid, reason)

@@ -54,7 +54,7 @@ def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, is_revok
         raise HandshakeError(f"protocol version {msg.get('proto')!r} not supported (want {PROTOCOL_VERSION})")
     if msg.get("cluster") != cluster:
         raise HandshakeError("peer belongs to another cluster")
-    if not isinstance(msg.get("priority"), int) or not isinstance(msg.get("addr"), str):
+    if not isinstance(msg.get("priority"), int) or not isinstance(msg.get("addr"), str) or len(msg["addr"]) > 300:
         raise HandshakeError("malformed HELLO")
     if not isinstance(msg.get("name"), str) or len(msg["name"]) > 64:
         raise HandshakeError("malformed HELLO name")

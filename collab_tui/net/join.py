@@ -128,6 +128,15 @@ def _signer_addrs(raw) -> list[tuple[str, int]]:
     return out
 
 
+def _members(raw) -> list[dict]:
+    """The member list a signer hands out, kept only as far as it is well formed (it is saved to disk)."""
+    out = []
+    for m in (raw if isinstance(raw, list) else [])[:256]:
+        if isinstance(m, dict) and all(isinstance(m.get(k), str) and len(m[k]) <= 300 for k in ("node_id", "addr")):
+            out.append({"node_id": m["node_id"], "name": str(m.get("name", ""))[:64], "addr": m["addr"]})
+    return out
+
+
 async def _join_one(token, host: str, port: int, key, csr, name: str, timeout: float) -> tuple:
     ctx = join_client_ssl_context()
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout)
@@ -145,7 +154,7 @@ async def _join_one(token, host: str, port: int, key, csr, name: str, timeout: f
             ca_cert = pki.verify_pinned_server(token.pin, str(hello.get("ca_pem", "")).encode(), leaf_der)
         except pki.IdentityError as exc:
             raise JoinError(f"{exc} (the secret was not sent)") from None
-        if hello.get("can_sign") is False:  # a verified member: its hints are worth following
+        if hello.get("can_sign") is not True:  # a verified member: its hints are worth following
             raise NotASigner(_signer_addrs(hello.get("signers")))
         csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
         await conn.send(
@@ -154,9 +163,12 @@ async def _join_one(token, host: str, port: int, key, csr, name: str, timeout: f
         reply = await conn.read_message(timeout)
         if reply.get("t") != "join_ok":
             raise JoinRefused(f"join refused: {reply.get('error', reply.get('t'))}")
-        cert = x509.load_pem_x509_certificate(str(reply["cert_pem"]).encode())
-        blob = base64.b64decode(reply["denylist"]) if reply.get("denylist") else None
-        return ca_cert, cert, reply.get("members") or [], blob
+        try:
+            cert = x509.load_pem_x509_certificate(str(reply.get("cert_pem", "")).encode())
+            blob = base64.b64decode(str(reply["denylist"]), validate=True) if reply.get("denylist") else None
+        except ValueError as exc:
+            raise JoinError(f"the inviter's answer is malformed: {exc}") from None
+        return ca_cert, cert, _members(reply.get("members")), blob
     finally:
         await conn.close()
 
@@ -239,6 +251,9 @@ async def join_cluster(
     deadline = loop.time() + (search if browser is not None else 0.0)
     try:
         while (addr := await found.next(deadline)) is not None:
+            if browser is not None and loop.time() > deadline + timeout:
+                errors.append(f"search time ({search:g} s) is up; addresses not tried are left out")
+                break
             host, port = addr
             try:
                 ca_cert, cert, members, blob = await _join_one(token, host, port, key, csr, name, timeout)
@@ -255,7 +270,10 @@ async def join_cluster(
             except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
                 errors.append(f"{host}:{port}: {type(exc).__name__} {exc}".rstrip())
                 continue
-            ident = ident_mod.install_joined_identity(home, key, cert, ca_cert)
+            try:
+                ident = ident_mod.install_joined_identity(home, key, cert, ca_cert)
+            except pki.IdentityError as exc:
+                raise JoinError(f"{host}:{port} sent a certificate that cannot be used: {exc}") from None
             return ident, members, blob
     finally:
         if browser is not None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OTHER = "other sources"
+OTHER_REASONS = "other reasons"
+REASON_CHARS = 120
+REASONS_PER_SOURCE = 4
 
 
 @dataclass
@@ -28,11 +31,17 @@ class RefusalLog:
         self._open: dict[tuple[str, str], _Window] = {}
 
     def note(self, source: str, reason: str, now: float) -> str | None:
-        """Count one refusal; returns the line to log now, or None when it is summarised later."""
+        """Count one refusal; returns the line to log now, or None when it is summarised later. The state
+        stays bounded whatever a stranger varies: reasons are cut to ``REASON_CHARS``, a source has at most
+        ``REASONS_PER_SOURCE`` reasons of its own, and past ``max_keys`` everything is "other"."""
         self.total += 1
+        source, reason = str(source)[:64], str(reason)[:REASON_CHARS]
         key = (source, reason)
-        if key not in self._open and len(self._open) >= self.max_keys:
-            key = (OTHER, reason)  # a flood from many addresses still gives bounded state
+        if key not in self._open:
+            if sum(1 for s, _ in self._open if s == source) >= REASONS_PER_SOURCE:
+                key = (source, OTHER_REASONS)
+            if key not in self._open and len(self._open) >= self.max_keys:
+                key = (OTHER, OTHER_REASONS)  # a flood from many addresses or reasons
         window = self._open.get(key)
         if window is not None:
             window.count += 1

@@ -154,10 +154,13 @@ class ControlServer:
                 await _send(writer, {"event": event})
                 if gone.done():
                     break
-        except (ConnectionError, RuntimeError):
-            pass
+        except ConnectionError:
+            pass  # the client went away
+        except (LookupError, ValueError, PermissionError, RuntimeError) as exc:  # e.g. an unknown job id
+            await _send(writer, {"ok": False, "error": str(exc) or type(exc).__name__})
         finally:
             gone.cancel()
+            await events.aclose()  # type: ignore[attr-defined]  (async generators)
 
 
 async def _send(writer: asyncio.StreamWriter, obj: dict) -> None:
@@ -216,6 +219,8 @@ class ControlClient:
         _accepted(self._read())
         while True:
             msg = self._read()
+            if "event" not in msg:
+                raise ControlError(msg.get("error", "the stream failed"))
             yield msg["event"]
 
     def _read(self) -> dict:
@@ -266,4 +271,7 @@ class AsyncControlClient:
                 line = await reader.readline()
                 if not line:
                     return
-                yield json.loads(line)["event"]
+                msg = json.loads(line)
+                if "event" not in msg:
+                    raise ControlError(msg.get("error", "the stream failed"))
+                yield msg["event"]

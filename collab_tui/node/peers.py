@@ -3,11 +3,14 @@
 Duplicate rule (both sides dialed at once): keep the connection dialed by the node with the smaller
 node id. Both ends apply the same rule, so they keep the same connection.
 
-Redialing: the address of a known member (its node id is known) that is not connected is dialed
-every ``REDIAL_EVERY`` seconds (with jitter) for as long as it stays unreachable, with a short TCP
-connect timeout and a few attempts in flight at once, so that the first attempt after a partition
-heals gets through within a fraction of a second, however long the partition lasted. Addresses of
-unknown nodes (static peers, gossip) back off exponentially up to ``MAX_BACKOFF``.
+Redialing: an address where a member was met (a completed handshake, so its node id is proven) that
+is not connected is dialed every ``REDIAL_EVERY`` seconds (with jitter) for as long as it stays
+unreachable, with a short TCP connect timeout and a few attempts in flight at once, so that the first
+attempt after a partition heals gets through within a fraction of a second, however long the partition
+lasted. Unproven addresses (static peers, mDNS records, gossip: anyone on the LAN can announce one)
+back off exponentially up to ``MAX_BACKOFF``, and at most ``MAX_ADDRS`` addresses are kept. Only one
+handshake runs per address at a time, so parallel attempts never make two connections to one peer.
+Sends have a deadline (``SEND_TIMEOUT``): a peer that stops reading cannot stall the node's ticker.
 
 Refused connections (plaintext, foreign or self-signed certificates, bad HELLOs) and failed dials are
 logged through a `RefusalLog`: one line per source and reason per interval, not one per connection.
@@ -35,6 +38,8 @@ REDIAL_EVERY = 0.25  # seconds between dials of an unreachable known member (+-4
 CONNECT_TIMEOUT = 0.75  # TCP connect; the TLS handshake then has cfg.handshake_timeout
 PARALLEL_DIALS = 3  # attempts in flight per address (a SYN lost in a partition does not hold up the next)
 MAX_BACKOFF = 5.0  # unknown addresses: exponential back-off up to this
+MAX_ADDRS = 1024  # known addresses at most (proven ones are always kept)
+SEND_TIMEOUT = 1.0  # seconds a small message may wait for a peer's socket to drain
 
 
 class PeerTable:
@@ -45,6 +50,8 @@ class PeerTable:
         self._backoff: dict[str, tuple[float, float]] = {}  # addr -> (next try, delay)
         self._dialing: dict[str, int] = {}  # addr -> attempts in flight
         self._self_addrs: set[str] = set()  # addresses that turned out to be this node
+        self._proven: set[str] = set()  # addresses where a handshake completed
+        self._handshaking: set[str] = set()  # addresses with a handshake in progress
         self.refusals = RefusalLog()
         self._rng = random.Random()
         self._tasks: set[asyncio.Task] = set()
@@ -103,9 +110,19 @@ class PeerTable:
         """An address to try (static peer, mDNS, member list, gossip)."""
         if addr in self.node.addrs or addr in self._self_addrs or node_id == self.node.node_id:
             return
+        if addr in self._proven:
+            return  # we know who lives there: a hint (perhaps forged) does not change it
+        if addr not in self.addrs and len(self.addrs) >= MAX_ADDRS:
+            return
         if node_id or addr not in self.addrs:
             self.addrs[addr] = node_id or self.addrs.get(addr, "")
-        self._backoff.pop(addr, None)
+
+    def forget_node(self, node_id: str) -> None:
+        """A revoked node: its addresses are no longer dialed."""
+        for addr in [a for a, nid in self.addrs.items() if nid == node_id]:
+            del self.addrs[addr]
+            self._proven.discard(addr)
+            self._backoff.pop(addr, None)
 
     # ----------------------------------------------------------------- listening
     async def listen(self) -> int:
@@ -170,6 +187,18 @@ class PeerTable:
         except (TimeoutError, OSError) as exc:
             log.debug("dial %s failed: %s", addr, exc)
             return None
+        known = self.addrs.get(addr, "")
+        if addr in self._handshaking or (known and known in self.conns):
+            writer.transport.abort()  # another attempt got there first: one handshake per address
+            return None
+        self._handshaking.add(addr)
+        try:
+            return await self._handshake(addr, reader, writer)
+        finally:
+            self._handshaking.discard(addr)
+
+    async def _handshake(self, addr: str, reader, writer) -> Connection | None:
+        n = self.node
         try:
             await writer.start_tls(self._client_ctx, ssl_handshake_timeout=n.cfg.handshake_timeout)
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
@@ -194,18 +223,19 @@ class PeerTable:
             return None
         conn.peer_addr = addr
         self.addrs[addr] = conn.peer_id
+        self._proven.add(addr)
         return await self._adopt(conn)
 
     def dial_due(self, now: float) -> None:
-        """Dial every known address whose node is not connected: known members on a short fixed interval
-        (jittered), unknown addresses with exponential back-off (see the module docstring)."""
+        """Dial every known address whose node is not connected: proven addresses on a short fixed interval
+        (jittered), the others with exponential back-off (see the module docstring)."""
         for addr, node_id in list(self.addrs.items()):
             if (node_id and node_id in self.conns) or self._dialing.get(addr, 0) >= PARALLEL_DIALS:
                 continue
             next_try, delay = self._backoff.get(addr, (0.0, REDIAL_EVERY))
             if now < next_try:
                 continue
-            if node_id:
+            if addr in self._proven:
                 wait, delay = REDIAL_EVERY * self._rng.uniform(0.6, 1.4), REDIAL_EVERY
             else:
                 wait, delay = delay, min(delay * 2, MAX_BACKOFF)
@@ -214,10 +244,10 @@ class PeerTable:
             self.spawn(self._dial_once(addr))
 
     def dial_now(self, node_id: str) -> None:
-        """A fresh sign of life from a member we are not connected to (an mDNS announcement): its
-        addresses are due at once."""
+        """A fresh sign of life from a member we are not connected to (an mDNS announcement): its proven
+        addresses are due at once (unproven ones keep their back-off: anyone can announce anything)."""
         for addr, nid in self.addrs.items():
-            if nid == node_id:
+            if nid == node_id and addr in self._proven:
                 self._backoff.pop(addr, None)
 
     async def _dial_once(self, addr: str) -> None:
@@ -267,6 +297,7 @@ class PeerTable:
             old.abort("replaced by a newer connection")
         if conn.peer_addr:
             self.addrs[conn.peer_addr] = conn.peer_id
+            self._proven.add(conn.peer_addr)
         self.spawn(self._serve(conn))
         return conn
 
@@ -283,26 +314,31 @@ class PeerTable:
                 await self.on_down(conn)
 
     async def broadcast(self, msg: dict) -> None:
-        for conn in list(self.conns.values()):
-            try:
-                await conn.send(msg)
-            except (ConnectionClosed, FrameError):
-                pass
+        """To every connected peer at once, each send with its deadline (a slow peer delays no other)."""
+        conns = list(self.conns.values())
+        if conns:
+            await asyncio.gather(*(self._send_bounded(c, msg) for c in conns))
 
     async def send(self, peer_id: str, msg: dict) -> bool:
         conn = self.conns.get(peer_id)
-        if conn is None:
-            return False
+        return False if conn is None else await self._send_bounded(conn, msg)
+
+    @staticmethod
+    async def _send_bounded(conn: Connection, msg: dict) -> bool:
         try:
-            await conn.send(msg)
+            await asyncio.wait_for(conn.send(msg), SEND_TIMEOUT)
             return True
-        except ConnectionClosed:
+        except TimeoutError:  # the frame stays queued; a peer that stays silent is dropped as dead
+            log.debug("send to %s is waiting for its socket to drain", conn.peer_id[:12])
+            return False
+        except (ConnectionClosed, FrameError):
             return False
 
     def drop(self, peer_id: str, reason: str) -> None:
         conn = self.conns.pop(peer_id, None)
         if conn is not None:
             conn.abort(reason)
+            conn.writer.transport.abort()  # no TLS goodbye to a peer that stopped answering
 
     async def close(self) -> None:
         if self.server is not None:

@@ -267,6 +267,8 @@ class Node:
     def _apply_denylist(self) -> None:
         """Reload the deny-list and cut off every connected peer it names."""
         self.deny = self.denylist_store.load(self.ident.ca_cert)
+        for peer_id in list(self.deny.entries):
+            self.peers.forget_node(peer_id)  # never dialed again
         for peer_id in list(self.peers.conns):
             if self.is_revoked(peer_id):
                 log.warning("peer %s is revoked: disconnecting", short_id(peer_id))
@@ -347,7 +349,8 @@ class Node:
         self.membership.on_disconnect(conn.peer_id, now)
         self._pump_membership()
         addr = conn.peer_addr
-        if addr and not self._stop.is_set() and not await self.peers.probe(addr):
+        gone = addr and not self._stop.is_set() and not await self.peers.probe(addr)
+        if gone and conn.peer_id not in self.peers.conns:  # (it may have reconnected during the probe)
             # Nothing listens there any more: the process is gone. Don't wait for heartbeats to age out.
             self.membership.on_gone(conn.peer_id, time.monotonic())
             self._pump_membership()
