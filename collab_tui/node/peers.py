@@ -40,6 +40,7 @@ PARALLEL_DIALS = 3  # attempts in flight per address (a SYN lost in a partition 
 MAX_BACKOFF = 5.0  # unknown addresses: exponential back-off up to this
 MAX_ADDRS = 1024  # known addresses at most (proven ones are always kept)
 SEND_TIMEOUT = 1.0  # seconds a small message may wait for a peer's socket to drain
+ANNOUNCED_WITHIN = 1.0  # an mDNS announcement brings an unproven address's next dial this close
 
 
 class PeerTable:
@@ -106,8 +107,9 @@ class PeerTable:
         conn.handler = self.node.dispatch
         return conn
 
-    def propose(self, addr: str, node_id: str = "") -> None:
-        """An address to try (static peer, mDNS, member list, gossip)."""
+    def propose(self, addr: str, node_id: str = "", proven: bool = False) -> None:
+        """An address to try (static peer, mDNS, member list, gossip). ``proven``: met there by a handshake
+        of ours, in this life or an earlier one (the persisted member list)."""
         if addr in self.node.addrs or addr in self._self_addrs or node_id == self.node.node_id:
             return
         if addr in self._proven:
@@ -116,6 +118,8 @@ class PeerTable:
             return
         if node_id or addr not in self.addrs:
             self.addrs[addr] = node_id or self.addrs.get(addr, "")
+        if proven and node_id:
+            self._proven.add(addr)
 
     def forget_node(self, node_id: str) -> None:
         """A revoked node: its addresses are no longer dialed."""
@@ -245,10 +249,17 @@ class PeerTable:
 
     def dial_now(self, node_id: str) -> None:
         """A fresh sign of life from a member we are not connected to (an mDNS announcement): its proven
-        addresses are due at once (unproven ones keep their back-off: anyone can announce anything)."""
+        addresses are due at once; unproven ones within ``ANNOUNCED_WITHIN`` seconds at the latest (anyone
+        can announce anything: an announcement may shorten a back-off, never below that)."""
+        now = time.monotonic()
         for addr, nid in self.addrs.items():
-            if nid == node_id and addr in self._proven:
+            if nid != node_id:
+                continue
+            if addr in self._proven:
                 self._backoff.pop(addr, None)
+            elif addr in self._backoff:
+                next_try, delay = self._backoff[addr]
+                self._backoff[addr] = (min(next_try, now + ANNOUNCED_WITHIN), delay)
 
     async def _dial_once(self, addr: str) -> None:
         try:

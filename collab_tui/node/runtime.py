@@ -114,7 +114,7 @@ class Node:
             self.peers.propose(addr)
         for member in self._known.get("members", []):
             if member.get("node_id") != self.node_id and member.get("addr"):
-                self.peers.propose(member["addr"], member.get("node_id", ""))
+                self.peers.propose(member["addr"], member.get("node_id", ""), proven=True)
         if self.cfg.mdns:
             from ..net.discovery import MdnsDiscovery
 
