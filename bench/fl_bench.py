@@ -318,6 +318,20 @@ def _per_round_table(central: dict | None, runs: dict[str, dict]) -> None:
     )
 
 
+def _ratio_failed(detail: str) -> Figure:
+    """The FedAvg / centralized figure when it could not be measured (``detail`` says why)."""
+    return Figure(
+        G,
+        "fl.fedavg_vs_central",
+        "FedAvg final / centralized final",
+        None,
+        "%",
+        100 * TARGET_RATIO,
+        op=">=",
+        detail=detail,
+    )
+
+
 def run() -> list[Figure]:
     from .fl_cluster import FLCluster, run_federated
 
@@ -348,36 +362,14 @@ def run() -> list[Figure]:
         try:
             fc.start()
         except Exception as exc:  # noqa: BLE001
-            figs.append(
-                Figure(
-                    G,
-                    "fl.fedavg_vs_central",
-                    "FedAvg final / centralized final",
-                    None,
-                    "%",
-                    100 * TARGET_RATIO,
-                    op=">=",
-                    detail=f"cluster set-up failed: {exc}"[:300],
-                )
-            )
+            figs.append(_ratio_failed(f"cluster set-up failed: {exc}"[:300]))
             return figs
         progress("fl: FedAvg, protocol settings (20 rounds, E=1, B=32, lr 0.05, 4 clients) ...")
         try:
             runs["fedavg"] = run_federated(fc, "fl-fedavg", "fedavg", {}, min(deadline, time.monotonic() + 200))
             figs += _fed_figures(runs["fedavg"], t_cluster0, central_final)
         except Exception as exc:  # noqa: BLE001
-            figs.append(
-                Figure(
-                    G,
-                    "fl.fedavg_vs_central",
-                    "FedAvg final / centralized final",
-                    None,
-                    "%",
-                    100 * TARGET_RATIO,
-                    op=">=",
-                    detail=f"failed: {exc}"[:300],
-                )
-            )
+            figs.append(_ratio_failed(f"failed: {exc}"[:300]))
         fed_final = _accs(runs["fedavg"]["history"])[-1] if "fedavg" in runs else None
         if fed_final is not None and central_final and fed_final < TARGET_RATIO * central_final:
             for key, strategy, options, note in EXTRA:

@@ -64,31 +64,16 @@ class LocalCluster:
             ident, members, _ = asyncio.run(join_cluster(self.homes[i], token, [(host, int(port))], self.names[i]))
             JsonState(self.homes[i] / "state" / "members.json").set("members", members)
 
+    def daemon_args(self, i: int, ready: Path, host: str, port: int, mdns_interface: str) -> list[str]:
+        """`python -m collab_tui daemon` for node i, listening on host:port, mDNS pinned to one interface."""
+        args = [sys.executable, "-m", "collab_tui", "daemon", "--home", str(self.homes[i]), "--host", host]
+        args += ["--port", str(port), "--name", self.names[i], "--priority", str(self.priorities[i])]
+        args += ["--heartbeat", str(self.heartbeat), "--quiet", "--ready-file", str(ready)]
+        return args + (["--mdns", "--mdns-interface", mdns_interface] if self.mdns else ["--no-mdns"])
+
     def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:
         """The command that runs node i (subclasses change where and how, e.g. in a network namespace)."""
-        args = [
-            sys.executable,
-            "-m",
-            "collab_tui",
-            "daemon",
-            "--home",
-            str(self.homes[i]),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--name",
-            self.names[i],
-            "--priority",
-            str(self.priorities[i]),
-            "--heartbeat",
-            str(self.heartbeat),
-            "--quiet",
-            "--ready-file",
-            str(ready),
-        ]
-        args += ["--mdns", "--mdns-interface", "127.0.0.1"] if self.mdns else ["--no-mdns"]
-        return args + self.extra_args + extra
+        return self.daemon_args(i, ready, "127.0.0.1", 0, "127.0.0.1") + self.extra_args + extra
 
     def node_env(self, i: int) -> dict:
         """The environment node i runs in (subclasses give each node its own, e.g. its own HOME)."""

@@ -78,15 +78,59 @@ def wait_job(c, i: int, job_id: str, timeout: float = 60.0) -> dict:
     return wait_for(finished, timeout, f"job {job_id} on node{i} to finish", poll=0.1)
 
 
-def three_node_cluster():
+def three_node_cluster(agreed: bool = False):
     """A provisioned, started 3-node cluster with priorities 0 < 1 < 2 (node2 is the master): the
-    generator body of the module-scoped `cluster` fixtures of the multi-process test modules."""
+    generator body of the module-scoped `cluster` fixtures of the multi-process test modules. With
+    ``agreed`` it is handed over once all three agree on the master."""
     from collab_tui.localcluster import LocalCluster
 
     c = LocalCluster(3, priorities=[0, 1, 2], heartbeat=0.2)
     try:
         c.provision()
         c.start_all()
+        if agreed:
+            c.wait_agreement(timeout=20)
         yield c
     finally:
         c.close()
+
+
+def self_signed_node_cert(key):
+    """A node certificate for ``key`` (its node id as the name) that no cluster CA issued: signed by the
+    key itself, valid from 5 minutes ago for a day."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from collab_tui.net.pki import node_id_of
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(key.public_key()))])
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def screen_text(app) -> str:
+    """The screen as plain text (for readable failure diffs)."""
+    from rich.console import Console
+
+    console = Console(
+        width=app.size.width,
+        height=app.size.height,
+        record=True,
+        color_system=None,
+        file=open(os.devnull, "w"),
+        legacy_windows=False,
+    )
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()

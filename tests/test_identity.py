@@ -10,6 +10,7 @@ import ssl
 import stat
 
 import pytest
+from conftest import self_signed_node_cert
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
@@ -235,18 +236,7 @@ def test_verify_pinned_server_ok_and_mismatch(tmp_path):
 def _self_signed_ident(tmp_path):
     """An identity whose node cert is self-signed (not issued by any cluster CA)."""
     key = new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(key.public_key()))])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed_node_cert(key)
     return NodeIdentity(tmp_path, key, cert, cert, None)
 
 

@@ -8,6 +8,7 @@ sending its secret to a node that cannot sign.
 from __future__ import annotations
 
 import pytest
+from conftest import three_node_cluster
 
 from collab_tui.localcluster import LocalCluster
 from collab_tui.net.tokens import TokenStore, parse_token
@@ -17,14 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def members():
-    c = LocalCluster(3, priorities=[0, 1, 2], heartbeat=0.2)
-    try:
-        c.provision()
-        c.start_all()
-        c.wait_agreement(timeout=20)
-        yield c
-    finally:
-        c.close()
+    yield from three_node_cluster(agreed=True)
 
 
 def _uses_left(c: LocalCluster, token: str) -> int:
@@ -55,45 +49,23 @@ def test_a_member_that_cannot_sign_points_the_joiner_to_the_signer(members, cli,
     assert _uses_left(members, token) == 0
 
 
+def _join_via(cli, token: str, peers: list[str], home):
+    """`collab join TOKEN --peer A --peer B ...` with 2 s per attempt, named after its home."""
+    args = [arg for peer in peers for arg in ("--peer", peer)]
+    return cli("join", token, *args, "--timeout", "2", "--name", home.name, "--home", home, timeout=60)
+
+
 def test_when_no_address_can_sign_the_error_names_each_address_and_why(members, cli, cli_json, tmp_path):
     token = cli_json("invite", "--home", members.homes[0])["token"]
     dead = "127.0.0.1:1"
-    res = cli(
-        "join",
-        token,
-        "--peer",
-        dead,
-        "--peer",
-        members.info[1]["addr"],
-        "--timeout",
-        "2",
-        "--name",
-        "x",
-        "--home",
-        tmp_path / "x",
-        timeout=60,
-    )
+    res = _join_via(cli, token, [dead, members.info[1]["addr"]], tmp_path / "x")
     # node1 points at node0, which signs: the join succeeds even though the first address is dead
     assert res.returncode == 0, res.stderr
     token2 = cli_json("invite", "--home", members.homes[0])["token"]
     members.kill(0)
     members.wait_exit(0, 10)
     try:
-        res = cli(
-            "join",
-            token2,
-            "--peer",
-            dead,
-            "--peer",
-            members.info[1]["addr"],
-            "--timeout",
-            "2",
-            "--name",
-            "y",
-            "--home",
-            tmp_path / "y",
-            timeout=60,
-        )
+        res = _join_via(cli, token2, [dead, members.info[1]["addr"]], tmp_path / "y")
         assert res.returncode == 1
         err = res.stderr
         assert dead in err and "ConnectionRefused" in err, err

@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -51,34 +50,7 @@ class NetnsCluster(LocalCluster):
 
     def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:
         # `ip netns exec` execs the command: the PID LocalCluster gets is the daemon's own
-        return self.lan.exec_argv(
-            i,
-            [
-                sys.executable,
-                "-m",
-                "collab_tui",
-                "daemon",
-                "--home",
-                str(self.homes[i]),
-                "--host",
-                self.addrs[i],
-                "--port",
-                str(PORT),
-                "--name",
-                self.names[i],
-                "--priority",
-                str(self.priorities[i]),
-                "--heartbeat",
-                str(self.heartbeat),
-                "--quiet",
-                "--ready-file",
-                str(ready),
-                "--mdns",
-                "--mdns-interface",
-                self.addrs[i],
-                *extra,
-            ],
-        )
+        return self.lan.exec_argv(i, self.daemon_args(i, ready, self.addrs[i], PORT, self.addrs[i]) + extra)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ serving: its control socket answers and a legitimate member still completes the 
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import socket
 import ssl
@@ -15,10 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
+from conftest import self_signed_node_cert, three_node_cluster, wait_for
 
 from collab_tui.localcluster import LocalCluster
 from collab_tui.net import identity as idm
@@ -33,14 +29,7 @@ REVOKED = 2  # node2 has the highest priority: it is the master when it gets rev
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = LocalCluster(3, priorities=[0, 1, 2], heartbeat=0.2)
-    try:
-        c.provision()
-        c.start_all()
-        c.wait_agreement(timeout=20)
-        yield c
-    finally:
-        c.close()
+    yield from three_node_cluster(agreed=True)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -65,18 +54,7 @@ def _tls_ctx(cert_key_pem: bytes | None, tmp: Path) -> ssl.SSLContext:
 
 def _self_signed_pem() -> bytes:
     key = pki.new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, pki.node_id_of(key.public_key()))])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed_node_cert(key)
     return pki.key_pem(key) + pki.cert_pem(cert)
 
 

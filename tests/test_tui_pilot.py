@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import screen_text
 
 from collab_tui.app import CollabApp
 from collab_tui.localcluster import LocalCluster
@@ -48,21 +49,6 @@ def images(tmp_path_factory) -> Path:
     cv2.imwrite(str(folder / "chelsea.png"), cv2.cvtColor(data.chelsea(), cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(folder / "astronaut-mirrored.png"), astro[:, ::-1])
     return folder
-
-
-def screen_text(app) -> str:
-    from rich.console import Console
-
-    console = Console(
-        width=app.size.width,
-        height=app.size.height,
-        record=True,
-        color_system=None,
-        file=open(os.devnull, "w"),
-        legacy_windows=False,
-    )
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text()
 
 
 async def wait_until(pilot, pred, timeout: float, what: str) -> None:

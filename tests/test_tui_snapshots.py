@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import screen_text
 
 from collab_tui import api
 from collab_tui.app import CollabApp
@@ -241,22 +242,6 @@ def _fixtures(root: Path) -> None:
 def normalise(svg: str) -> str:
     """Drop what may vary between runs of the same screen (Rich's content-hash class prefix)."""
     return re.sub(r"terminal-\d+", "terminal", svg)
-
-
-def screen_text(app) -> str:
-    """The screen as plain text (for readable failure diffs)."""
-    from rich.console import Console
-
-    console = Console(
-        width=app.size.width,
-        height=app.size.height,
-        record=True,
-        color_system=None,
-        file=open(os.devnull, "w"),
-        legacy_windows=False,
-    )
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text()
 
 
 async def settle(pilot, ready, what: str, timeout: float = 10.0) -> None:
