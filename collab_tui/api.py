@@ -74,6 +74,12 @@ class Revoke(Request):
     reason: str = ""
 
 
+class SetPriority(Request):
+    NAME = "set_priority"
+    node: str
+    priority: int
+
+
 class Logs(Request):
     NAME = "logs"
     n: int = 100
@@ -116,6 +122,9 @@ class StatusReply(TypedDict, total=False):
     holds_ca: bool
     mdns: bool
     refused_connections: int
+    refused_messages: int
+    known_addresses: int
+    faults: dict[str, str]
     health: str  # "ok" | "unhealthy"
     unhealthy: dict[str, str]  # task kind -> reason
 
@@ -151,6 +160,7 @@ class TrustMember(TypedDict, total=False):
     name: str
     addr: str
     revoked: bool
+    priority: int
 
 
 class TrustListReply(TypedDict):
@@ -161,6 +171,12 @@ class TrustListReply(TypedDict):
 class RevokeReply(TypedDict):
     version: int
     revoked: str
+
+
+class SetPriorityReply(TypedDict):
+    version: int
+    node_id: str
+    priority: int
 
 
 class LogRecord(TypedDict, total=False):

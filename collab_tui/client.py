@@ -53,6 +53,9 @@ class Commands:
     def revoke(self, node: str, reason: str = "") -> api.RevokeReply:
         return self._call(api.Revoke(node=node, reason=reason))
 
+    def set_priority(self, node: str, priority: int) -> api.SetPriorityReply:
+        return self._call(api.SetPriority(node=node, priority=priority))
+
     def logs(self, n: int = 100) -> list[api.LogRecord]:
         return self._call(api.Logs(n=n))
 

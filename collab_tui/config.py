@@ -57,6 +57,14 @@ class NodeConfig:
     handshake_timeout: float = 3.0
     request_timeout: float = 10.0
     max_frame: int = 4 * 1024 * 1024
+    # per-connection bounds on what a peer may make this node hold (see net/transport.py): a partial frame
+    # must be complete within frame_timeout s of its first byte; at most max_open_blobs unfinished blobs,
+    # announcing at most max_blob bytes together; each done within max(blob_timeout, size / blob_min_rate) s
+    frame_timeout: float = 10.0
+    max_blob: int = 512 * 1024 * 1024
+    max_open_blobs: int = 8
+    blob_timeout: float = 30.0
+    blob_min_rate: float = 1024.0 * 1024.0  # bytes/s
     log_level: str = "INFO"
     # threads running distributed-job tasks on this node: 0 = one per CPU; -1 = none (the node still submits
     # jobs and, as master, schedules them, but is never given a task)

@@ -63,6 +63,12 @@ class LocalCluster:
         for i in range(1, self.n):
             ident, members, _ = asyncio.run(join_cluster(self.homes[i], token, [(host, int(port))], self.names[i]))
             JsonState(self.homes[i] / "state" / "members.json").set("members", members)
+            if self.priorities[i]:
+                self.call(0, "set_priority", node=ident.node_id, priority=self.priorities[i])
+        records = self.homes[0] / "state" / "denylist.json"  # the signed member records: priorities
+        for i in range(1, self.n):
+            if records.exists():
+                shutil.copy(records, self.homes[i] / "state" / "denylist.json")
 
     def daemon_args(self, i: int, ready: Path, host: str, port: int, mdns_interface: str) -> list[str]:
         """`python -m collab_tui daemon` for node i, listening on host:port, mDNS pinned to one interface."""

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from collab_tui.config import NodeConfig
-from collab_tui.node.context import BASE_CAPABILITIES, Contributions, PeerView, ServiceHandler
+from collab_tui.net.schema import PeerMessage, Refused, admit
+from collab_tui.node.context import BASE_CAPABILITIES, Contributions, PeerView, ServiceHandler, refusal
 from collab_tui.node.events import EventBus, Subscription
 
 
@@ -39,6 +40,8 @@ class FakeContext:
         self._connected = set(connected) if connected is not None else None  # None: every known peer
         self.events = EventBus()
         self.handlers: dict[str, ServiceHandler] = {}
+        self.schemas: dict[str, type[PeerMessage]] = {}
+        self.refused: list[Refused] = []  # what `deliver` refused
         self.contributions = Contributions(capabilities)
         self.sent: list[tuple[str, dict]] = []
         self.on_send: Callable[[str, dict], Any] | None = None  # async (peer, msg) -> bool
@@ -103,14 +106,23 @@ class FakeContext:
         return self.events.subscribe(kinds, maxsize)
 
     # handlers
-    def register(self, msg_type: str, fn: ServiceHandler) -> None:
+    def register(self, schema: type[PeerMessage], fn: ServiceHandler) -> None:
+        msg_type = schema.type_name()
         if msg_type in self.handlers:
             raise ValueError(f"peer message {msg_type!r} already has a handler")
         self.handlers[msg_type] = fn
+        self.schemas[msg_type] = schema
 
     async def deliver(self, sender: str, msg: dict):
-        """A peer message as the runtime hands it over (``sender``: the connection's peer id)."""
-        return await self.handlers[msg["t"]](sender, msg)
+        """A peer message as the runtime hands it over (``sender``: the connection's peer id): admitted
+        as the node admits it (validated against its schema, its sender checked), else the node's refusal
+        reply (``{"ok": False, "error": ...}``)."""
+        try:
+            clean = admit(self.schemas[msg["t"]], sender, msg, self.master_id, self.term)
+        except Refused as exc:
+            self.refused.append(exc)
+            return refusal(str(exc))
+        return await self.handlers[msg["t"]](sender, clean)
 
     # heartbeat contributions
     def provide_heartbeat(self, name: str, fn: Callable[[], Any]) -> None:

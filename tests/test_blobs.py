@@ -7,7 +7,19 @@ import random
 
 import pytest
 
-from collab_tui.net.blobs import DEFAULT_CHUNK, BlobError, BlobReceiver, blob_header, iter_chunks
+from collab_tui.net.blobs import (
+    BLOB_MIN_RATE,
+    BLOB_MIN_SECONDS,
+    DEFAULT_CHUNK,
+    BlobError,
+    BlobLimit,
+    BlobReceiver,
+    BlobStreams,
+    BlobTimeout,
+    blob_deadline,
+    blob_header,
+    iter_chunks,
+)
 from collab_tui.net.codec import Chunk, FrameDecoder, Message, chunk_header, encode_message
 
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
@@ -169,3 +181,62 @@ def test_add_accepts_buffers_and_copies_them() -> None:
     rx.add(bytearray(b"def"))
     data[0:3] = b"XYZ"  # mutating the source after add must not corrupt the blob
     assert rx.finish() == b"abcdef"
+
+
+# ---------------------------------------------------------------- the open streams of one connection
+
+
+def _hdr(sid: int, data: bytes) -> dict:
+    return {**blob_header(sid, data), "kind": "x"}
+
+
+def test_streams_reassemble_interleaved_blobs() -> None:
+    streams = BlobStreams(max_size=100)
+    a, b = b"a" * 10, b"b" * 20
+    assert streams.open(_hdr(1, a), 0.0) is None and streams.open(_hdr(2, b), 0.0) is None
+    assert (len(streams), streams.declared) == (2, 30)
+    assert streams.add(1, a[:5]) is None and streams.add(2, b) == (_hdr(2, b), b)
+    assert streams.received == 5
+    assert streams.add(1, a[5:]) == (_hdr(1, a), a)
+    assert (len(streams), streams.declared, streams.deadline) == (0, 0, None)
+    assert streams.open(_hdr(3, b""), 0.0) == (_hdr(3, b""), b"")  # empty: complete at once, never open
+
+
+def test_streams_are_capped_in_number_and_in_declared_bytes() -> None:
+    streams = BlobStreams(max_size=100, max_open=2)
+    streams.open(_hdr(1, b"x" * 10), 0.0)
+    streams.open(_hdr(2, b"x" * 10), 0.0)
+    with pytest.raises(BlobLimit, match="more than 2 blob streams"):
+        streams.open(_hdr(3, b"x" * 10), 0.0)
+    assert len(streams) == 0  # dropped: the connection is closed
+    streams = BlobStreams(max_size=100, max_bytes=150)
+    streams.open(_hdr(1, b"x" * 100), 0.0)
+    with pytest.raises(BlobLimit, match="160 bytes of open blob streams exceed the cap of 150"):
+        streams.open(_hdr(2, b"x" * 60), 0.0)
+
+
+def test_streams_refuse_a_reused_id_an_unknown_stream_and_an_unhashable_id() -> None:
+    streams = BlobStreams(max_size=100)
+    streams.open(_hdr(1, b"x"), 0.0)
+    with pytest.raises(BlobError, match="already open"):
+        streams.open(_hdr(1, b"y"), 0.0)
+    with pytest.raises(BlobError, match="unknown blob stream 9"):
+        streams.add(9, b"x")
+    with pytest.raises(BlobError, match="stream id"):
+        streams.open({**_hdr(2, b"x"), "stream": [2]}, 0.0)
+
+
+def test_each_stream_has_a_deadline_from_its_header_scaled_by_its_size() -> None:
+    assert blob_deadline(10, 5.0) == 5.0 + BLOB_MIN_SECONDS
+    assert blob_deadline(100 * BLOB_MIN_RATE, 5.0) == 105.0  # a big blob is not cut off for being big
+    streams = BlobStreams(max_size=1000, min_seconds=2.0, min_rate=100.0)
+    streams.open(_hdr(1, b"x" * 10), 0.0)  # 2 s
+    streams.open(_hdr(2, b"x" * 500), 1.0)  # 5 s
+    streams.add(2, b"x" * 100)
+    assert streams.deadline == 2.0
+    streams.add(1, b"x" * 10)
+    assert streams.deadline == 6.0
+    streams.check(5.9)
+    with pytest.raises(BlobTimeout, match="blob stream 2 timed out: 100 of 500 bytes in 5 s"):
+        streams.check(6.0)
+    assert (len(streams), streams.declared, streams.received) == (0, 0, 0)  # freed

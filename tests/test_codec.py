@@ -14,6 +14,7 @@ from collab_tui.net.codec import (
     Chunk,
     FrameDecoder,
     FrameError,
+    FrameTimeout,
     FrameTooLarge,
     MalformedFrame,
     Message,
@@ -242,3 +243,34 @@ def test_unicode_payload_round_trip() -> None:
 def test_empty_feed_returns_nothing() -> None:
     dec = FrameDecoder()
     assert dec.feed(b"") == [] and dec.pending_bytes == 0
+
+
+# ---------------------------------------------------------------- partial-frame deadline
+
+
+def test_a_partial_frame_has_a_deadline_from_its_first_byte_not_its_last_read() -> None:
+    frame = encode_message({"t": "slow", "pad": "x" * 50})
+    dec = FrameDecoder(frame_timeout=10.0)
+    assert dec.deadline is None
+    dec.feed(frame[:1], now=100.0)
+    for k in range(1, 9):  # a byte a second: each read is in time, the frame is not
+        dec.feed(frame[k : k + 1], now=100.0 + k)
+        assert dec.deadline == 110.0
+    dec.check(109.9)
+    with pytest.raises(FrameTimeout, match="within 10 s of its first byte"):
+        dec.check(110.0)
+    assert dec.closed and dec.pending_bytes == 0 and dec.deadline is None  # the buffer is freed
+
+
+def test_each_frame_gets_its_own_deadline() -> None:
+    a, b = encode_message({"t": "a"}), encode_message({"t": "b"})
+    dec = FrameDecoder(frame_timeout=5.0)
+    dec.feed(a[:3], now=0.0)
+    assert dec.feed(a[3:] + b[:2], now=4.0) == [Message({"t": "a"})]
+    assert dec.deadline == 9.0  # b began at 4.0
+    assert dec.feed(b[2:], now=8.0) == [Message({"t": "b"})]
+    assert dec.deadline is None
+    dec.check(1000.0)  # nothing pending: nothing is late
+    assert FrameDecoder().deadline is None  # without a frame_timeout there is no deadline
+    with pytest.raises(ValueError):
+        FrameDecoder(frame_timeout=0)

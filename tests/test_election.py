@@ -394,7 +394,9 @@ def test_no_preempt_follower_of_lower_master_stays_silent() -> None:
     e = node("c", peers={"a": 1, "b": 1}, preempt=False)
     e.start(0.0)
     assert e.next_deadline() >= 1.0  # listens for a master first
-    e.on_master_heartbeat("a", 3, 0.2)
+    e.on_master_heartbeat("a", 3, 0.2)  # b outranks a, and nobody else says a rules: not followed yet
+    assert e.master_id is None and e.term == 0
+    e.on_report("b", "follower", 3, "a", 0.2)  # b follows a: with a's own voice, 2 of 3 say a rules
     assert (e.master_id, e.term, e.next_deadline()) == ("a", 3, None)
     e.on_message("b", msg("election", 3), 0.3)
     assert e.take_outbox() == [] and e.role == "follower"
@@ -402,10 +404,10 @@ def test_no_preempt_follower_of_lower_master_stays_silent() -> None:
 
 def test_preempt_follower_bullies_lower_master() -> None:
     e = node("c", peers={"a": 1, "b": 1})
-    e.on_message("a", msg("coordinator", 4), 0.0)
-    assert e.is_master and e.term == 5
+    e.on_message("a", msg("coordinator", 4), 0.0)  # b outranks a: refused; c outranks a: c bullies
+    assert e.is_master and e.term == 5  # above the claim it refused
     ev = e.take_events()
-    assert MasterChanged("a", 4) in ev and ev[-1] == MasterChanged("c", 5)
+    assert MasterChanged("a", 4) not in ev and ev[-1] == MasterChanged("c", 5)
 
 
 def test_stale_term_coordinator_and_heartbeat_ignored() -> None:
@@ -423,11 +425,11 @@ def test_stale_term_coordinator_and_heartbeat_ignored() -> None:
 def test_master_steps_down_on_higher_term(via: str) -> None:
     m = make_master(node("c", peers={"a": 1, "b": 1}, preempt=False))
     if via == "coordinator":
-        m.on_message("a", msg("coordinator", 7), 1.0)
+        m.on_message("b", msg("coordinator", 7), 1.0)
     else:
-        m.on_master_heartbeat("a", 7, 1.0)
-    assert (m.role, m.master_id, m.term) == ("follower", "a", 7)
-    assert m.take_events() == [TermChanged(7), RoleChanged("follower"), MasterChanged("a", 7)]
+        m.on_master_heartbeat("b", 7, 1.0)
+    assert (m.role, m.master_id, m.term) == ("follower", "b", 7)
+    assert m.take_events() == [TermChanged(7), RoleChanged("follower"), MasterChanged("b", 7)]
     assert not m.accepts(6) and m.accepts(7) and m.accepts(8)
 
 

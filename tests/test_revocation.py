@@ -108,3 +108,22 @@ def test_store_revoke(ca, tmp_path):
         master.revoke(ca.ca_key, ca.ca_cert, "nope", "x")
     with pytest.raises(RevocationError):
         master.revoke(ca.ca_key, ca.ca_cert, ca.cluster_id, "x")
+
+
+def test_priorities_are_signed_member_records(ca, tmp_path):
+    """A priority is set only with the CA key, survives a revocation, and a forged change does not verify."""
+    ca_key, ca_cert = ca.ca_key, ca.ca_cert
+    store = DenyListStore(tmp_path / "denylist.json")
+    nid = "c" * 64
+    blob = store.set_priority(ca_key, ca_cert, nid, 7)
+    assert blob is not None and verify_denylist(ca_cert, blob).priority_of(nid) == 7
+    assert store.set_priority(ca_key, ca_cert, nid, 7) is None  # unchanged: no new version
+    store.revoke(ca_key, ca_cert, "d" * 64, "lost")
+    records = store.load(ca_cert)
+    assert records.priority_of(nid) == 7 and records.is_revoked("d" * 64) and records.version == 2
+    forged = json.loads(store.blob())
+    forged["priorities"][nid] = 10**6
+    with pytest.raises(RevocationError, match="signature"):
+        verify_denylist(ca_cert, json.dumps(forged).encode())
+    with pytest.raises(RevocationError):
+        store.set_priority(ca_key, ca_cert, nid, 10**9)

@@ -108,7 +108,7 @@ def _talk(sock: socket.socket, data: bytes, timeout: float = 6.0) -> tuple[list[
 
 
 def _hello_bytes(ident: idm.NodeIdentity, name: str = "probe") -> bytes:
-    return encode_message(make_hello("hello", ident.node_id, name, ident.cluster_id, 0, "127.0.0.1:1"))
+    return encode_message(make_hello("hello", ident.node_id, name, ident.cluster_id, "127.0.0.1:1"))
 
 
 def _handshake(addr: tuple[str, int], ident: idm.NodeIdentity, timeout: float = 5.0) -> dict:
@@ -146,7 +146,7 @@ def test_client_cert_from_another_ca_is_refused(cluster, tmp_path):
     # it even claims the real cluster id in its HELLO
     pem = pki.key_pem(evil.key) + pki.cert_pem(evil.cert)
     hello = encode_message(
-        make_hello("hello", evil.node_id, "evil", idm.load_identity(cluster.homes[0]).cluster_id, 9, "127.0.0.1:1")
+        make_hello("hello", evil.node_id, "evil", idm.load_identity(cluster.homes[0]).cluster_id, "127.0.0.1:1")
     )
     msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(pem, tmp_path)), hello)
     assert not any(m.get("t") == "hello_ack" for m in msgs), msgs
@@ -204,7 +204,7 @@ def test_certless_client_sending_hello_is_refused(cluster, tmp_path):
 
 def test_member_claiming_another_node_id_is_refused(cluster, tmp_path):
     member = _member_identity(cluster, tmp_path / "liar", "liar")
-    fake = make_hello("hello", cluster.node_id(1), "liar", member.cluster_id, 0, "127.0.0.1:1")
+    fake = make_hello("hello", cluster.node_id(1), "liar", member.cluster_id, "127.0.0.1:1")
     msgs, ended = _talk(_connect(_addr(cluster, 0), tls.client_ssl_context(member)), encode_message(fake))
     assert [m["t"] for m in msgs] == ["hello_nak"], msgs
     assert "does not match the certificate" in msgs[0]["error"]

@@ -72,6 +72,9 @@ def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     bad = shown.pop("unhealthy", None) or {}
     if bad:  # one line: which task kinds this node keeps failing, and why
         shown["health"] = "unhealthy: " + "; ".join(f"{kind} failing: {why}" for kind, why in bad.items())
+    faults = shown.pop("faults", None) or {}
+    if faults:  # background tasks that died and were restarted
+        shown["faults"] = "; ".join(f"{task}: {why}" for task, why in faults.items())
     out.data(shown)
 
 

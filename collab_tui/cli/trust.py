@@ -1,4 +1,4 @@
-"""`collab trust list|revoke`: members and revocation."""
+"""`collab trust list|revoke|priority`: members, revocation and election priorities (the signed member records)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def trust_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Known members and revoked nodes."""
     out = Out(json_out)
     res = call(home_of(home), out, lambda c: c.trust_list())
-    cols = [("short_id", "ID"), ("name", "NAME"), ("addr", "ADDRESS"), ("revoked", "REVOKED")]
+    cols = [("short_id", "ID"), ("name", "NAME"), ("addr", "ADDRESS"), ("priority", "PRIORITY"), ("revoked", "REVOKED")]
     out.data(res, out.table(res["members"], cols) + f"\n(deny-list version {res['denylist_version']})")
 
 
@@ -32,6 +32,20 @@ def trust_revoke(
     out = Out(json_out)
     res = call(home_of(home), out, lambda c: c.revoke(node=node, reason=reason))
     out.data(res, f"revoked {res['revoked'][:12]} (deny-list version {res['version']})")
+
+
+@trust_app.command("priority")
+def trust_priority(
+    node: Annotated[str, typer.Argument(help="Node id, short id or name.")],
+    priority: Annotated[int, typer.Argument(help="Election priority: the highest (priority, node id) is master.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set a member's election priority (on the node that ran `collab init`): signs new member records,
+    which spread like the deny-list. A node's priority is never what it says of itself."""
+    out = Out(json_out)
+    res = call(home_of(home), out, lambda c: c.set_priority(node=node, priority=priority))
+    out.data(res, f"priority of {res['node_id'][:12]} is {res['priority']} (member records version {res['version']})")
 
 
 def register(app: typer.Typer) -> None:

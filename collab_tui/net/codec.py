@@ -8,6 +8,11 @@ Frame layout::
 * kind 2 (CHUNK):   body is ``u32 big-endian stream_id`` followed by raw data (maybe empty).
 
 ``L`` (kind byte + body) is capped by ``max_frame``. No sockets, no asyncio here.
+
+A frame that is partly received has a deadline counted from its first byte (``frame_timeout``, the clock
+passed in to :meth:`FrameDecoder.feed` and :meth:`FrameDecoder.check`): a per-read timeout would restart
+with every byte, so a peer trickling one byte every few seconds could keep a frame (and its buffer) open
+forever.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "KIND_CHUNK",
     "FrameError",
     "FrameTooLarge",
+    "FrameTimeout",
     "MalformedFrame",
     "Message",
     "Chunk",
@@ -53,6 +59,10 @@ class FrameTooLarge(FrameError):
 
 class MalformedFrame(FrameError):
     """A frame is structurally invalid (bad kind, bad JSON, short chunk, ...)."""
+
+
+class FrameTimeout(FrameError):
+    """A partly received frame was not completed within ``frame_timeout`` of its first byte."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +144,20 @@ def _decode_message(body: bytes | bytearray) -> Message:
 class FrameDecoder:
     """Incremental frame decoder: ``feed(bytes)`` returns every complete frame.
 
-    Any error poisons the decoder; later ``feed`` calls raise ``FrameError``.
+    Any error poisons the decoder; later ``feed`` calls raise ``FrameError``. With ``frame_timeout``, a
+    frame must be complete within that many seconds of its first byte (see :meth:`check`).
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, frame_timeout: float | None = None) -> None:
         if max_frame < _HEADER:
             raise ValueError(f"max_frame must be >= {_HEADER}, got {max_frame}")
+        if frame_timeout is not None and not frame_timeout > 0:
+            raise ValueError(f"frame_timeout must be > 0 or None, got {frame_timeout}")
         self.max_frame = max_frame
+        self.frame_timeout = frame_timeout
         self._buf = bytearray()
         self._closed = False
+        self._since: float | None = None  # when the first byte of the pending frame arrived
 
     @property
     def closed(self) -> bool:
@@ -154,16 +169,45 @@ class FrameDecoder:
         """Bytes buffered for a frame that is not complete yet."""
         return len(self._buf)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Message | Chunk]:
-        """Buffer ``data`` and return all frames completed by it (possibly none)."""
+    @property
+    def deadline(self) -> float | None:
+        """When the pending frame must be complete (its first byte's time + ``frame_timeout``), or None."""
+        if self.frame_timeout is None or self._since is None:
+            return None
+        return self._since + self.frame_timeout
+
+    def feed(self, data: bytes | bytearray | memoryview, now: float = 0.0) -> list[Message | Chunk]:
+        """Buffer ``data`` (received at ``now``) and return all frames completed by it (possibly none)."""
         if self._closed:
             raise FrameError("decoder is closed after an error")
         try:
-            return self._feed(data)
+            out = self._feed(data)
         except BaseException:
-            self._closed = True
-            self._buf = bytearray()
+            self._poison()
             raise
+        if not self._buf:
+            self._since = None
+        elif out or self._since is None:
+            self._since = now  # the pending frame began in ``data``: a frame ended before it, or none was pending
+        return out
+
+    def check(self, now: float) -> None:
+        """Raise `FrameTimeout` (and poison the decoder, freeing its buffer) when the pending frame is past its
+        deadline at ``now``."""
+        deadline = self.deadline
+        if deadline is None or now < deadline:
+            return
+        pending = len(self._buf)
+        self._poison()
+        raise FrameTimeout(
+            f"a partial frame ({pending} bytes so far) was not completed within {self.frame_timeout:g} s "
+            "of its first byte"
+        )
+
+    def _poison(self) -> None:
+        self._closed = True
+        self._buf = bytearray()
+        self._since = None
 
     def _check_header(self, length: int, kind: int | None) -> None:
         if length == 0:

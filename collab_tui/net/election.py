@@ -53,7 +53,16 @@ Rules:
    (``peer_down``) start after a delay drawn uniformly from ``start_jitter``.
 8. Joiners. A master sends ``el.coordinator`` to every peer that comes up, so a (re)joining
    node learns the master and term within one message delay.
-9. Quorum guard. ``can_commit(alive_count)`` is True only for the master when ``alive_count``
+9. A member is not the master (issue 15). Priorities come from the cluster's signed member records
+   (``peer_up(priority)``, ``set_priority``), never from what a peer says. A claim (``el.coordinator``)
+   from a node that is not our master is obeyed only if no other live peer in OUR view outranks it, or
+   if a majority of the cluster reports it as master (heartbeat reports, ``on_report``); else it is held
+   as pending and re-checked when a peer goes down or reports. A term may advance by at most
+   ``MAX_TERM_STEP`` per message unless a majority of the cluster reports a term at least as high. A
+   heartbeat's ``role`` grants nothing: it is a report (the current master's refreshes its term; a stale
+   master is told who rules). Refused messages come out as ``MessageRefused`` events, to be logged.
+   "A majority" here counts voices among the live peers (the claimer's included): ``majority_voices``.
+10. Quorum guard. ``can_commit(alive_count)`` is True only for the master when ``alive_count``
    (incl. self) is a strict majority of ``quorum_size`` (``alive_count > quorum_size // 2``).
    ``quorum_size`` defaults to self + every peer ever seen via ``peer_up`` and can be set with
    ``set_quorum_size``. In a 2-node cluster the survivor of a failure becomes master and keeps
@@ -66,7 +75,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .election_events import ElectionEvent, MasterChanged, Outgoing, RoleChanged, TermChanged
+from .election_events import ElectionEvent, MasterChanged, MessageRefused, Outgoing, RoleChanged, TermChanged
 
 __all__ = [
     "ElectionError",
@@ -79,7 +88,9 @@ __all__ = [
     "TermChanged",
     "RoleChanged",
     "MasterChanged",
+    "MessageRefused",
     "Outgoing",
+    "MAX_TERM_STEP",
 ]
 
 FOLLOWER, CANDIDATE, MASTER = "follower", "candidate", "master"
@@ -90,6 +101,9 @@ EL_ELECTION, EL_ANSWER, EL_COORDINATOR, EL_LEAVE = (
     "el.leave",
 )
 MESSAGE_TYPES = frozenset({EL_ELECTION, EL_ANSWER, EL_COORDINATOR, EL_LEAVE})
+# A term may advance by this much per message without a majority's reports behind it: legitimately a node
+# falls behind by one term per election it missed; 2**200 or +10**12 is an attack (or a bug).
+MAX_TERM_STEP = 16
 
 
 class ElectionError(ValueError):
@@ -129,8 +143,12 @@ class Election:
         self.start_jitter = (float(lo), float(hi))
         self.role = FOLLOWER
         self.master_id: str | None = None
-        self._prio: dict[str, int] = {}  # every peer ever seen -> priority
+        self._prio: dict[str, int] = {}  # every peer ever seen -> priority (from the signed records)
         self._alive: set[str] = set()
+        self._reports: dict[str, tuple[int, str | None]] = {}  # live peer -> (term, master) it reports
+        self._pending: dict[str, int] = {}  # claims held back (claimer -> term): re-checked on changes
+        self._seen = term  # the highest term seen within the step (refused claims too): a new reign is above it
+        self._reassert_at = float("-inf")  # a master re-asserts over an outranked claim at most once a second
         self._quorum: int | None = None
         self._election_at: float | None = None  # scheduled (jittered) election
         self._answer_deadline: float | None = None  # candidate waiting for el.answer
@@ -212,14 +230,45 @@ class Election:
         if self.role == MASTER and not self._left:
             self._send(peer_id, EL_COORDINATOR)
 
+    def set_priority(self, node_id: str, priority: int, now: float) -> None:
+        """The signed member records give ``node_id`` (maybe ourself) a new priority."""
+        if node_id == self.self_id:
+            self.priority = int(priority)
+        else:
+            self._prio[node_id] = int(priority)
+        self._recheck_pending(now)
+
+    def on_report(self, peer_id: str, role: str, term: int, master: str | None, now: float) -> None:
+        """A heartbeat: what ``peer_id`` believes (its role, term and master), counted as one voice for
+        `_backed` / `_majority_for`. Its ``role`` grants nothing by itself: a heartbeat saying "master" is
+        held to exactly the checks of an ``el.coordinator`` (rank in our view, term step), so it refreshes
+        the current master's term, tells a stale master who rules, or is refused."""
+        if not _is_term(term):
+            raise ElectionError(f"heartbeat term must be an int >= 0, got {term!r}")
+        if self._left or peer_id == self.self_id:
+            return
+        if peer_id in self._alive:
+            self._reports[peer_id] = (term, master if isinstance(master, str) else None)
+        if role == MASTER:
+            if self._term_ok(term):
+                self._seen = max(self._seen, term)
+                self._on_master_claim(peer_id, term, now)  # held to the same checks as an el.coordinator
+            else:
+                self._refuse(peer_id, "hb", term, "term jump")
+                self._hold(peer_id, term)
+        self._recheck_pending(now)
+
     def peer_down(self, peer_id: str, now: float) -> None:
         """Membership says ``peer_id`` is dead; if it was our master, elect after jitter."""
         self._alive.discard(peer_id)
+        self._reports.pop(peer_id, None)
+        self._pending.pop(peer_id, None)
         if peer_id == self.master_id:
             self._lost_master = peer_id
             self._set_master(None)
             if self.role == FOLLOWER and self._election_at is None and self._coord_deadline is None:
                 self._election_at = now + self._jitter()
+        self._recheck_pending(now)
 
     def leave(self, now: float) -> None:
         """Graceful leave: broadcast ``el.leave`` and go quiet."""
@@ -247,12 +296,8 @@ class Election:
             self._begin_election(now)
 
     def on_master_heartbeat(self, peer_id: str, term: int, now: float) -> None:
-        """A heartbeat from ``peer_id`` claiming to be master in ``term``."""
-        if not _is_term(term):
-            raise ElectionError(f"heartbeat term must be an int >= 0, got {term!r}")
-        if self._left or peer_id == self.self_id:
-            return
-        self._on_master_claim(peer_id, term, now)
+        """A heartbeat from ``peer_id`` saying it is master in ``term``: a report (`on_report`)."""
+        self.on_report(peer_id, MASTER, term, peer_id, now)
 
     def on_message(self, peer_id: str, msg: dict[str, Any], now: float) -> None:
         """Handle one ``el.*`` message from ``peer_id``."""
@@ -266,6 +311,12 @@ class Election:
         assert isinstance(term, int)  # _is_term checked it (for the type checker)
         if self._left or peer_id == self.self_id:
             return
+        if not self._term_ok(term):
+            self._refuse(peer_id, kind, term, "term jump")
+            if kind == EL_COORDINATOR:
+                self._hold(peer_id, term)
+            return
+        self._seen = max(self._seen, term)
         if kind == EL_COORDINATOR:
             self._on_master_claim(peer_id, term, now)
         elif kind == EL_ELECTION:
@@ -281,7 +332,21 @@ class Election:
             if self.role == MASTER:  # tell the stale master who rules now
                 self._send(peer_id, EL_COORDINATOR)
             return
-        if term > self.term or peer_id == self.master_id:
+        if peer_id == self.master_id:
+            self._accept_master(peer_id, term, now)
+            return
+        if not self._may_rule(peer_id):
+            self._hold(peer_id, term)
+            self._refuse(peer_id, EL_COORDINATOR, term, "outranked")
+            if self.rank > self.rank_of(peer_id):
+                if self.role == MASTER and term >= self.term and now >= self._reassert_at:
+                    self._reassert_at = now + self.coordinator_timeout
+                    self._become_master(now)  # above the claimer's term, so that it follows us
+                elif self.preempt and self.role == FOLLOWER and self.master_id not in self._alive:
+                    self._begin_election(now)  # no live master, and we outrank the claimer: bully
+            return
+        self._pending.pop(peer_id, None)
+        if term > self.term:
             self._accept_master(peer_id, term, now)
             return
         # same term, a different node claims mastership: higher rank wins
@@ -351,7 +416,7 @@ class Election:
     def _become_master(self, now: float) -> None:
         self._clear_timers()
         self._lost_master = None
-        self._set_term(self.term + 1)
+        self._set_term(max(self.term, self._seen) + 1)
         self._set_role(MASTER)
         self._set_master(self.self_id, force=True)
         self._send(None, EL_COORDINATOR)
@@ -364,6 +429,53 @@ class Election:
         self._lost_master = None
         if self.preempt and self.rank > self.rank_of(peer_id):
             self._begin_election(now)  # bully: we outrank this master
+
+    # -- a member is not the master ---------------------------------------------------------
+    def majority_voices(self) -> int:
+        """Voices (live peers' reports, the claimer's included) that stand for a majority of the cluster:
+        N // 2 + 1 of N members, but never more than the N - 1 other members can give (in a 2-node cluster
+        the other node's word is enough: it is half the cluster anyway)."""
+        n = max(self.quorum_size, len(self._alive) + 1)
+        return max(1, min(n // 2 + 1, n - 1))
+
+    def _backed(self, term: int) -> bool:
+        """A majority of the cluster reports a term of at least ``term``."""
+        return sum(1 for p, (t, _) in self._reports.items() if p in self._alive and t >= term) >= self.majority_voices()
+
+    def _term_ok(self, term: int) -> bool:
+        return term <= self.term + MAX_TERM_STEP or self._backed(term)
+
+    def _majority_for(self, claimer: str) -> bool:
+        """A majority of the cluster (the claimer's own voice included) reports ``claimer`` as master."""
+        votes = sum(1 for p, (_, m) in self._reports.items() if p in self._alive and m == claimer)
+        if claimer not in self._reports:
+            votes += 1  # a claim is the claimer's voice even before its first heartbeat
+        return votes >= self.majority_voices()
+
+    def _may_rule(self, claimer: str) -> bool:
+        """No other live peer in our own view outranks ``claimer`` (ourself aside: the bully rules and
+        ``preempt`` decide that), or a majority reports it as master."""
+        rank = self.rank_of(claimer)
+        if all(self.rank_of(p) < rank for p in self._alive if p != claimer):
+            return True
+        return self._majority_for(claimer)
+
+    def _recheck_pending(self, now: float) -> None:
+        """Claims held back may stand now (the node that outranked their claimer went down, reports came)."""
+        for peer_id, term in sorted(self._pending.items()):
+            if peer_id not in self._alive or term < self.term or self._left:
+                del self._pending[peer_id]
+            elif self._may_rule(peer_id) and self._term_ok(term):
+                del self._pending[peer_id]
+                self._on_master_claim(peer_id, term, now)
+
+    def _hold(self, peer_id: str, term: int) -> None:
+        """Keep a refused claim of a live peer, to re-check (one per peer: the latest)."""
+        if peer_id in self._alive:
+            self._pending[peer_id] = term
+
+    def _refuse(self, peer_id: str, kind: str, term: int, reason: str) -> None:
+        self._events.append(MessageRefused(peer_id, kind, term, reason))
 
     # -- helpers ----------------------------------------------------------------------------
     def _master_handles(self, term: int, now: float) -> bool:
@@ -384,6 +496,7 @@ class Election:
 
     def _set_term(self, term: int) -> None:
         self.term = term
+        self._seen = max(self._seen, term)
         self._events.append(TermChanged(term))
 
     def _set_role(self, role: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TermChanged", "RoleChanged", "MasterChanged", "ElectionEvent", "Outgoing"]
+__all__ = ["TermChanged", "RoleChanged", "MasterChanged", "MessageRefused", "ElectionEvent", "Outgoing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,18 @@ class MasterChanged:
     term: int
 
 
-ElectionEvent = TermChanged | RoleChanged | MasterChanged
+@dataclass(frozen=True, slots=True)
+class MessageRefused:
+    """A peer's election message or claim that was not obeyed: ``kind`` is the message type, ``reason`` a
+    short key ("term jump", "outranked") for a rate-limited log line."""
+
+    peer_id: str
+    kind: str
+    term: int
+    reason: str
+
+
+ElectionEvent = TermChanged | RoleChanged | MasterChanged | MessageRefused
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from cryptography import x509
 
 from .. import PROTOCOL_VERSION
+from .messages import Hello
 from .pki import node_id_of
+from .schema import Refused, validate
 from .transport import Connection
 
 
@@ -30,14 +32,15 @@ def peer_certificate(conn: Connection) -> x509.Certificate | None:
     return x509.load_der_x509_certificate(der) if der else None
 
 
-def make_hello(t: str, node_id: str, name: str, cluster: str, priority: int, addr: str, **extra) -> dict:
+def make_hello(t: str, node_id: str, name: str, cluster: str, addr: str, **extra) -> dict:
+    """A HELLO (or its ACK). It carries no priority: a node's rank comes from the cluster's signed member
+    records, never from what it says of itself."""
     return {
         "t": t,
         "node_id": node_id,
         "name": name,
         "proto": PROTOCOL_VERSION,
         "cluster": cluster,
-        "priority": priority,
         "addr": addr,
         **extra,
     }
@@ -48,16 +51,16 @@ def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, is_revok
     if cert is None:
         raise HandshakeError("peer presented no certificate")
     real_id = node_id_of(cert)
+    try:
+        validate(Hello, {**msg, "t": "hello"})
+    except Refused as exc:
+        raise HandshakeError(f"malformed HELLO: {exc}") from None
     if msg.get("node_id") != real_id:
         raise HandshakeError("node id in HELLO does not match the certificate key")
     if msg.get("proto") != PROTOCOL_VERSION:
         raise HandshakeError(f"protocol version {msg.get('proto')!r} not supported (want {PROTOCOL_VERSION})")
     if msg.get("cluster") != cluster:
         raise HandshakeError("peer belongs to another cluster")
-    if not isinstance(msg.get("priority"), int) or not isinstance(msg.get("addr"), str) or len(msg["addr"]) > 300:
-        raise HandshakeError("malformed HELLO")
-    if not isinstance(msg.get("name"), str) or len(msg["name"]) > 64:
-        raise HandshakeError("malformed HELLO name")
     if is_revoked(real_id):
         raise HandshakeError("node is revoked")
     return real_id

@@ -1,17 +1,22 @@
-"""Revocation: a deny-list of node ids signed by the cluster CA key.
+"""Member records: a deny-list of node ids and the members' election priorities, signed by the cluster CA key.
 
 Only the CA holder (the node that ran ``collab init``, the only one with ``ca.key``) can sign a
 deny-list.  The master spreads the latest blob; every node keeps the highest version it has
 verified (:class:`DenyListStore`) and checks the peer's node id after every TLS handshake.
 
+A node's election priority is not what it says of itself: it is the priority these records give it
+(0 when they name none), set by the CA holder (`collab trust priority`) and spread like the deny-list.
+
 Blob format (UTF-8 JSON)::
 
     {"format": "collab-denylist-1", "version": 3, "cluster": "<cluster id>",
      "entries": {"<node id>": {"at": 1700000000.0, "reason": "lost laptop"}},
+     "priorities": {"<node id>": 5},
      "sig": "<base64 DER ECDSA-SHA256 signature>"}
 
 The signature covers the canonical JSON (sorted keys, no blanks, ASCII) of
-``{"cluster", "entries", "version"}``; the cluster id binds the list to one CA.
+``{"cluster", "entries", "version"}`` plus ``"priorities"`` when there are any (so that lists signed
+before priorities existed still verify); the cluster id binds the list to one CA.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = ["RevocationError", "DenyList", "DenyListStore", "sign_denylist", "ver
 FORMAT = "collab-denylist-1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_REASON_LEN = 200
+MAX_PRIORITY = 1_000_000  # priorities are small ints; |p| above this is refused
 
 
 class RevocationError(Exception):
@@ -48,13 +54,20 @@ class RevocationError(Exception):
 class DenyList:
     version: int = 0
     entries: dict[str, dict] = field(default_factory=dict)
+    priorities: dict[str, int] = field(default_factory=dict)
 
     def is_revoked(self, node_id: str) -> bool:
         return isinstance(node_id, str) and node_id.lower() in self.entries
 
+    def priority_of(self, node_id: str) -> int:
+        """The election priority the records give ``node_id`` (0 when they name none)."""
+        return self.priorities.get(node_id, 0) if isinstance(node_id, str) else 0
 
-def _canonical(version: int, entries: dict, cluster: str) -> bytes:
-    payload = {"version": version, "entries": entries, "cluster": cluster}
+
+def _canonical(version: int, entries: dict, cluster: str, priorities: dict | None = None) -> bytes:
+    payload: dict = {"version": version, "entries": entries, "cluster": cluster}
+    if priorities:
+        payload["priorities"] = priorities
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode(
         "ascii"
     )
@@ -78,18 +91,37 @@ def _check_entries(entries: object) -> dict[str, dict]:
     return out
 
 
+def _check_priorities(priorities: object) -> dict[str, int]:
+    if priorities is None:
+        return {}
+    if not isinstance(priorities, dict):
+        raise RevocationError("member priorities must be an object")
+    out: dict[str, int] = {}
+    for nid, p in priorities.items():
+        if not isinstance(nid, str) or not _HEX64.match(nid):
+            raise RevocationError(f"priority key is not a node id: {str(nid)[:16]!r}")
+        if isinstance(p, bool) or not isinstance(p, int) or abs(p) > MAX_PRIORITY:
+            raise RevocationError(f"priority of {nid[:12]} must be an int within +-{MAX_PRIORITY}")
+        if p:
+            out[nid] = p
+    return out
+
+
 def _check_version(version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise RevocationError("deny-list version must be a non-negative integer")
     return version
 
 
-def sign_denylist(ca_key: ec.EllipticCurvePrivateKey, version: int, entries: dict[str, dict]) -> bytes:
-    """Sign a deny-list with the CA key (CA holder only); returns the JSON blob."""
+def sign_denylist(
+    ca_key: ec.EllipticCurvePrivateKey, version: int, entries: dict[str, dict], priorities: dict | None = None
+) -> bytes:
+    """Sign member records with the CA key (CA holder only); returns the JSON blob."""
     version = _check_version(version)
     entries = _check_entries(entries)
+    prios = _check_priorities(priorities)
     cluster = node_id_of(ca_key.public_key())
-    sig = ca_key.sign(_canonical(version, entries, cluster), ec.ECDSA(hashes.SHA256()))
+    sig = ca_key.sign(_canonical(version, entries, cluster, prios), ec.ECDSA(hashes.SHA256()))
     blob = {
         "format": FORMAT,
         "version": version,
@@ -97,6 +129,8 @@ def sign_denylist(ca_key: ec.EllipticCurvePrivateKey, version: int, entries: dic
         "entries": entries,
         "sig": base64.b64encode(sig).decode("ascii"),
     }
+    if prios:
+        blob["priorities"] = prios
     return json.dumps(blob, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -110,6 +144,7 @@ def verify_denylist(ca_cert: x509.Certificate, blob: bytes) -> DenyList:
         raise RevocationError(f"not a deny-list (expected format {FORMAT!r})")
     version = _check_version(obj.get("version"))
     entries = _check_entries(obj.get("entries"))
+    prios = _check_priorities(obj.get("priorities"))
     cluster = obj.get("cluster")
     if cluster != cluster_id_of(ca_cert):
         raise RevocationError("deny-list belongs to another cluster")
@@ -118,10 +153,10 @@ def verify_denylist(ca_cert: x509.Certificate, blob: bytes) -> DenyList:
     except (binascii.Error, ValueError):
         raise RevocationError("deny-list signature is not valid base64") from None
     try:
-        ca_cert.public_key().verify(sig, _canonical(version, entries, cluster), ec.ECDSA(hashes.SHA256()))
+        ca_cert.public_key().verify(sig, _canonical(version, entries, cluster, prios), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, TypeError):
         raise RevocationError("deny-list signature does not verify against the cluster CA") from None
-    return DenyList(version, entries)
+    return DenyList(version, entries, prios)
 
 
 class DenyListStore:
@@ -176,6 +211,26 @@ class DenyListStore:
         cur = self.load(ca_cert)  # a corrupt local copy raises rather than restarting at v1
         entries = dict(cur.entries)
         entries[node_id] = {"at": float(time.time() if now is None else now), "reason": str(reason)[:MAX_REASON_LEN]}
-        blob = sign_denylist(ca_key, cur.version + 1, entries)
+        blob = sign_denylist(ca_key, cur.version + 1, entries, cur.priorities)
+        self.save(blob)
+        return blob
+
+    def set_priority(
+        self, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, node_id: str, priority: int
+    ) -> bytes | None:
+        """CA holder only: give ``node_id`` an election priority; signs and saves a new version and returns
+        it, or None when the records already say so."""
+        node_id = node_id.strip().lower() if isinstance(node_id, str) else ""
+        if not _HEX64.match(node_id):
+            raise RevocationError("node id must be 64 hex characters")
+        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+            raise RevocationError(f"priority must be an int within +-{MAX_PRIORITY}")
+        if node_id_of(ca_key.public_key()) != cluster_id_of(ca_cert):
+            raise RevocationError("CA key does not match the CA certificate")
+        cur = self.load(ca_cert)
+        if cur.priority_of(node_id) == priority:
+            return None
+        prios = {**cur.priorities, node_id: priority}
+        blob = sign_denylist(ca_key, cur.version + 1, cur.entries, prios)
         self.save(blob)
         return blob

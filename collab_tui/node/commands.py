@@ -54,16 +54,23 @@ class NodeCommands:
         revoked = node.deny.entries
         rows = []
         for m in node._known.get("members", []) or node.member_list():
-            rows.append({**m, "short_id": short_id(m["node_id"]), "revoked": m["node_id"] in revoked})
+            row = {**m, "short_id": short_id(m["node_id"]), "revoked": m["node_id"] in revoked}
+            rows.append({**row, "priority": node.priority_of(m["node_id"])})
         known = {r["node_id"] for r in rows}
         for nid in revoked:
             if nid not in known:
-                rows.append({"node_id": nid, "short_id": short_id(nid), "name": "", "addr": "", "revoked": True})
+                rows.append(
+                    {"node_id": nid, "short_id": short_id(nid), "name": "", "addr": "", "revoked": True, "priority": 0}
+                )
         return {"members": rows, "denylist_version": node.deny.version}
 
     @command(api.Revoke)
     async def revoke(self, req: api.Revoke) -> dict:
         return await self.node.revoke(resolve_node(self.node, req.node), req.reason)
+
+    @command(api.SetPriority)
+    async def set_priority(self, req: api.SetPriority) -> dict:
+        return await self.node.set_priority(resolve_node(self.node, req.node), req.priority)
 
     @command(api.Logs)
     async def logs(self, req: api.Logs) -> list[dict]:

@@ -10,16 +10,20 @@ sets an attribute of the node. It is given a `ServiceContext`:
 - messaging by peer id: ``send`` (best effort: False when it could not be sent), ``broadcast``,
   ``send_blob``, ``request``, ``request_blob`` (these raise ``ConnectionError`` when the peer is not connected);
 - the event bus: ``publish``, ``subscribe``;
-- peer-message handlers: ``register(msg_type, fn)``; ``fn(sender_id, msg)`` returns the reply;
+- peer-message handlers: ``register(schema, fn)``; ``fn(sender_id, msg)`` returns the reply; ``schema`` is
+  the message's declared type (a `PeerMessage`, net/schema.py): the node validates every message against it
+  and checks its sender before ``fn`` runs, and ``fn`` gets the clean dict;
 - what it adds to this node's heartbeats (and `status`, `nodes`): ``provide_heartbeat(field, fn)`` for
   ``queue``, ``model_version`` and ``unhealthy``; ``add_capabilities`` / ``provide_capabilities``.
 
 `NodeContext` is what the runtime provides; service tests use a fake (tests/fake_context.py).
 
-Handlers are declared in a table per service: methods marked ``@handler("job.assign")`` and collected by
-`register_handlers` (or `handler_table`). Master-issued, side-effecting messages are marked ``@fenced``
-too: their ``term`` must pass ``ctx.accepts``, else the message is refused (the requester gets an error
-reply) with one rate-limited log line, never a traceback.
+Handlers are declared in a table per service: methods marked ``@handler(JobAssign)`` (the schema) and
+collected by `register_handlers` (or `handler_table`). Master-issued, side-effecting messages are marked
+``@fenced`` too: they must come from ``ctx.master_id`` and their ``term`` must pass ``ctx.accepts``, else the
+message is refused (the requester gets an error reply) with one rate-limited log line, never a traceback.
+(A message from the network has passed that check at the node already; ``@fenced`` also covers a
+service's delivery to itself.)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import NodeConfig
+from ..net.schema import PeerMessage, clip
 from .events import Subscription
 
 if TYPE_CHECKING:
@@ -118,7 +123,7 @@ class ServiceContext(Protocol):
     def publish(self, kind: str, **data) -> dict: ...
     def subscribe(self, kinds: set[str] | None = None, maxsize: int = 1000) -> Subscription: ...
 
-    def register(self, msg_type: str, fn: ServiceHandler) -> None: ...
+    def register(self, schema: type[PeerMessage], fn: ServiceHandler) -> None: ...
 
     def provide_heartbeat(self, name: str, fn: Callable[[], Any]) -> None: ...
     def add_capabilities(self, *caps: str) -> None: ...
@@ -172,33 +177,42 @@ class Contributions:
 _HANDLES = "__peer_messages__"
 
 
-def handler(*msg_types: str) -> Callable:
-    """Mark a service method ``async (self, sender, msg)`` as the handler of these peer messages."""
+def handler(*schemas: type[PeerMessage]) -> Callable:
+    """Mark a service method ``async (self, sender, msg)`` as the handler of these peer message types."""
+    for schema in schemas:
+        if not (isinstance(schema, type) and issubclass(schema, PeerMessage)):
+            raise TypeError(f"@handler takes PeerMessage types, got {schema!r}")
 
     def mark(fn: Callable) -> Callable:
-        setattr(fn, _HANDLES, (*getattr(fn, _HANDLES, ()), *msg_types))
+        setattr(fn, _HANDLES, (*getattr(fn, _HANDLES, ()), *schemas))
         return fn
 
     return mark
 
 
+def schema_table(obj: object) -> dict[str, tuple[type[PeerMessage], ServiceHandler]]:
+    """``{msg_type: (schema, bound method)}`` of every ``@handler`` method of ``obj``."""
+    table: dict[str, tuple[type[PeerMessage], ServiceHandler]] = {}
+    for attr in dir(type(obj)):
+        for schema in getattr(getattr(type(obj), attr, None), _HANDLES, ()):
+            name = schema.type_name()
+            if name in table:
+                raise ValueError(f"{type(obj).__name__}: two handlers for {name!r}")
+            table[name] = (schema, getattr(obj, attr))
+    return table
+
+
 def handler_table(obj: object) -> dict[str, ServiceHandler]:
     """``{msg_type: bound method}`` of every ``@handler`` method of ``obj``."""
-    table: dict[str, ServiceHandler] = {}
-    for attr in dir(type(obj)):
-        for msg_type in getattr(getattr(type(obj), attr, None), _HANDLES, ()):
-            if msg_type in table:
-                raise ValueError(f"{type(obj).__name__}: two handlers for {msg_type!r}")
-            table[msg_type] = getattr(obj, attr)
-    return table
+    return {name: fn for name, (_, fn) in schema_table(obj).items()}
 
 
 def register_handlers(ctx: ServiceContext, obj: object) -> dict[str, ServiceHandler]:
     """Register the handler table of ``obj`` with ``ctx``; returns it (for in-process delivery)."""
-    table = handler_table(obj)
-    for msg_type, fn in table.items():
-        ctx.register(msg_type, fn)
-    return table
+    table = schema_table(obj)
+    for schema, fn in table.values():
+        ctx.register(schema, fn)
+    return {name: fn for name, (_, fn) in table.items()}
 
 
 class _Quiet:
@@ -228,16 +242,19 @@ def refusal(error: str) -> dict:
 
 def fenced(fn: Callable) -> Callable:
     """The fencing check of a master-issued, side-effecting message (DESIGN.md, "Terms everywhere"): the
-    message's ``term`` must pass ``self.ctx.accepts``. Else it is refused (`refusal`), logged once per
+    message must come from ``self.ctx.master_id`` and its ``term`` must pass ``self.ctx.accepts``. Else it is refused (`refusal`), logged once per
     message type per `FENCE_LOG_EVERY` seconds with the count of the refusals held back since."""
     quiet = _Quiet(FENCE_LOG_EVERY)
 
     @functools.wraps(fn)
     async def checked(self, sender: str, msg: dict):
         term, ctx = msg.get("term"), self.ctx
-        if ctx.accepts(term):
+        if sender == ctx.master_id and ctx.accepts(term):
             return await fn(self, sender, msg)
-        why = f"stale term {term!r} (ours is {ctx.term})"
+        if sender != ctx.master_id:
+            why = f"sent by {sender[:12]}, which is not this node's master"
+        else:
+            why = f"stale term {clip(term)} (ours is {ctx.term})"
         held = quiet.note(time.monotonic())
         if held is not None:
             more = (
@@ -245,7 +262,7 @@ def fenced(fn: Callable) -> Callable:
                 if held
                 else f"; more are summarised, one line per {FENCE_LOG_EVERY:g} s"
             )
-            log.warning("refused %s from %s: %s%s", msg.get("t"), sender[:12], why, more)
+            log.warning("refused %s from %s: %s%s", clip(msg.get("t")), sender[:12], why, more)
         return refusal(why)
 
     return checked
@@ -329,14 +346,14 @@ class NodeContext:
         return self._node.events.subscribe(kinds, maxsize)
 
     # handlers
-    def register(self, msg_type: str, fn: ServiceHandler) -> None:
-        if msg_type in self._node.handlers:
-            raise ValueError(f"peer message {msg_type!r} already has a handler")
+    def register(self, schema: type[PeerMessage], fn: ServiceHandler) -> None:
+        if schema.type_name() in self._node.handlers:
+            raise ValueError(f"peer message {schema.type_name()!r} already has a handler")
 
         async def on_message(conn, msg: dict):
             return await fn(conn.peer_id, msg)
 
-        self._node.register(msg_type, on_message)
+        self._node.register(schema, on_message)
 
     # heartbeat contributions
     def provide_heartbeat(self, name: str, fn: Callable[[], Any]) -> None:

@@ -12,6 +12,13 @@ back off exponentially up to ``MAX_BACKOFF``, and at most ``MAX_ADDRS`` addresse
 handshake runs per address at a time, so parallel attempts never make two connections to one peer.
 Sends have a deadline (``SEND_TIMEOUT``): a peer that stops reading cannot stall the node's ticker.
 
+Unproven addresses from mDNS or gossip are a stranger's (or a member's) word: one that never completes a
+handshake is forgotten after ``UNPROVEN_FAILURES`` failed dials or ``UNPROVEN_TTL`` seconds, whichever
+comes first, so a flood of bogus addresses is not dialed forever (a real member's address comes back with
+its next announcement or gossip). The gossip of one peer adds at most ``GOSSIP_NEW_PER_PEER`` new
+addresses per ``GOSSIP_WINDOW`` (`propose_from`). Static ``--peer`` addresses and proven ones are never
+forgotten (a revoked node's are, see `forget_node`).
+
 Refused connections (plaintext, foreign or self-signed certificates, bad HELLOs) and failed dials are
 logged through a `RefusalLog`: one line per source and reason per interval, not one per connection.
 """
@@ -24,11 +31,13 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ..net.addresses import is_wildcard, join_hostport, peer_address, split_hostport
 from ..net.codec import FrameError
 from ..net.handshake import HandshakeError, client_hello, make_hello, peer_certificate, server_hello
 from ..net.refusals import RefusalLog
+from ..net.schema import RefusalQuiet
 from ..net.tls import client_ssl_context, server_ssl_context
 from ..net.transport import Connection, ConnectionClosed
 
@@ -41,6 +50,25 @@ MAX_BACKOFF = 5.0  # unknown addresses: exponential back-off up to this
 MAX_ADDRS = 1024  # known addresses at most (proven ones are always kept)
 SEND_TIMEOUT = 1.0  # seconds a small message may wait for a peer's socket to drain
 ANNOUNCED_WITHIN = 1.0  # an mDNS announcement brings an unproven address's next dial this close
+UNPROVEN_FAILURES = 5  # failed dials (~8 s with the back-off) after which an unproven address is forgotten
+UNPROVEN_TTL = 300.0  # seconds an unproven address is kept at most, however its dials end
+GOSSIP_NEW_PER_PEER = 64  # new addresses one peer's gossip may add per GOSSIP_WINDOW (a cluster has fewer)
+GOSSIP_WINDOW = 60.0
+LOG_EVERY = 10.0  # seconds: one line per key per interval (connections' refusals, gossip over its cap)
+
+
+@dataclass(slots=True)
+class _Trial:
+    """An unproven address on probation: when it was first proposed, and its failed dials since."""
+
+    since: float
+    failures: int = 0
+
+
+@dataclass(slots=True)
+class _Window:
+    opened: float
+    added: int = 0
 
 
 class PeerTable:
@@ -53,7 +81,12 @@ class PeerTable:
         self._self_addrs: set[str] = set()  # addresses that turned out to be this node
         self._proven: set[str] = set()  # addresses where a handshake completed
         self._handshaking: set[str] = set()  # addresses with a handshake in progress
+        self._trials: dict[str, _Trial] = {}  # unproven, non-static addresses: forgotten when they fail
+        self._gossip: dict[str, _Window] = {}  # peer id -> new addresses its gossip added in this window
+        # static --peer addresses are never forgotten (a test's stand-in node may have no config)
+        self.static: set[str] = set(getattr(getattr(node, "cfg", None), "peers", None) or ())
         self.refusals = RefusalLog()
+        self.quiet = RefusalQuiet(LOG_EVERY)  # shared by every connection: a flood over many gives few lines
         self._rng = random.Random()
         self._tasks: set[asyncio.Task] = set()
         self.server: asyncio.base_events.Server | None = None
@@ -85,7 +118,6 @@ class PeerTable:
             n.node_id,
             n.name,
             n.ident.cluster_id,
-            n.cfg.priority,
             self.local_addr(conn),
             term=n.election.term,
             deny_v=n.denylist_version(),
@@ -103,23 +135,85 @@ class PeerTable:
 
     def _new_conn(self, reader, writer) -> Connection:
         cfg = self.node.cfg
-        conn = Connection(reader, writer, max_frame=cfg.max_frame, partial_timeout=cfg.request_timeout)
+        conn = Connection(
+            reader,
+            writer,
+            max_frame=cfg.max_frame,
+            max_blob=cfg.max_blob,
+            frame_timeout=cfg.frame_timeout,
+            max_open_blobs=cfg.max_open_blobs,
+            blob_timeout=cfg.blob_timeout,
+            blob_min_rate=cfg.blob_min_rate,
+            quiet=self.quiet,
+        )
         conn.handler = self.node.dispatch
         return conn
 
-    def propose(self, addr: str, node_id: str = "", proven: bool = False) -> None:
+    def propose(self, addr: str, node_id: str = "", proven: bool = False) -> bool:
         """An address to try (static peer, mDNS, member list, gossip). ``proven``: met there by a handshake
-        of ours, in this life or an earlier one (the persisted member list)."""
+        of ours, in this life or an earlier one (the persisted member list). True when ``addr`` is new here.
+        A new unproven address that is not static is on probation (see the module docstring); proposing it
+        again does not extend that."""
         if addr in self.node.addrs or addr in self._self_addrs or node_id == self.node.node_id:
-            return
+            return False
         if addr in self._proven:
-            return  # we know who lives there: a hint (perhaps forged) does not change it
-        if addr not in self.addrs and len(self.addrs) >= MAX_ADDRS:
-            return
-        if node_id or addr not in self.addrs:
+            return False  # we know who lives there: a hint (perhaps forged) does not change it
+        new = addr not in self.addrs
+        if new and len(self.addrs) >= MAX_ADDRS:
+            return False
+        if node_id or new:
             self.addrs[addr] = node_id or self.addrs.get(addr, "")
         if proven and node_id:
-            self._proven.add(addr)
+            self._prove(addr)
+        elif new and addr not in self.static:
+            self._trials[addr] = _Trial(self.now())
+        return new
+
+    def propose_from(self, peer_id: str, addr: str, node_id: str = "") -> bool:
+        """`propose` for an address gossiped by member ``peer_id`` (a ``peers`` message): one peer adds at
+        most ``GOSSIP_NEW_PER_PEER`` new addresses per ``GOSSIP_WINDOW``; hints about known ones are free.
+        True when ``addr`` was added."""
+        now = self.now()
+        window = self._gossip.get(peer_id)
+        if window is None or now - window.opened >= GOSSIP_WINDOW:
+            if len(self._gossip) >= 4 * MAX_ADDRS:  # bounded whoever gossips: drop the windows that ended
+                self._gossip = {p: w for p, w in self._gossip.items() if now - w.opened < GOSSIP_WINDOW}
+            window = self._gossip[peer_id] = _Window(now)
+        if addr not in self.addrs and window.added >= GOSSIP_NEW_PER_PEER:
+            held = self.quiet.note(f"gossip {peer_id[:12]}", "new addresses", now)
+            if held is not None:
+                log.warning(
+                    "peer %s gossiped more than %d new addresses in %g s: ignoring the rest%s",
+                    peer_id[:12],
+                    GOSSIP_NEW_PER_PEER,
+                    GOSSIP_WINDOW,
+                    f" ({held} ignored since the last line)" if held else "",
+                )
+            return False
+        added = self.propose(addr, node_id)
+        if added:
+            window.added += 1
+        return added
+
+    def _prove(self, addr: str) -> None:
+        self._proven.add(addr)
+        self._trials.pop(addr, None)
+
+    def _dial_failed(self, addr: str) -> None:
+        """A dial of ``addr`` failed (no TCP connection, TLS or HELLO refused): an unproven address is
+        forgotten after ``UNPROVEN_FAILURES`` of them."""
+        trial = self._trials.get(addr)
+        if trial is None:
+            return
+        trial.failures += 1
+        if trial.failures >= UNPROVEN_FAILURES:
+            self._forget(addr, f"{trial.failures} failed dials")
+
+    def _forget(self, addr: str, why: str) -> None:
+        self.addrs.pop(addr, None)
+        self._backoff.pop(addr, None)
+        self._trials.pop(addr, None)
+        log.debug("forgot the unproven address %s: %s", addr, why)
 
     def forget_node(self, node_id: str) -> None:
         """A revoked node: its addresses are no longer dialed."""
@@ -127,6 +221,7 @@ class PeerTable:
             del self.addrs[addr]
             self._proven.discard(addr)
             self._backoff.pop(addr, None)
+            self._trials.pop(addr, None)
 
     # ----------------------------------------------------------------- listening
     async def listen(self) -> int:
@@ -181,6 +276,8 @@ class PeerTable:
     async def dial(self, addr: str) -> Connection | None:
         parts = split_hostport(addr)
         if parts is None:
+            if addr in self._trials:
+                self._forget(addr, "not a host:port")
             return None
         host, port = parts
         n = self.node
@@ -190,6 +287,7 @@ class PeerTable:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=2**20), CONNECT_TIMEOUT)
         except (TimeoutError, OSError) as exc:
             log.debug("dial %s failed: %s", addr, exc)
+            self._dial_failed(addr)
             return None
         known = self.addrs.get(addr, "")
         if addr in self._handshaking or (known and known in self.conns):
@@ -209,6 +307,7 @@ class PeerTable:
             writer.transport.abort()
             self.handshake_failures += 1
             self.refused(addr, "outbound TLS: " + str(getattr(exc, "reason", None) or type(exc).__name__))
+            self._dial_failed(addr)
             return None
         conn = self._new_conn(reader, writer)
         try:
@@ -218,21 +317,26 @@ class PeerTable:
         except (TimeoutError, HandshakeError, FrameError, ConnectionClosed, OSError, ssl.SSLError) as exc:
             self.handshake_failures += 1
             self.refused(addr, f"outbound handshake: {exc}" if str(exc) else type(exc).__name__)
+            self._dial_failed(addr)
             await conn.close()
             return None
         if conn.peer_id == n.node_id:  # e.g. our own address learnt from a member list, or a static peer
             self._self_addrs.add(addr)
             self.addrs.pop(addr, None)
+            self._trials.pop(addr, None)
             await conn.close()
             return None
         conn.peer_addr = addr
         self.addrs[addr] = conn.peer_id
-        self._proven.add(addr)
+        self._prove(addr)
         return await self._adopt(conn)
 
     def dial_due(self, now: float) -> None:
         """Dial every known address whose node is not connected: proven addresses on a short fixed interval
-        (jittered), the others with exponential back-off (see the module docstring)."""
+        (jittered), the others with exponential back-off (see the module docstring). Unproven addresses past
+        ``UNPROVEN_TTL`` are forgotten first."""
+        for addr in [a for a, trial in self._trials.items() if now - trial.since >= UNPROVEN_TTL]:
+            self._forget(addr, f"no handshake in {UNPROVEN_TTL:g} s")
         for addr, node_id in list(self.addrs.items()):
             if (node_id and node_id in self.conns) or self._dialing.get(addr, 0) >= PARALLEL_DIALS:
                 continue
@@ -308,7 +412,7 @@ class PeerTable:
             old.abort("replaced by a newer connection")
         if conn.peer_addr:
             self.addrs[conn.peer_addr] = conn.peer_id
-            self._proven.add(conn.peer_addr)
+            self._prove(conn.peer_addr)
         self.spawn(self._serve(conn))
         return conn
 

@@ -22,21 +22,25 @@ from .. import PROTOCOL_VERSION, __version__
 from ..config import NodeConfig, parse_hostport
 from ..net import identity as ident_mod
 from ..net.addresses import advertised_hosts, join_hostport, split_hostport
-from ..net.election import Election, MasterChanged, Outgoing, RoleChanged, TermChanged
+from ..net.election import Election, MasterChanged, MessageRefused, Outgoing, RoleChanged, TermChanged
 from ..net.membership import Membership, PeerAlive, PeerDead, PeerJoined, PeerLeft, heartbeat_fields
+from ..net.messages import BUILTIN
 from ..net.revocation import DenyListStore, RevocationError
+from ..net.schema import PeerMessage, RefusalQuiet, Refused, admit, clip
 from ..net.tokens import TokenStore
 from ..net.transport import Connection
 from ..textfmt import short_id
-from .context import Contributions
+from .context import Contributions, refusal
 from .events import EventBus
 from .peers import PeerTable
 from .resources import local_resources
-from .state import JsonState
+from .state import JsonState, MembersFile, NodeStateFile
 
 log = logging.getLogger("collab.node")
 
 Handler = Callable[[Connection, dict], Awaitable[dict | None]]
+REFUSAL_LOG_EVERY = 10.0  # seconds: at most one line per refused message type and reason
+FAULT_LOG_EVERY = 10.0  # seconds: at most one traceback per background task that keeps dying
 
 
 def health_fields(unhealthy) -> dict:
@@ -55,7 +59,9 @@ class Node:
         self.ident = ident or ident_mod.load_identity(home)
         self.node_id = self.ident.node_id
         self.name = cfg.name or self.ident.name or f"node-{self.ident.short_id[:4]}"
-        self.state = JsonState(home / "state" / "node.json")
+        self.state = JsonState(
+            home / "state" / "node.json", NodeStateFile, "the term starts again from 0 and is learnt from the peers"
+        )
         self.tokens = TokenStore(home / "state" / "tokens.json")
         self.denylist_store = DenyListStore(home / "state" / "denylist.json")
         self.deny = self.denylist_store.load(self.ident.ca_cert)
@@ -65,7 +71,7 @@ class Node:
         )
         self.election = Election(
             self.node_id,
-            cfg.priority,
+            self.deny.priority_of(self.node_id),  # the signed member records say, never a flag or a peer
             term=int(self.state.get("term", 0)),
             preempt=cfg.preempt,
             rng=random.Random(),
@@ -75,7 +81,7 @@ class Node:
         self.peers = PeerTable(self)
         self.peers.on_up = self._peer_up
         self.peers.on_down = self._peer_down
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, tuple[type[PeerMessage], Handler]] = {}
         self.services: list = []
         self.started_at = time.time()
         # queue depth, model version, unhealthy task kinds ({kind: reason}) and capabilities: provided by
@@ -88,9 +94,14 @@ class Node:
         self.port = cfg.port
         self.addrs: list[str] = []  # advertised "host:port", set by start() (see net/addresses.py)
         self.signers: dict[str, str] = {}  # connected members that can sign joins -> their address
-        for t in ("hb", "el.election", "el.answer", "el.coordinator", "el.leave", "peers", "deny", "deny_get", "ping"):
-            self.handlers[t] = self._builtin
-        self._known = JsonState(home / "state" / "members.json")
+        self.refusal_quiet = RefusalQuiet(REFUSAL_LOG_EVERY)
+        self.refused_messages = 0  # peer messages refused (bad schema, wrong sender, unknown type)
+        self.faults: dict[str, str] = {}  # background task -> its last error (shown in `status`)
+        for schema in BUILTIN:
+            self.register(schema, self._builtin)
+        self._known = JsonState(
+            home / "state" / "members.json", MembersFile, "members are found again by mDNS, --peer and gossip"
+        )
 
     # ----------------------------------------------------------------- life cycle
     @property
@@ -133,13 +144,15 @@ class Node:
             except Exception as exc:
                 log.warning("mDNS unavailable (%s); static peers only", exc)
                 self.discovery = None
+        await self._sign_own_priority()
         now = time.monotonic()
         self.election.set_quorum_size(self.cluster_size())
         self.election.start(now)
+        loop = asyncio.get_running_loop()
         self._tasks = [
-            asyncio.get_running_loop().create_task(self._ticker(), name="ticker"),
-            asyncio.get_running_loop().create_task(self._heartbeats(), name="heartbeats"),
-            asyncio.get_running_loop().create_task(self._watch_addresses(), name="addresses"),
+            loop.create_task(self._supervised("ticker", self._ticker), name="ticker"),
+            loop.create_task(self._supervised("heartbeats", self._heartbeats), name="heartbeats"),
+            loop.create_task(self._supervised("addresses", self._watch_addresses), name="addresses"),
         ]
         for svc in self.services:
             await svc.start()
@@ -187,8 +200,10 @@ class Node:
         """A service to start with the node and stop before it (it has ``start()`` and ``stop()``)."""
         self.services.append(service)
 
-    def register(self, msg_type: str, handler: Handler) -> None:
-        self.handlers[msg_type] = handler
+    def register(self, schema: type[PeerMessage], handler: Handler) -> None:
+        """The handler of one peer message type; every message of it is `admit`ted (validated against
+        ``schema``, its sender checked) before ``handler`` sees it."""
+        self.handlers[schema.type_name()] = (schema, handler)
 
     def _propose(self, addr: str, node_id: str) -> None:
         if node_id and node_id in self.peers.conns:
@@ -200,10 +215,24 @@ class Node:
 
     async def dispatch(self, conn: Connection, msg: dict) -> dict | None:
         self.membership.on_seen(conn.peer_id, time.monotonic())
-        handler = self.handlers.get(msg["t"])
-        if handler is None:
-            raise ValueError(f"unknown message type {msg['t']!r}")
-        return await handler(conn, msg)
+        entry = self.handlers.get(msg["t"])
+        try:
+            if entry is None:
+                raise Refused(clip(msg["t"]), "unknown type", "unknown message type")
+            schema, handler = entry
+            clean = admit(schema, conn.peer_id, msg, self.election.master_id, self.election.term)
+        except Refused as exc:
+            self._refused(conn.peer_id, exc)
+            return refusal(str(exc))
+        return await handler(conn, clean)
+
+    def _refused(self, peer: str, exc: Refused) -> None:
+        """One log line per (type, reason) per `REFUSAL_LOG_EVERY` seconds, whoever sends them."""
+        self.refused_messages += 1
+        held = self.refusal_quiet.note(exc.msg_type, exc.kind, time.monotonic())
+        if held is not None:
+            more = f" ({held} more like it since the last line)" if held else ""
+            log.warning("refused a message from %s: %s%s", short_id(peer), exc, more)
 
     async def serve_certless(self, conn: Connection, first: dict, source: str = "?") -> None:
         from ..net.join import serve_join
@@ -264,9 +293,54 @@ class Node:
             self._apply_denylist()
         return replaced
 
+    def priority_of(self, node_id: str) -> int:
+        """A member's election priority: what the signed member records say (0 when they name none)."""
+        return self.deny.priority_of(node_id)
+
+    async def set_priority(self, node_id: str, priority: int) -> dict:
+        """CA holder only: sign a member's election priority into the member records and spread them."""
+        if self.ident.ca_key is None:
+            raise PermissionError(
+                "this node does not hold the cluster CA key; set priorities on the node that ran `collab init`"
+            )
+        try:
+            blob = self.denylist_store.set_priority(self.ident.ca_key, self.ident.ca_cert, node_id, priority)
+        except RevocationError as exc:
+            raise ValueError(str(exc)) from None
+        if blob is not None:
+            self._apply_denylist()
+            await self.peers.broadcast({"t": "deny", "blob": base64.b64encode(blob).decode()})
+        return {"version": self.deny.version, "node_id": node_id, "priority": self.priority_of(node_id)}
+
+    async def _sign_own_priority(self) -> None:
+        """The ``priority`` setting: the CA holder signs it into the member records (when it is not 0 and
+        they say otherwise); elsewhere it cannot count (a node's rank is never what it says of itself)."""
+        want, have = self.cfg.priority, self.priority_of(self.node_id)
+        if not want or want == have:
+            return
+        if self.ident.ca_key is not None:
+            await self.set_priority(self.node_id, want)
+        else:
+            log.warning(
+                "priority setting %s ignored: the cluster's signed member records give this node %s; "
+                "set it on the node that ran `collab init`: collab trust priority %s %s",
+                want,
+                have,
+                self.ident.short_id,
+                want,
+            )
+
+    def _apply_priorities(self) -> None:
+        now = time.monotonic()
+        self.election.set_priority(self.node_id, self.priority_of(self.node_id), now)
+        for p in self.membership.peers():
+            p.priority = self.priority_of(p.node_id)
+            self.election.set_priority(p.node_id, p.priority, now)
+
     def _apply_denylist(self) -> None:
-        """Reload the deny-list and cut off every connected peer it names."""
+        """Reload the member records: new priorities; every connected peer they revoke is cut off."""
         self.deny = self.denylist_store.load(self.ident.ca_cert)
+        self._apply_priorities()
         for peer_id in list(self.deny.entries):
             self.peers.forget_node(peer_id)  # never dialed again
         for peer_id in list(self.peers.conns):
@@ -298,9 +372,8 @@ class Node:
         t, now, peer = msg["t"], time.monotonic(), conn.peer_id
         if t == "hb":
             self.membership.on_heartbeat(peer, msg, now)
-            if msg.get("role") == "master" and isinstance(msg.get("term"), int):
-                self.election.on_master_heartbeat(peer, msg["term"], now)
-            if isinstance(msg.get("deny_v"), int) and msg["deny_v"] > self.deny.version:
+            self.election.on_report(peer, msg["role"], msg["term"], msg["master"], now)
+            if msg["deny_v"] > self.deny.version:
                 await conn.send({"t": "deny_get"})
         elif t.startswith("el."):
             if t == "el.leave":
@@ -308,15 +381,25 @@ class Node:
                 self._pump_membership()
             self.election.on_message(peer, msg, now)
         elif t == "peers":
-            for item in msg.get("members", [])[:256]:
-                if isinstance(item, dict) and isinstance(item.get("addr"), str) and item.get("node_id") != self.node_id:
+            for item in msg["members"]:
+                if item["addr"] and item["node_id"] != self.node_id:
                     try:
                         parse_hostport(item["addr"])
                     except ValueError:
                         continue
-                    self._propose(item["addr"], str(item.get("node_id", "")))
+                    nid = item["node_id"]
+                    if nid in self.peers.conns:
+                        continue
+                    self.peers.propose_from(peer, item["addr"], nid)  # bounded per peer: a flood adds few
+                    if item["addr"] in self.peers.addrs:
+                        self.peers.dial_now(nid)
+                        self._wake.set()
         elif t == "deny":
-            blob = base64.b64decode(str(msg.get("blob", "")), validate=True)
+            try:
+                blob = base64.b64decode(msg["blob"], validate=True)
+            except ValueError:
+                self._refused(peer, Refused("deny", "field blob", "field 'blob': not base64"))
+                return None
             if self.accept_denylist(blob) and self.election.role == "master":
                 await self.peers.broadcast(msg)
         elif t == "deny_get":
@@ -330,7 +413,7 @@ class Node:
 
     async def _peer_up(self, conn: Connection) -> None:
         h, now = conn.hello, time.monotonic()
-        self.membership.on_hello(conn.peer_id, h.get("name", ""), conn.peer_addr, int(h.get("priority", 0)), now)
+        self.membership.on_hello(conn.peer_id, h.get("name", ""), conn.peer_addr, self.priority_of(conn.peer_id), now)
         if h.get("ca") is True:
             self.signers[conn.peer_id] = conn.peer_addr
         else:
@@ -388,6 +471,10 @@ class Node:
                     self.events.publish("master", master=master, term=term, self_is_master=master == self.node_id)
                 case RoleChanged(role=role):
                     self.events.publish("role", role=role, term=self.election.term)
+                case MessageRefused(peer_id=peer, kind=kind, term=term, reason=reason):
+                    self._refused(
+                        peer, Refused(kind, reason, f"{reason}: term {term} not obeyed (ours is {self.election.term})")
+                    )
         for out in self.election.take_outbox():
             match out:
                 case Outgoing(dest=None, msg=msg):
@@ -424,6 +511,7 @@ class Node:
         )
         msg["deny_v"] = self.deny.version
         msg["unhealthy"] = self.contributions.value("unhealthy")
+        msg["master"] = self.election.master_id  # a report: it grants nothing (net/election.py, rule 9)
         return msg
 
     async def _watch_addresses(self, every: float = 10.0) -> None:
@@ -443,6 +531,27 @@ class Node:
                         await self.discovery.update_hosts(self._hosts())
                     except Exception as exc:
                         log.warning("mDNS: cannot announce the new addresses: %s", exc)
+
+    async def _supervised(self, name: str, loop_fn: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop for the node's life: when it dies it is restarted (after 0.1 s, doubling up
+        to 5 s while it keeps dying), with one traceback per `FAULT_LOG_EVERY` s; its last error and the
+        count of restarts show in `status` (``faults``), where the operator looks, not only in the log."""
+        delay, logged_at, restarts = 0.1, float("-inf"), 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await loop_fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                now, restarts = time.monotonic(), restarts + 1
+                self.faults[name] = f"{type(exc).__name__}: {clip(str(exc), 200)} (restarted {restarts}x)"
+                if now - logged_at >= FAULT_LOG_EVERY:
+                    logged_at = now
+                    log.exception("background task %s died; restarting it in %.1f s", name, delay)
+                delay = 0.1 if now - started > 30 else min(5.0, delay * 2)
+                await asyncio.sleep(delay)
 
     async def _heartbeats(self) -> None:
         while not self._stop.is_set():
@@ -479,6 +588,9 @@ class Node:
             "holds_ca": self.ident.ca_key is not None,
             "mdns": self.discovery is not None,
             "refused_connections": self.peers.refusals.total,
+            "refused_messages": self.refused_messages,
+            "known_addresses": len(self.peers.addrs),
+            "faults": dict(self.faults),
             **health_fields(self.contributions.value("unhealthy")),
         }
 
@@ -507,7 +619,7 @@ class Node:
             "mem_free": res["mem_free"],
             "queue": self.contributions.value("queue"),
             "model_version": self.contributions.value("model_version"),
-            "priority": self.cfg.priority,
+            "priority": self.election.priority,
             "last_seen": 0.0,
             **health_fields(self.contributions.value("unhealthy")),
         }

@@ -1,24 +1,77 @@
-"""Small persisted node state (term, known members), written atomically: temp file, fsync, rename."""
+"""Small persisted node state (term, known members), written atomically: temp file, fsync, rename.
+
+Each file has a declared schema (`NodeStateFile`, `MembersFile`). A file that does not parse or validate
+is never silently rewritten: it is moved aside (``node.json.bad-<unix time>``) with one warning that says
+what is lost and how it comes back (the term and the members are learnt again from the peers), and the
+node starts from empty state.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
+from typing import Annotated
+
+import msgspec
 
 from ..fsutil import atomic_write  # noqa: F401  (re-exported: callers import it from here)
+from ..net.messages import Member
+from ..net.schema import Term
+
+log = logging.getLogger("collab.state")
+
+MAX_KNOWN_MEMBERS = 4096
+
+
+class NodeStateFile(msgspec.Struct, kw_only=True):
+    """``state/node.json``: the highest term this node has seen or used (persisted before it is used)."""
+
+    term: Term = 0
+
+
+class MembersFile(msgspec.Struct, kw_only=True):
+    """``state/members.json``: the members this node knows, to redial after a restart."""
+
+    members: Annotated[list[Member], msgspec.Meta(max_length=MAX_KNOWN_MEMBERS)] = []
+
+
+def move_aside(path: Path, why: str, what: str = "") -> Path | None:
+    """Rename a bad persisted file to ``NAME.bad-<unix time>`` next to it, with one warning line."""
+    bad = path.with_name(f"{path.name}.bad-{int(time.time())}")
+    try:
+        path.replace(bad)
+    except OSError as exc:
+        log.warning("%s is unusable (%s) and cannot be moved aside: %s", path, why, exc)
+        return None
+    log.warning("%s is unusable (%s): moved aside to %s%s", path, why, bad.name, f"; {what}" if what else "")
+    return bad
 
 
 class JsonState:
-    """A dict persisted as one JSON file."""
+    """A dict persisted as one JSON file, validated against ``schema`` when it is read."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, schema: type[msgspec.Struct] | None = None, lost: str = "") -> None:
         self.path = path
+        self.schema = schema
+        self.data: dict = {}
         try:
-            self.data: dict = json.loads(path.read_text())
-            if not isinstance(self.data, dict):
-                self.data = {}
-        except (FileNotFoundError, json.JSONDecodeError):
-            self.data = {}
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            return
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected an object, got {type(obj).__name__}")
+            if schema is not None:
+                obj = msgspec.to_builtins(msgspec.convert(obj, schema))
+            self.data = obj
+        except (ValueError, UnicodeDecodeError, msgspec.ValidationError) as exc:
+            move_aside(path, str(exc)[:200], lost)
 
     def get(self, key: str, default=None):
         return self.data.get(key, default)

@@ -1,0 +1,135 @@
+"""The runtime's own peer messages (membership, election, member lists, deny-list), declared once.
+
+Each type is a `PeerMessage` (net/schema.py): typed, bounded fields and who may send it. The node validates
+every incoming message against its type before anything handles it. The services declare theirs next to
+their handlers (jobs/messages.py, training/messages.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from .schema import MEMBER, Count, NodeId, PeerMessage, Term
+
+__all__ = [
+    "Heartbeat",
+    "ElElection",
+    "ElAnswer",
+    "ElCoordinator",
+    "ElLeave",
+    "Peers",
+    "Member",
+    "Deny",
+    "DenyGet",
+    "Ping",
+    "Hello",
+    "BUILTIN",
+    "MAX_MEMBERS",
+]
+
+MAX_MEMBERS = 256  # members in one `peers` message
+MAX_DENY_BLOB = 2 * 1024 * 1024  # base64 characters of one deny-list (member records) blob
+
+Capability = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+Reason = Annotated[str, msgspec.Meta(max_length=300)]
+HostPort = Annotated[str, msgspec.Meta(max_length=300)]
+NodeName = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class Heartbeat(PeerMessage, tag="hb"):
+    """A member's liveness and load, every heartbeat interval. Its ``role`` and ``master`` are what the
+    sender believes: they are recorded as its report and grant nothing (net/election.py)."""
+
+    role: Literal["follower", "candidate", "master"] = "follower"
+    term: Term = 0
+    master: NodeId | None = None  # the node the sender follows (or itself)
+    cpus: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 0
+    load: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 0.0
+    mem_free: Annotated[int, msgspec.Meta(ge=0, le=2**60)] = 0
+    queue: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
+    capabilities: Annotated[list[Capability], msgspec.Meta(max_length=64)] = []
+    model_version: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    deny_v: Count = 0
+    unhealthy: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=16)] = {}
+
+
+class ElElection(PeerMessage, tag="el.election"):
+    """Bully: a candidate asks the higher-ranked members whether they are there."""
+
+    term: Term
+
+
+class ElAnswer(PeerMessage, tag="el.answer"):
+    """Bully: a higher-ranked member answers a candidate (and runs its own election)."""
+
+    term: Term
+
+
+class ElCoordinator(PeerMessage, tag="el.coordinator"):
+    """A master claim. Accepted only from the member that ranks highest among the live members in the
+    receiver's own view (or one a majority reports as master); see net/election.py."""
+
+    term: Term
+
+
+class ElLeave(PeerMessage, tag="el.leave"):
+    """A graceful leave: the sender (only) goes away."""
+
+    term: Term
+
+
+class Member(msgspec.Struct, kw_only=True):
+    node_id: NodeId
+    name: NodeName = ""
+    addr: HostPort = ""
+
+
+class Peers(PeerMessage, tag="peers"):
+    """Addresses of members the sender knows: hints to dial (a handshake proves each one)."""
+
+    members: Annotated[list[Member], msgspec.Meta(max_length=MAX_MEMBERS)] = []
+
+
+class Deny(PeerMessage, tag="deny"):
+    """The cluster's signed member records (deny-list and priorities); its signature is checked against
+    the cluster CA before it is kept, whoever sends it."""
+
+    blob: Annotated[str, msgspec.Meta(max_length=MAX_DENY_BLOB)]
+
+
+class DenyGet(PeerMessage, tag="deny_get"):
+    """Ask for the sender's member records (after a heartbeat showed a newer version)."""
+
+
+class Ping(PeerMessage, tag="ping"):
+    """A round trip (answered with the time)."""
+
+
+class Hello(PeerMessage, tag="hello"):
+    """The first message after TLS (and its answer, ``hello_ack``): who the sender says it is. The node id
+    must match the certificate; the priority is never taken from here (member records are)."""
+
+    SENDER = MEMBER
+    node_id: NodeId
+    proto: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+    cluster: NodeId
+    name: NodeName = ""
+    addr: HostPort = ""
+    ca: bool = False
+    deny_v: Count = 0
+    term: Term = 0
+
+
+BUILTIN: tuple[type[PeerMessage], ...] = (
+    Heartbeat,
+    ElElection,
+    ElAnswer,
+    ElCoordinator,
+    ElLeave,
+    Peers,
+    Deny,
+    DenyGet,
+    Ping,
+)
