@@ -18,6 +18,7 @@ from collab_tui.config import ConfigError, load_config
 from collab_tui.jobs import store as store_mod
 from collab_tui.jobs.inputs import INLINE_ITEM_BYTES
 from collab_tui.jobs.master_side import JobMaster
+from collab_tui.jobs.messages import new_job_key, ticket
 from collab_tui.jobs.scheduler import Scheduler, Task, WorkerCapacity, slots, task_id_for
 from collab_tui.jobs.service import _split_results
 from collab_tui.jobs.store import JobStore
@@ -201,10 +202,12 @@ async def test_master_passes_inline_bytes_along_and_forgets_them_when_done():
 
     m.svc.send_to = send_to
     data = base64.b64encode(b"hi").decode()
+    key = new_job_key()
     m.on_submit(
         SUB,
         {
             "job_id": "j",
+            "job_key": key,
             "kind": "noop",
             "items": [{"item_id": "0", "size": 2, "data": data}, {"item_id": "1", "size": 9}],
         },
@@ -213,7 +216,10 @@ async def test_master_passes_inline_bytes_along_and_forgets_them_when_done():
     await m.pump()
     ((to, msg),) = sent
     assert to == MASTER and msg["term"] == 3
-    assert msg["items"] == [{"item_id": "0", "size": 2, "data": data}, {"item_id": "1", "size": 9}]
+    assert msg["items"] == [
+        {"item_id": "0", "ticket": ticket(key, "j", "0", MASTER), "size": 2, "data": data},
+        {"item_id": "1", "ticket": ticket(key, "j", "1", MASTER), "size": 9},
+    ]
     m.on_done(MASTER, {"done": [task_id_for("j", "0")], "failed": []})
     assert m.inline == {}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -16,7 +17,7 @@ from fake_context import FakeContext
 
 from collab_tui.jobs import types as jtypes
 from collab_tui.jobs.master_side import REOPEN_AFTER, JobMaster
-from collab_tui.jobs.scheduler import task_id_for
+from collab_tui.jobs.scheduler import WorkerCapacity, task_id_for
 from collab_tui.jobs.submitter_side import JobSubmitter, collect_paths
 from collab_tui.jobs.wordcount import WordCount, count_words
 
@@ -275,11 +276,18 @@ async def test_unknown_type_is_refused_before_anything_is_stored(submitter, tmp_
 
 
 # --------------------------------------------------------------------------- master, in-process
+def _assign_to(m: JobMaster, worker: str) -> None:
+    """Hand every pending task to ``worker`` (a `job.done` counts only for the tasks assigned to its sender)."""
+    m.sched.update_worker(WorkerCapacity(worker, cpus=64), time.monotonic())
+    m.sched.assign(time.monotonic())
+
+
 def test_master_requeues_an_item_whose_outcome_never_reached_the_submitter():
     m = JobMaster(SimpleNamespace(ctx=FakeContext("m" * 64)))
     sub = "s" * 64
     msg = {"job_id": "job1", "kind": "noop", "items": [{"item_id": "0", "size": 1}, {"item_id": "1", "size": 1}]}
     assert m.on_submit(sub, msg) == 2
+    _assign_to(m, "w" * 64)
     m.on_done("w" * 64, {"done": [task_id_for("job1", "0")], "failed": []})
     # the submitter's periodic resubmission can cross the result on the way: no rerun right away
     assert m.on_submit(sub, {**msg, "items": msg["items"][:1]}) == 0

@@ -13,6 +13,11 @@ A worker that keeps failing one kind of task (or reports in its heartbeats that 
 that kind by the scheduler: its tasks go to the others, and it gets a single probe task after a pause
 (see scheduler.py). Each bench and each return is logged once. Every assigned item carries its count of
 failed attempts so far (``attempts``), which the worker copies into the item's result.
+
+Each assigned item also carries its *ticket* for that worker (messages.py): made from the job's secret,
+which the submitter sends with every submission and which goes no further than this master. A job id
+belongs to the submitter that first submitted it here; a `job.done` counts only for tasks assigned to
+its sender (the scheduler ignores the others).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import time
 
 from ..node.resources import local_resources
+from .messages import short, ticket
 from .scheduler import Scheduler, Task, WorkerCapacity, split_task_id, task_id_for
 from .scheduler_events import TaskFailed, TaskRetried, WorkerBenched, WorkerUnbenched
 
@@ -44,21 +50,30 @@ class JobMaster:
         self.sched = Scheduler(
             inflight_per_worker=inflight_per_worker, task_timeout=task_timeout, min_inflight=min_inflight
         )
-        self.jobs: dict[str, dict] = {}  # job_id -> {submitter, kind, options}
+        self.jobs: dict[str, dict] = {}  # job_id -> {submitter, kind, options, key}
         self.finished_at: dict[str, float] = {}  # task_id -> when it was done or given up (monotonic)
         self.inline: dict[str, dict[str, str]] = {}  # job_id -> item_id -> bytes (base64) of live tasks
         self._capacity_at = float("-inf")
 
     # ----------------------------------------------------------------- inputs
     def on_submit(self, submitter: str, msg: dict) -> int:
-        job_id, kind = str(msg["job_id"]), str(msg["kind"])
-        if not job_id or ":" in job_id:
-            raise ValueError("bad job id")
-        self.jobs[job_id] = {"submitter": submitter, "kind": kind, "options": dict(msg.get("options") or {})}
+        """A (re)submission (a validated `job.submit`); returns how many tasks are new. PermissionError if
+        the job id belongs to another submitter. (A submission without ``job_key``, made in-process by a
+        test, gets tickets that no submitter accepts.)"""
+        job_id, kind = msg["job_id"], msg["kind"]
+        meta = self.jobs.get(job_id)
+        if meta is not None and meta["submitter"] != submitter:
+            raise PermissionError(f"job {job_id} belongs to another submitter")
+        self.jobs[job_id] = {
+            "submitter": submitter,
+            "kind": kind,
+            "options": msg.get("options", {}),
+            "key": msg.get("job_key", ""),
+        }
         now = time.monotonic()
         tasks = []
-        for item in msg.get("items", []):
-            item_id = str(item["item_id"])
+        for item in msg["items"]:
+            item_id = item["item_id"]
             tid = task_id_for(job_id, item_id)
             if (
                 self.sched.status(tid) in ("done", "failed")
@@ -66,13 +81,17 @@ class JobMaster:
             ):
                 self.sched.reopen(tid)
                 log.info("task %s: the submitter never got its outcome; queued again", tid)
-            tasks.append(Task(tid, job_id, item_id, submitter, kind, int(item.get("size", 0))))
+            tasks.append(Task(tid, job_id, item_id, submitter, kind, item["size"]))
         added = self.sched.submit(tasks, now)
-        for item in msg.get("items", []):
+        for item in msg["items"]:
             data = item.get("data")
-            if isinstance(data, str) and self.sched.status(task_id_for(job_id, str(item["item_id"]))) == "pending":
-                self.inline.setdefault(job_id, {})[str(item["item_id"])] = data
+            if data is not None and self.sched.status(task_id_for(job_id, item["item_id"])) == "pending":
+                self.inline.setdefault(job_id, {})[item["item_id"]] = data
         return added
+
+    def submitter_of(self, job_id: str) -> str | None:
+        meta = self.jobs.get(job_id)
+        return meta["submitter"] if meta is not None else None
 
     def _drop_inline(self, task_id: str) -> None:
         job_id, item_id = split_task_id(task_id)
@@ -81,16 +100,17 @@ class JobMaster:
             del self.inline[job_id]
 
     def on_done(self, worker: str, msg: dict) -> None:
+        """A worker's `job.done`: only its own tasks count (the scheduler ignores the others)."""
         now = time.monotonic()
-        for tid in msg.get("done", []):
-            if self.sched.complete(str(tid), worker, now):
-                self.finished_at[str(tid)] = now
-                self._drop_inline(str(tid))
-        for item in msg.get("failed", []):
+        for tid in msg["done"]:
+            if self.sched.complete(tid, worker, now):
+                self.finished_at[tid] = now
+                self._drop_inline(tid)
+        for item in msg["failed"]:
             # a fetch or a delivery that failed, or a job naming what this node lacks (a model), is not the
             # worker's fault: retried, but not held against it
-            health = item.get("cause") not in ("fetch", "deliver", "options")
-            self.sched.fail(str(item["task_id"]), worker, str(item.get("error", "")), now, health=health)
+            health = item.get("cause", "worker") not in ("fetch", "deliver", "options")
+            self.sched.fail(item["task_id"], worker, item.get("error", ""), now, health=health)
 
     def on_cancel(self, job_id: str) -> None:
         self.sched.cancel_job(job_id)
@@ -129,8 +149,8 @@ class JobMaster:
             elif self.sched.free_slots(p.node_id) or self.sched.inflight_of(p.node_id):
                 self.sched.worker_dead(p.node_id, now)
 
-    def _item(self, job_id: str, task: Task) -> dict:
-        item = {"item_id": task.item_id, "size": task.size_bytes}
+    def _item(self, job_id: str, task: Task, worker: str, key: str) -> dict:
+        item = {"item_id": task.item_id, "ticket": ticket(key, job_id, task.item_id, worker), "size": task.size_bytes}
         if task.attempts:  # failed tries so far (absent: none), copied by the worker into the result
             item["attempts"] = task.attempts
         data = self.inline.get(job_id, {}).get(task.item_id)
@@ -154,7 +174,7 @@ class JobMaster:
                 "submitter": meta["submitter"],
                 "kind": meta["kind"],
                 "options": meta["options"],
-                "items": [self._item(job_id, t) for t in a.tasks],
+                "items": [self._item(job_id, t, a.worker, meta["key"]) for t in a.tasks],
             }
             if not await self.svc.send_to(a.worker, msg):
                 self.sched.worker_dead(a.worker, now)
@@ -172,7 +192,7 @@ class JobMaster:
                                 "t": "job.item_failed",
                                 "job_id": job_id,
                                 "item_id": item_id,
-                                "error": f"gave up after retries: {error}",
+                                "error": short(f"gave up after retries: {error}"),
                                 "term": self.ctx.term,
                                 "attempts": self.sched.attempts_of(tid),
                             },

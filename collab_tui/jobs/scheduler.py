@@ -198,7 +198,9 @@ class Scheduler:
         self._batches: dict[int, _Batch] = {}
         self._batch_of: dict[str, int] = {}
         self._finished: dict[str, str] = {}  # task_id -> done | failed | cancelled
-        self._avoid: dict[str, set[str]] = {}  # task_id -> workers that failed it
+        # task_id -> workers that held it and lost it (failed it, timed out, died): retried elsewhere, and
+        # the only ones besides its current worker whose `complete` counts
+        self._avoid: dict[str, set[str]] = {}
         self._failed_attempts: dict[str, int] = {}  # task_id -> its attempts, for tasks given up
         self._kinds: dict[str, set[str]] = {}  # job_id -> kinds of its pending tasks
         self._health: dict[tuple[str, str], _Bench] = {}  # (worker, kind) -> failures, bench
@@ -256,10 +258,13 @@ class Scheduler:
         return added
 
     def complete(self, task_id: str, worker: str, now: float) -> bool:
-        """Mark a task done (from any worker, late results included). False if not live."""
-        task = self._tasks.pop(task_id, None)
-        if task is None:
+        """Mark a task done by ``worker``, which holds it or held it before (a late result from an
+        assignment that timed out, or from a worker thought dead, wins). False (ignored) if the task is not
+        live, or was never assigned to ``worker``: nobody completes another worker's task."""
+        task = self._tasks.get(task_id)
+        if task is None or (task.assigned_to != worker and worker not in self._avoid.get(task_id, ())):
             return False
+        del self._tasks[task_id]
         if task.assigned_to is not None:
             self._unassign(task)
         else:

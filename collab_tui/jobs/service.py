@@ -2,33 +2,59 @@
 `ServiceContext`: the service never sees the node itself).
 
 Every node is a submitter (for the jobs started on it) and a worker; the elected master also runs the
-scheduler. Messages to ourselves are delivered in-process, through the same handler table (the master
-works too, without sockets). Master-issued, side-effecting messages (`job.assign`, `job.item_failed`)
-are fenced by term.
+scheduler. Messages to ourselves are delivered in-process, through the same handler table, validated
+against the same schemas (the master works too, without sockets). Master-issued, side-effecting messages
+(`job.assign`, `job.item_failed`) are fenced by term.
+
+Who may send what is declared with the messages (messages.py). What a service's state decides (a result
+or a fetch only with the item's ticket, a cancel only from the job's submitter) is checked here; a refusal
+is one log line per message type and reason per interval, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+
+import msgspec
 
 from ..net.codec import FrameError
+from ..net.schema import RefusalQuiet, clip, validate
 from ..net.transport import BlobReply, ConnectionClosed, RemoteError
-from ..node.context import ServiceContext, fenced, handler, register_handlers
+from ..node.context import ServiceContext, fenced, handler, refusal, register_handlers, schema_table
 from .master_side import JobMaster
+from .messages import (
+    MAX_ITEM_BYTES,
+    JobAssign,
+    JobCancel,
+    JobData,
+    JobDone,
+    JobFetch,
+    JobItemFailed,
+    JobPredict,
+    JobResults,
+    JobSubmit,
+    PredictReply,
+)
 from .submitter_side import INLINE_READ_BYTES, JobSubmitter
 from .worker_side import JobWorker
 
 log = logging.getLogger("collab.jobs")
+
+REFUSAL_LOG_EVERY = 10.0  # seconds: at most one "refused" line per message type and reason per interval
+# What one fetch may make the submitter read: a batch is at most 256 KiB, or one item alone (scheduler.py)
+MAX_FETCH_BYTES = MAX_ITEM_BYTES + INLINE_READ_BYTES
 
 
 def _split_results(msg: dict) -> tuple[list[dict], list[bytes | None]]:
     """A `job.results` message: result fields plus, when some have attachments, a blob of them all
     (concatenated in order, ``sizes`` giving each one's length)."""
     results, data = list(msg["results"]), msg.get("data") or b""
-    sizes = list(msg["sizes"]) if "sizes" in msg else [0] * len(results)
+    sizes = msg.get("sizes")
+    sizes = [0] * len(results) if sizes is None else list(sizes)
     if len(sizes) != len(results) or sum(sizes) != len(data) or any(n < 0 for n in sizes):
-        raise ValueError("malformed job.results message")
+        raise ValueError("malformed job.results message (sizes do not match the results and their data)")
     attachments: list[bytes | None] = []
     pos = 0
     for n in sizes:
@@ -47,11 +73,13 @@ class JobService:
         self._task: asyncio.Task | None = None
         self._sub = None
         self._wake = asyncio.Event()
+        self._quiet = RefusalQuiet(REFUSAL_LOG_EVERY)
         ctx.provide_heartbeat("queue", self.worker.depth)
         ctx.provide_heartbeat("unhealthy", self.worker.unhealthy)  # {kind: reason}: heartbeats, `status`, `nodes`
         if self.worker.enabled:  # the master gives tasks only to nodes that advertise "jobs"
             ctx.add_capabilities("jobs")
-        self._handlers = register_handlers(ctx, self)
+        register_handlers(ctx, self)
+        self._handlers = schema_table(self)  # for the messages to ourselves
 
     # ----------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -149,16 +177,20 @@ class JobService:
         return await asyncio.to_thread(self.submitter.read_items, job_id, item_ids)
 
     async def fetch_many(
-        self, submitter: str, job_id: str, item_ids: list[str]
+        self, submitter: str, job_id: str, tickets: dict[str, str]
     ) -> tuple[dict[str, bytes], dict[str, str]]:
         """The bytes of a batch from its submitter, in one request: ``({item_id: bytes}, {item_id: error})``.
-        Raises if the submitter cannot be asked at all."""
+        ``tickets``: ``{item_id: ticket}`` (the submitter serves only the items assigned to this node).
+        Raises if the submitter cannot be asked at all, or answers nonsense."""
+        item_ids = list(tickets)
         if submitter == self.ctx.node_id:
             return await self._read_items(job_id, item_ids)
         if not self.ctx.connected(submitter):
             raise ConnectionError("submitter is not connected")
-        reply = await self.ctx.request(submitter, {"t": "job.fetch", "job_id": job_id, "item_ids": item_ids}, 60.0)
-        data, sizes, errors = reply["data"], reply.get("sizes") or [], dict(reply.get("errors") or {})
+        items = [{"item_id": i, "ticket": t} for i, t in tickets.items()]
+        reply = await self.ctx.request(submitter, {"t": "job.fetch", "job_id": job_id, "items": items}, 60.0)
+        reply = validate(JobData, {**reply, "t": "job.data"})  # a Refused is a ValueError: a failed fetch
+        data, sizes, errors = reply["data"], reply["sizes"], reply["errors"]
         ok = [i for i in item_ids if i not in errors]
         if len(sizes) != len(ok) or sum(sizes) != len(data):
             raise ValueError("malformed job.data reply")
@@ -227,10 +259,15 @@ class JobService:
         return {"labels": [combined["label"]], "ensemble": combined, "voters": voters}
 
     async def _ask_predict(self, peer: str, data: bytes, options: dict) -> dict | None:
+        """A peer's prediction, or None (not there, or an answer that cannot take part in the vote)."""
         try:
-            return await self.ctx.request_blob(peer, {"kind": "job.predict", "options": options}, data, 60.0)
-        except (TimeoutError, ConnectionError, RemoteError):  # ConnectionClosed is a ConnectionError
+            rep = await self.ctx.request_blob(peer, {"kind": "job.predict", "options": options}, data, 60.0)
+            reply = msgspec.convert(rep, PredictReply)
+        except (TimeoutError, ConnectionError, RemoteError, msgspec.ValidationError):  # ConnectionClosed too
             return None
+        if len(reply.probs) != len(reply.labels):
+            return None
+        return {"labels": reply.labels, "probs": reply.probs}
 
     async def _predict(self, data: bytes, options: dict) -> dict:
         from ..ml import mltasks
@@ -240,63 +277,103 @@ class JobService:
 
     # ----------------------------------------------------------------- handlers (peer messages)
     async def _local(self, msg: dict):
-        """A message to ourselves: delivered to our own handler, fenced like any other."""
-        fn = self._handlers.get(msg["t"])
-        if fn is None:
+        """A message to ourselves: validated and delivered to our own handler, fenced like any other."""
+        entry = self._handlers.get(msg["t"])
+        if entry is None:
             raise ValueError(f"unknown job message {msg['t']!r}")
-        return await fn(self.ctx.node_id, msg)
+        schema, fn = entry
+        return await fn(self.ctx.node_id, validate(schema, msg))
 
-    @handler("job.submit")
+    def refused(self, msg_type: str, kind: str, sender: str, detail: str) -> dict:
+        """Refuse a peer's message (the reply, if it was a request): one log line per type and ``kind`` per
+        `REFUSAL_LOG_EVERY` seconds, with the count held back since."""
+        held = self._quiet.note(msg_type, kind, time.monotonic())
+        if held is not None:
+            more = f" ({held} more like it since the last line)" if held else ""
+            log.warning("refused %s from %s: %s%s", msg_type, sender[:12], detail, more)
+        return refusal(f"{msg_type}: {detail}")
+
+    @handler(JobSubmit)
     async def _on_submit(self, sender: str, msg: dict) -> dict:
         self._sync_role()  # just elected: schedule now rather than refuse until the loop notices
         if self.master is None:
-            raise PermissionError("not the master")
-        accepted = self.master.on_submit(sender, msg)
+            return self.refused("job.submit", "master", sender, "this node is not the master")
+        try:
+            accepted = self.master.on_submit(sender, msg)
+        except PermissionError as exc:
+            return self.refused("job.submit", "owner", sender, str(exc))
         await self._pump_now()
         return {"accepted": accepted, "term": self.ctx.term}
 
-    @handler("job.assign")
+    @handler(JobAssign)
     @fenced
     async def _on_assign(self, sender: str, msg: dict) -> None:
         self.worker.on_assign(sender, msg)
 
-    @handler("job.done")
+    @handler(JobDone)
     async def _on_done(self, sender: str, msg: dict) -> None:
-        if self.master is not None:
+        if self.master is not None:  # applied only to the tasks assigned to the sender (scheduler.py)
             self.master.on_done(sender, msg)
             await self._pump_now()
 
-    @handler("job.fetch")
-    async def _on_fetch(self, sender: str, msg: dict) -> BlobReply:
-        job_id = str(msg["job_id"])
-        item_ids = [str(i) for i in msg["item_ids"]]
+    @handler(JobFetch)
+    async def _on_fetch(self, sender: str, msg: dict) -> BlobReply | dict:
+        job_id = msg["job_id"]
+        if not self.submitter.holds(job_id):  # forgotten, or never ours: an answer, no log line
+            return refusal(f"job.fetch: no job {clip(job_id)} here")
+        if not all(self.submitter.ticket_valid(job_id, it["item_id"], sender, it["ticket"]) for it in msg["items"]):
+            return self.refused("job.fetch", "ticket", sender, f"items of job {job_id} not assigned to it")
+        item_ids = list(dict.fromkeys(it["item_id"] for it in msg["items"]))
+        if self.submitter.batch_bytes(job_id, item_ids) > MAX_FETCH_BYTES:
+            return self.refused("job.fetch", "size", sender, f"a batch of more than {MAX_FETCH_BYTES} bytes")
         datas, errors = await self._read_items(job_id, item_ids)
         sizes = [len(datas[i]) for i in item_ids if i in datas]
         return BlobReply(
             {"kind": "job.data", "sizes": sizes, "errors": errors}, b"".join(datas[i] for i in item_ids if i in datas)
         )
 
-    @handler("job.results")
-    async def _on_results(self, sender: str, msg: dict) -> None:
-        self.submitter.on_results(*_split_results(msg))
+    @handler(JobResults)
+    async def _on_results(self, sender: str, msg: dict) -> dict | None:
+        """Record the results whose ticket says the item was assigned to the sender (the worker is the
+        sender, whatever the message says); the others are refused, not recorded."""
+        try:
+            results, attachments = _split_results(msg)
+        except ValueError as exc:
+            return self.refused("job.results", "sizes", sender, str(exc))
+        # results for jobs we do not hold (forgotten, or never ours) are dropped as before: nothing to record
+        ours = [(r, a) for r, a in zip(results, attachments) if self.submitter.holds(r["job_id"])]
+        kept = [
+            ({**r, "worker": sender}, a)
+            for r, a in ours
+            if self.submitter.ticket_valid(r["job_id"], r["item_id"], sender, r["ticket"])
+        ]
+        if kept:
+            self.submitter.on_results([r for r, _ in kept], [a for _, a in kept])
+        if len(kept) < len(ours):
+            n = len(ours) - len(kept)
+            return self.refused("job.results", "ticket", sender, f"{n} result(s) for items not assigned to it")
+        return None
 
-    @handler("job.item_failed")
+    @handler(JobItemFailed)
     @fenced
     async def _on_item_failed(self, sender: str, msg: dict) -> None:
-        attempts = msg.get("attempts")
-        attempts = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0 else 0
-        self.submitter.store.record_error(
-            str(msg["job_id"]), str(msg["item_id"]), str(msg["error"]), "", attempts=attempts
-        )
+        self.submitter.store.record_error(msg["job_id"], msg["item_id"], msg["error"], "", attempts=msg["attempts"])
 
-    @handler("job.cancel")
-    async def _on_cancel(self, sender: str, msg: dict) -> None:
-        if self.master is not None:
-            self.master.on_cancel(str(msg["job_id"]))
+    @handler(JobCancel)
+    async def _on_cancel(self, sender: str, msg: dict) -> dict | None:
+        if self.master is None:
+            return None
+        owner = self.master.submitter_of(msg["job_id"])
+        if owner is None:
+            return None  # not a job this master holds: nothing to cancel
+        if owner != sender:
+            return self.refused("job.cancel", "sender", sender, f"job {msg['job_id']} is not its job")
+        self.master.on_cancel(msg["job_id"])
+        return None
 
-    @handler("job.predict")
+    @handler(JobPredict)
     async def _on_predict(self, sender: str, msg: dict) -> dict:
-        return await self._predict(msg["data"], dict(msg.get("options") or {}))
+        return await self._predict(msg["data"], msg["options"])
 
     # ----------------------------------------------------------------- control API
     def command_sets(self) -> list:

@@ -15,6 +15,10 @@ the WAL, so that no commit pays for it.
 
 Each item also keeps ``attempts``: how many tries failed (on some worker, then retried elsewhere) before
 the one that gave its outcome; `retried` adds them up for a job.
+
+Each job has a secret, ``job_key`` (random, made at creation, kept across restarts and resubmissions):
+the master derives the items' tickets from it, and the submitter accepts a result or serves a fetch only
+with a valid ticket (jobs/messages.py). It is read with `job_key` only, never part of a job's views.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .messages import new_job_key
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -42,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     out_dir TEXT,
     n_done INTEGER NOT NULL DEFAULT 0,
     n_error INTEGER NOT NULL DEFAULT 0,
-    n_cancelled INTEGER NOT NULL DEFAULT 0
+    n_cancelled INTEGER NOT NULL DEFAULT 0,
+    job_key TEXT
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
@@ -165,12 +172,21 @@ class JobStore:
             return self._conn().execute(sql, tuple(args)).fetchall()
 
     def _migrate(self) -> None:
-        """Add the progress counters (and the items' attempts) to a store created before they existed, and
-        fill them in."""
+        """Add the progress counters (and the items' attempts, the jobs' keys) to a store created before
+        they existed, and fill them in."""
         cols = {r[1] for r in self._read("PRAGMA table_info(jobs)")}
         missing = [c for c in _COUNTER.values() if c not in cols]
         if "attempts" not in {r[1] for r in self._read("PRAGMA table_info(items)")}:
             self._write(lambda db: db.execute("ALTER TABLE items ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+        if "job_key" not in cols:
+            self._write(lambda db: db.execute("ALTER TABLE jobs ADD COLUMN job_key TEXT"))
+        keyless = [r[0] for r in self._read("SELECT job_id FROM jobs WHERE job_key IS NULL")]
+        if keyless:
+            self._write(
+                lambda db: db.executemany(
+                    "UPDATE jobs SET job_key=? WHERE job_id=?", [(new_job_key(), j) for j in keyless]
+                )
+            )
         if not missing:
             return
 
@@ -224,8 +240,8 @@ class JobStore:
             try:
                 db.execute(
                     "INSERT INTO jobs(job_id, created_at, task, model, status, total,"
-                    " submitter, options_json, out_dir) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (jid, created, task, model, status, len(rows), submitter, opts, out_dir),
+                    " submitter, options_json, out_dir, job_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (jid, created, task, model, status, len(rows), submitter, opts, out_dir, new_job_key()),
                 )
             except sqlite3.IntegrityError:
                 raise JobStoreError(f"job {jid} already exists") from None
@@ -343,6 +359,7 @@ class JobStore:
 
     def _job_dict(self, row: sqlite3.Row) -> dict:
         d = dict(row)
+        d.pop("job_key", None)  # a secret: not part of any view
         d["options"] = json.loads(d.pop("options_json") or "{}")
         counts = {s: d.pop(_COUNTER[s]) if s in _COUNTER else 0 for s in ITEM_STATUSES}
         counts["pending"] = d["total"] - counts["done"] - counts["error"] - counts["cancelled"]
@@ -357,6 +374,13 @@ class JobStore:
         if not rows:
             raise UnknownJobError(f"unknown job {job_id!r}")
         return self._job_dict(rows[0])
+
+    def job_key(self, job_id: str) -> str:
+        """The job's secret (hex), from which its items' tickets are made."""
+        rows = self._read("SELECT job_key FROM jobs WHERE job_id=?", (job_id,))
+        if not rows:
+            raise UnknownJobError(f"unknown job {job_id!r}")
+        return str(rows[0][0])
 
     def jobs(self) -> list[dict]:
         """All jobs, oldest first."""

@@ -4,6 +4,10 @@ It serves the item bytes to workers (`job.fetch`, a whole batch per request, che
 SHA-256 taken at submission), records results exactly once per item (`job.results`: a worker's results
 arrive together and are recorded in one transaction), writes annotated copies to the job's out dir,
 and resubmits whatever is unfinished whenever the master changes or the node restarts.
+
+Each job has a secret (``job_key``, in the store), sent to the master with every submission: it makes
+each item's ticket for the worker it assigns the item to, and a fetch is served and a result recorded only
+with a valid ticket (`ticket_valid`; the service checks, see messages.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from ..node.state import atomic_write
 from .inputs import INLINE_READ_BYTES, collect_paths, few_small_files, prepare
+from .messages import MAX_ITEM_BYTES, MAX_ITEMS, check_options, ticket_ok
 from .store import JobStore, UnknownJobError
 from .types import get_type
 
@@ -25,11 +30,9 @@ __all__ = ["INLINE_READ_BYTES", "MAX_ITEM_BYTES", "JobSubmitter", "collect_paths
 
 log = logging.getLogger("collab.jobs.submitter")
 
-MAX_ITEM_BYTES = 64 * 1024 * 1024
-
 
 def _attempts(msg: dict) -> int:
-    """A result's count of failed attempts before it (0 from older workers, or if it makes no sense)."""
+    """A result's count of failed attempts before it (a peer's is validated already; 0 if it makes no sense)."""
     n = msg.get("attempts")
     return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else 0
 
@@ -46,10 +49,12 @@ class JobSubmitter:
         self._sent_to: dict[str, str] = {}  # job_id -> master it was last submitted to
         self.items_cache: dict[tuple[str, str], dict] = {}
         self._out_dirs: dict[str, str | None] = {}
+        self._keys: dict[str, str] = {}  # job_id -> its secret, for the jobs held here (cache of the store)
 
     # ----------------------------------------------------------------- creating jobs
     async def create(self, paths: list[str], kind: str, options: dict, out_dir: str | None) -> dict:
         get_type(kind)  # unknown kinds fail here, before anything is stored
+        options = check_options(options)  # and options no master would take
         if few_small_files(paths, kind):
             files = prepare(paths, kind)
         else:
@@ -95,18 +100,29 @@ class JobSubmitter:
         )
 
     async def _submit(self, job_id: str, kind: str, options: dict, items: list[dict], wait: bool = True) -> bool:
-        """`job.submit` to the current master. A new job's first submission does not wait for the answer
-        (``wait=False``): the master starts assigning before it would answer, and an answer crossing the
-        first results only delays them. A submission that gets lost or refused is sent again like any
-        other: at the next master change or within 5 s (`resubmit_all`)."""
+        """`job.submit` to the current master, in messages of at most MAX_ITEMS items, each with the job's
+        secret. A new job's first submission does not wait for the answer (``wait=False``): the master
+        starts assigning before it would answer, and an answer crossing the first results only delays
+        them. A submission that gets lost or refused is sent again like any other: at the next master
+        change or within 5 s (`resubmit_all`)."""
         master = self.ctx.master_id
         if not master:
             return False
-        msg = {"t": "job.submit", "job_id": job_id, "kind": kind, "options": options, "items": items}
-        ok = bool(await self.svc.request(master, msg)) if wait else await self.svc.send_to(master, msg)
-        if ok:
-            self._sent_to[job_id] = master
-        return ok
+        key = self.store.job_key(job_id)
+        for k in range(0, len(items), MAX_ITEMS):
+            msg = {
+                "t": "job.submit",
+                "job_id": job_id,
+                "job_key": key,
+                "kind": kind,
+                "options": options,
+                "items": items[k : k + MAX_ITEMS],
+            }
+            ok = bool(await self.svc.request(master, msg)) if wait else await self.svc.send_to(master, msg)
+            if not ok:
+                return False
+        self._sent_to[job_id] = master
+        return True
 
     async def resubmit_all(self, force: bool = False) -> None:
         master = self.ctx.master_id
@@ -127,11 +143,29 @@ class JobSubmitter:
             raise LookupError(f"unknown item {job_id}:{item_id}")
         return self.items_cache[key]
 
+    def holds(self, job_id: str) -> bool:
+        """Is this job ours (in the store)?"""
+        return self._job_key(job_id) is not None
+
+    def _job_key(self, job_id: str) -> str | None:
+        if job_id not in self._keys:
+            try:
+                self._keys[job_id] = self.store.job_key(job_id)
+            except UnknownJobError:
+                return None  # not cached: a peer's made-up job ids take no memory
+        return self._keys[job_id]
+
+    def ticket_valid(self, job_id: str, item_id: str, worker: str, given: str) -> bool:
+        """Was ``item_id`` of our job ``job_id`` assigned to ``worker``? (``given``: the ticket it sent.)"""
+        key = self._job_key(job_id)
+        return key is not None and ticket_ok(key, job_id, item_id, worker, given)
+
     def forget(self, job_id: str) -> None:
         """Delete a job and everything about it from this node (benchmark probes)."""
         self.store.delete_job(job_id)
         self._sent_to.pop(job_id, None)
         self._out_dirs.pop(job_id, None)
+        self._keys.pop(job_id, None)
         for key in [k for k in self.items_cache if k[0] == job_id]:
             del self.items_cache[key]
 
@@ -148,8 +182,9 @@ class JobSubmitter:
             raise LookupError("job cancelled")
         if it["size"] > MAX_ITEM_BYTES:
             raise ValueError(f"item too large ({it['size']} bytes)")
-        data = Path(it["path"]).read_bytes()
-        if hashlib.sha256(data).hexdigest() != it["sha256"]:
+        with open(it["path"], "rb") as fh:
+            data = fh.read(it["size"] + 1)  # a file that grew since is not read whole
+        if len(data) != it["size"] or hashlib.sha256(data).hexdigest() != it["sha256"]:
             raise ValueError(f"{it['path']} changed since it was submitted")
         return data
 
@@ -177,10 +212,11 @@ class JobSubmitter:
     def on_results(self, msgs: list[dict], attachments: list[bytes | None]) -> list[bool]:
         """Record results (one worker's message) exactly once per item, one transaction per job; write
         the outputs of the new ones, then publish a ``job_item`` event per new result and one ``job``
-        progress event per job. Returns, per result, whether it was new."""
+        progress event per job. Returns, per result, whether it was new. The results are trusted here:
+        this node's own, or a peer's whose tickets the service checked."""
         by_job: dict[str, list[int]] = {}
         for k, msg in enumerate(msgs):
-            by_job.setdefault(str(msg["job_id"]), []).append(k)
+            by_job.setdefault(msg["job_id"], []).append(k)
         fresh = [False] * len(msgs)
         for job_id, idxs in by_job.items():
             try:
@@ -190,23 +226,24 @@ class JobSubmitter:
             outcomes, kept = [], []
             for k in idxs:
                 msg, attachment = msgs[k], attachments[k]
-                item_id, worker = str(msg["item_id"]), str(msg.get("worker", ""))
+                item_id, worker = msg["item_id"], msg.get("worker", "")
                 attempts = _attempts(msg)
                 if msg.get("error"):
-                    outcomes.append((item_id, "error", None, str(msg["error"]), worker, attempts))
+                    outcomes.append((item_id, "error", None, msg["error"], worker, attempts))
                     kept.append((k, item_id, None, None, None))
                     continue
                 result = dict(msg.get("result") or {})
                 result["worker"] = worker
                 result["worker_name"] = msg.get("worker_name", "")
-                result["timings"] = {**result.get("timings", {}), **(msg.get("timings") or {})}
+                own = result.get("timings")  # the job type's own timings, if any (what is in a result is its)
+                result["timings"] = {**(own if isinstance(own, dict) else {}), **(msg.get("timings") or {})}
                 result["attempts"] = attempts  # failed tries elsewhere (or here) before this one
                 dest = self._annotated_path(job_id, item_id, out) if attachment else None
                 if dest is not None:
                     result["annotated"] = str(dest)  # stored too: `job show` points at the file
                 try:
                     payload = json.dumps(result)
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, RecursionError) as exc:
                     outcomes.append(
                         (item_id, "error", None, f"result is not JSON-serialisable: {exc}", worker, attempts)
                     )
@@ -226,7 +263,7 @@ class JobSubmitter:
                     "job_item",
                     job_id=job_id,
                     item_id=item_id,
-                    worker=str(msg.get("worker", "")),
+                    worker=msg.get("worker", ""),
                     error=msg.get("error"),
                     result=msg.get("result"),
                 )

@@ -3,6 +3,9 @@ fetch each batch's bytes straight from its submitter (one request per batch; tin
 the assignment), run the job type in a thread, send the results to the submitter and a tiny
 acknowledgement to the master.
 
+Each assigned item comes with its ticket (messages.py), which the worker hands back to the submitter with
+its fetch and with the item's result: the submitter serves and records only what was assigned to it.
+
 Results that finish together travel together: each finished item goes to a per-submitter outbox that is
 flushed on the next turn of the event loop, as one `job.results` message (attachments concatenated),
 followed by one `job.done` to the master. A lone item still leaves at once; a batch of no-op items
@@ -31,6 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .health import FailuresSummary, HealthEvent, KindRecovered, KindUnhealthy, WorkerHealth
+from .messages import MAX_ITEMS, short
 from .scheduler import task_id_for
 from .types import get_type
 
@@ -49,12 +53,6 @@ def _one_cv_thread() -> None:
         import_cv2().setNumThreads(1)
     except Exception as exc:  # no OpenCV here: the image types will say so, task by task
         log.warning("OpenCV unavailable in a job thread: %s", exc)
-
-
-def _attempts(item: dict) -> int:
-    """An assigned item's count of failed attempts (0 from older masters, or if it makes no sense)."""
-    n = item.get("attempts")
-    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1_000_000 else 0
 
 
 def _timed(fn, *args):
@@ -138,18 +136,20 @@ class JobWorker:
         task.add_done_callback(self._tasks.discard)
 
     def on_assign(self, sender: str, msg: dict) -> None:
-        """A `job.assign` (its term already checked: `JobService` handles it ``@fenced``)."""
-        items = msg.get("items", [])
-        item_ids = [str(item["item_id"]) for item in items]
+        """A `job.assign` (validated, its sender and term checked: `JobService` handles it ``@fenced``)."""
+        items = msg["items"]
+        item_ids = [item["item_id"] for item in items]
         if not item_ids:
             return
         if not self.enabled:
             why = "this node runs no job tasks (job_threads = -1)"
-            self._spawn(self._ack([], [{"task_id": task_id_for(msg["job_id"], i), "error": why} for i in item_ids]))
+            failed = [{"task_id": task_id_for(msg["job_id"], i), "error": why, "cause": "worker"} for i in item_ids]
+            self._spawn(self._ack([], failed))
             return
         # failed attempts of each item before this one (retried elsewhere or here): copied into its result
-        msg["_attempts"] = {str(item["item_id"]): _attempts(item) for item in items}
-        inline = {str(item["item_id"]): item["data"] for item in items if isinstance(item.get("data"), str)}
+        msg["_attempts"] = {item["item_id"]: item.get("attempts", 0) for item in items}
+        msg["_tickets"] = {item["item_id"]: item.get("ticket", "") for item in items}  # back to the submitter
+        inline = {item["item_id"]: item["data"] for item in items if item.get("data") is not None}
         if len(inline) == len(item_ids):
             try:  # every byte is here already: queue at once (no fetch, no task)
                 get_type(msg["kind"])
@@ -183,7 +183,8 @@ class JobWorker:
                 errors: dict[str, str] = {}
                 missing = [i for i in item_ids if i not in datas]
                 if missing:
-                    fetched, errors = await self.svc.fetch_many(msg["submitter"], job_id, missing)
+                    tickets = {i: msg["_tickets"][i] for i in missing}
+                    fetched, errors = await self.svc.fetch_many(msg["submitter"], job_id, tickets)
                     datas.update(fetched)
             except Exception as exc:  # cannot even start (not this node's fault): let the master retry
                 await self._ack(
@@ -232,11 +233,12 @@ class JobWorker:
         """Tell the current master (which may have changed since the assignment)."""
         master = self.ctx.master_id
         if master:
+            failed = [{**f, "error": short(f["error"])} for f in failed]
             await self.svc.send_to(master, {"t": "job.done", "done": done, "failed": failed})
 
     async def _run_one(self, msg: dict, item_id: str, data: bytes, fetch_ms: float) -> None:
         job_id, submitter, kind = msg["job_id"], msg["submitter"], msg["kind"]
-        options = msg.get("options") or {}
+        options = msg.get("options", {})
         tid = task_id_for(job_id, item_id)
         t1 = time.perf_counter()
         result, attachment, error, seconds = None, None, None, None
@@ -275,9 +277,10 @@ class JobWorker:
             "worker": self.ctx.node_id,
             "worker_name": self.ctx.name,
             "result": result,
-            "error": error,
+            "error": None if error is None else short(error),
             "timings": {"fetch_ms": fetch_ms, "run_ms": round((t2 - t1) * 1000, 2)},
-            "attempts": (msg.get("_attempts") or {}).get(item_id, 0),
+            "attempts": msg["_attempts"].get(item_id, 0),
+            "ticket": msg["_tickets"].get(item_id, ""),
         }
         self._post(submitter, tid, payload, attachment)
 
@@ -290,12 +293,14 @@ class JobWorker:
         box.append((tid, payload, attachment))
 
     async def _flush(self, submitter: str) -> None:
-        """Send what the outbox holds for one submitter as one message (what finished before this task
-        got its turn on the loop), then acknowledge it to the master (an item counts as done only once its
-        result is on its way to the submitter)."""
+        """Send what the outbox holds for one submitter (what finished before this task got its turn on
+        the loop) as one message, or a few of at most MAX_ITEMS results, each acknowledged to the master
+        once sent (an item counts as done only once its result is on its way to the submitter)."""
         box = self._outbox.pop(submitter, [])
-        if not box:
-            return
+        for k in range(0, len(box), MAX_ITEMS):
+            await self._send_box(submitter, box[k : k + MAX_ITEMS])
+
+    async def _send_box(self, submitter: str, box: list[tuple[str, dict, bytes | None]]) -> None:
         tids = [tid for tid, _, _ in box]
         try:
             sent = await self.svc.deliver_results(submitter, [p for _, p, _ in box], [a for _, _, a in box])

@@ -144,11 +144,11 @@ def admit(
     """Validate ``msg`` (`validate`) and check its sender against ``schema.SENDER``: a `MASTER` message is
     admitted only from ``master_id`` (the node the receiver holds as master) and only in the receiver's
     own ``term``. Returns the clean message; raises `Refused`."""
+    if schema.SENDER == MASTER and (not master_id or sender != master_id):  # who, before what
+        raise Refused(schema.type_name(), "sender", f"sent by {sender[:12]}, which is not this node's master")
     clean = validate(schema, msg)
     if schema.SENDER == MASTER:
         name = schema.type_name()
-        if not master_id or sender != master_id:
-            raise Refused(name, "sender", f"sent by {sender[:12]}, which is not this node's master")
         if clean.get("term") != term:
             raise Refused(name, "term", f"term {clip(clean.get('term'))} is not this node's term {term}")
     return clean

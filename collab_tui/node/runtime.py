@@ -218,7 +218,7 @@ class Node:
         entry = self.handlers.get(msg["t"])
         try:
             if entry is None:
-                raise Refused(clip(msg["t"]), "unknown type", "unknown message type")
+                raise Refused("(unknown)", "unknown type", f"unknown message type {clip(msg['t'])!r}")
             schema, handler = entry
             clean = admit(schema, conn.peer_id, msg, self.election.master_id, self.election.term)
         except Refused as exc:
