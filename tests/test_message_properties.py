@@ -64,13 +64,11 @@ def world(tmp_path_factory):
     loop = asyncio.new_event_loop()
     node = compose(home, NodeConfig(name="prop", mdns=False, port=0)).node
     now = 0.0
-    for peer, prio in ((M, 0), (R, 0)):  # equal priorities: "b..." outranks "a..." by id: not a master claim
+    for peer, prio in ((M, 5), (R, 0)):  # M ranks highest (as the member records would say)
         node.membership.on_hello(peer, peer[:4], "127.0.0.1:1", prio, now)
         node.election.peer_up(peer, prio, now)
     node.election.on_message(M, {"t": "el.coordinator", "term": 5}, now)
-    node.election._pending.clear()
-    node.election._accept_master(M, 5, now)  # the node follows M in term 5 (set up directly)
-    assert node.election.master_id == M
+    assert (node.election.master_id, node.election.term) == (M, 5)
     catcher = Tracebacks()
     logging.getLogger().addHandler(catcher)
     yield node, loop, catcher

@@ -13,6 +13,8 @@ import pytest
 from fake_context import FakeContext
 
 from collab_tui.config import NodeConfig
+from collab_tui.net.schema import MASTER as MASTER_ONLY
+from collab_tui.net.schema import PeerMessage, Term
 from collab_tui.net.transport import Connection, RemoteError
 from collab_tui.node import context as context_mod
 from collab_tui.node.context import (
@@ -26,6 +28,21 @@ from collab_tui.node.context import (
 )
 
 MASTER = "m" * 64
+MEMBER = "e" * 64
+
+
+class XPlain(PeerMessage, tag="x.plain"):
+    n: int = 0
+
+
+class XCommit(PeerMessage, tag="x.commit"):
+    SENDER = MASTER_ONLY
+    term: Term
+
+
+class XState(PeerMessage, tag="x.state"):
+    SENDER = MASTER_ONLY
+    term: Term
 
 
 class _Service:
@@ -34,12 +51,12 @@ class _Service:
         self.seen: list[tuple[str, str]] = []
         register_handlers(ctx, self)
 
-    @handler("x.plain")
+    @handler(XPlain)
     async def _plain(self, sender: str, msg: dict):
         self.seen.append((msg["t"], sender))
         return {"echo": msg.get("n")}
 
-    @handler("x.commit", "x.state")
+    @handler(XCommit, XState)
     @fenced
     async def _fenced(self, sender: str, msg: dict):
         self.seen.append((msg["t"], sender))
@@ -56,32 +73,53 @@ def test_handler_table_collects_the_marked_methods_and_refuses_duplicates():
         register_handlers(ctx, svc)
 
     class Twice:
-        @handler("y")
+        @handler(XPlain)
         async def a(self, sender, msg): ...
 
-        @handler("y")
+        @handler(XPlain)
         async def b(self, sender, msg): ...
 
-    with pytest.raises(ValueError, match="two handlers for 'y'"):
+    with pytest.raises(ValueError, match="two handlers for 'x.plain'"):
         handler_table(Twice())
+    with pytest.raises(TypeError, match="PeerMessage types"):
+        handler("x.plain")
+
+
+async def test_messages_are_admitted_against_their_schema_and_sender_rule():
+    ctx = FakeContext(term=5, master_id=MASTER)
+    svc = _Service(ctx)
+    assert await ctx.deliver(MEMBER, {"t": "x.plain", "n": 3, "extra": "x" * 1000}) == {"echo": 3}
+    reply = await ctx.deliver(MEMBER, {"t": "x.plain", "n": "3"})
+    assert reply["ok"] is False and "field 'n'" in reply["error"]
+    reply = await ctx.deliver(MEMBER, {"t": "x.commit", "term": 5})  # a member is not the master
+    assert reply["ok"] is False and "not this node's master" in reply["error"]
+    reply = await ctx.deliver(MASTER, {"t": "x.commit", "term": 4})  # the master, in another term
+    assert reply["ok"] is False and "term 4 is not this node's term 5" in reply["error"]
+    assert await ctx.deliver(MASTER, {"t": "x.commit", "term": 5}) == {"done": True}
+    assert svc.seen == [("x.plain", MEMBER), ("x.commit", MASTER)]
 
 
 # ----------------------------------------------------------------------------- fencing
 async def test_fenced_refuses_stale_terms_with_one_line_per_interval(caplog, monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(context_mod.time, "monotonic", lambda: now[0])
-    ctx = FakeContext(term=5)
+    ctx = FakeContext(term=5, master_id=MASTER)
     svc = _Service(ctx)
-    assert await ctx.deliver(MASTER, {"t": "x.commit", "term": 5}) == {"done": True}
-    assert await ctx.deliver(MASTER, {"t": "x.commit", "term": 9}) == {"done": True}  # a newer master: fine
+    local = handler_table(svc)  # a service's delivery to itself: not admitted by the node, fenced all the same
+    assert await local["x.commit"](MASTER, {"t": "x.commit", "term": 5}) == {"done": True}
+    assert await local["x.commit"](MASTER, {"t": "x.commit", "term": 9}) == {"done": True}  # a newer term: fine
+    reply = await local["x.commit"](MEMBER, {"t": "x.commit", "term": 5})
+    assert reply["ok"] is False and "not this node's master" in reply["error"]
     with caplog.at_level(logging.WARNING, logger="collab.fencing"):
+        caplog.clear()
+        now[0] += context_mod.FENCE_LOG_EVERY
         for term in (4, None, "5", True, 3):
-            reply = await ctx.deliver(MASTER, {"t": "x.state", "term": term})
+            reply = await local["x.state"](MASTER, {"t": "x.state", "term": term})
             assert reply["ok"] is False and reply["error"] == f"stale term {term!r} (ours is 5)"
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1 and "refused x.state from mmmmmmmmmmmm: stale term 4 (ours is 5)" in lines[0]
         now[0] += context_mod.FENCE_LOG_EVERY
-        await ctx.deliver(MASTER, {"t": "x.state", "term": 1})
+        await local["x.state"](MASTER, {"t": "x.state", "term": 1})
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 2 and "4 more refused since the last line" in lines[1]
     assert all("Traceback" not in (r.exc_text or "") and r.exc_info is None for r in caplog.records)
@@ -91,7 +129,7 @@ async def test_fenced_refuses_stale_terms_with_one_line_per_interval(caplog, mon
 async def test_a_stale_request_gets_an_error_reply_over_a_real_connection(caplog):
     """The refusal is a reply, not an exception: the requester raises RemoteError, the transport logs
     nothing, and the connection goes on."""
-    ctx = FakeContext(term=5)
+    ctx = FakeContext(term=5, master_id=MASTER)
     _Service(ctx)
     accepted: asyncio.Future = asyncio.get_running_loop().create_future()
 
@@ -108,7 +146,7 @@ async def test_a_stale_request_gets_an_error_reply_over_a_real_connection(caplog
     task = asyncio.create_task(client.run())
     try:
         with caplog.at_level(logging.INFO):
-            with pytest.raises(RemoteError, match=r"stale term 4 \(ours is 5\)"):
+            with pytest.raises(RemoteError, match=r"term 4 is not this node's term 5"):
                 await client.request({"t": "x.commit", "term": 4}, timeout=5)
             assert (await client.request({"t": "x.commit", "term": 5}, timeout=5))["done"] is True
         assert not [r for r in caplog.records if r.name == "collab.transport"]
@@ -210,9 +248,9 @@ async def test_composed_node_services_contribute_through_their_contexts(tmp_path
         assert "data:digits" in node._heartbeat()["capabilities"]
         assert node.status()["health"] == "ok"
         # a service's handler gets the sender's id, not the connection
-        conn = SimpleNamespace(peer_id=MASTER)
-        reply = await node.handlers["job.assign"](conn, {"t": "job.assign", "term": -1, "items": []})
-        assert reply["ok"] is False and "stale term" in reply["error"]
+        conn = SimpleNamespace(peer_id=MASTER)  # a member, not this node's master
+        reply = await node.dispatch(conn, {"t": "job.assign", "term": -1, "items": []})
+        assert reply["ok"] is False and "not this node's master" in reply["error"]
     finally:
         for svc in composed.services:
             await svc.stop()

@@ -8,19 +8,22 @@ Images are float32 in [0, 1] with shape (N, H, W, C); labels are int64 indices i
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
+import math
 import os
 import re
 import struct
 import threading
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, child_path, set_aside
 
 log = logging.getLogger("collab.ml.datasets")
 
@@ -29,10 +32,93 @@ MNIST_LABELS = [str(i) for i in range(10)]
 MNIST_TRAIN_POOL = (0, 8000)  # fl_protocol.json data.train_pool
 MNIST_EVAL_SET = (8000, 10000)  # fl_protocol.json data.eval_set
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A dataset part received from a peer (`collab data split`): what it may take once loaded, and how many
+# arrays it may hold (x, y and a few spare); past RATIO_FLOOR it may not be more than MAX_RATIO times
+# bigger than the bytes that came (np.savez does not compress; real images deflate far less than that).
+MAX_PART_BYTES = 512 * 1024 * 1024
+MAX_PART_ARRAYS = 8
+MAX_RATIO = 200
+RATIO_FLOOR = 16 * 1024 * 1024
+MAX_CLASSES = 4096  # classes of a dataset part: labels given, or labels 0..max(y) made up at load
 
 
 class DatasetError(ValueError):
     """Bad dataset file, spec or name."""
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        shown = repr(name[:40]) if isinstance(name, str) else type(name).__name__
+        raise DatasetError(f"bad dataset name {shown} (letters, digits, . _ -; max 64)")
+    return name
+
+
+# ------------------------------------------------------------------ archives from elsewhere
+def check_npz(data: bytes, max_bytes: int, max_arrays: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The arrays an ``.npz`` holds (name -> (shape, dtype)), read from the zip directory and each array's
+    ``.npy`` header only, before anything is loaded: a small file may declare a huge member (a zip bomb),
+    and a ``.npy`` header may declare a huge shape, which ``np.load`` would allocate first. Refused
+    (`DatasetError`): more than ``max_arrays`` members, more than ``max_bytes`` uncompressed, a ratio past
+    `MAX_RATIO`, a member that is not a plain ``.npy`` array (object dtypes need pickle) or that declares
+    more data than it holds."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DatasetError(f"not an npz archive: {exc}") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > max_arrays:
+            raise DatasetError(f"the archive holds {len(infos)} members, at most {max_arrays} are taken")
+        total = sum(i.file_size for i in infos)
+        if total > max_bytes:
+            raise DatasetError(f"the archive unpacks to {total} bytes, more than the limit of {max_bytes}")
+        if total > RATIO_FLOOR and total > MAX_RATIO * len(data):
+            raise DatasetError(f"the archive unpacks {total / max(1, len(data)):.0f} times its size (a zip bomb?)")
+        out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        for info in infos:
+            key = info.filename.removesuffix(".npy")
+            if key == info.filename or not key:
+                raise DatasetError(f"member {info.filename[:40]!r} is not a .npy array")
+            try:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"npy format {version} is not taken")
+                    header = f.tell()
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+                raise DatasetError(f"member {key[:40]!r}: {exc}") from None
+            if dtype.hasobject:
+                raise DatasetError(f"member {key[:40]!r} holds Python objects")
+            need = math.prod(shape) * dtype.itemsize
+            if need > info.file_size - header:
+                raise DatasetError(f"member {key[:40]!r} declares {need} bytes but holds {info.file_size - header}")
+            out[key] = (tuple(shape), dtype)
+        return out
+
+
+def load_part(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset part as sent by `collab data split` (an npz of ``x`` (N, H, W, C) numbers and ``y`` (N,)
+    class indices), checked (`check_npz`) before it is loaded, and checked again once loaded."""
+    arrays = check_npz(data, MAX_PART_BYTES, MAX_PART_ARRAYS)
+    if "x" not in arrays or "y" not in arrays:
+        raise DatasetError("a dataset part needs arrays x and y")
+    (xs, xt), (ys, yt) = arrays["x"], arrays["y"]
+    if len(xs) != 4 or xt.kind not in "fiu":
+        raise DatasetError(f"x must be (N, H, W, C) numbers, got {xs} {xt}")
+    if len(ys) != 1 or yt.kind not in "iu" or ys[0] != xs[0]:
+        raise DatasetError(f"y must be {xs[0]} integer class indices, got {ys} {yt}")
+    try:
+        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"cannot load the dataset part: {exc}") from None
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise DatasetError("x holds NaN or infinite values")
+    return x, y
 
 
 # ------------------------------------------------------------------ loaders
@@ -264,8 +350,9 @@ def _check_spec(spec: dict) -> dict:
         k, i = part.get("num_clients"), part.get("client")
         if not isinstance(k, int) or not isinstance(i, int) or k < 1 or not 0 <= i < k:
             raise DatasetError("partition needs integers num_clients >= 1 and 0 <= client < num_clients")
-    if "input_shape" in spec and len(spec["input_shape"]) != 3:
-        raise DatasetError("input_shape must be [H, W, C]")
+    shape = spec.get("input_shape", [1, 1, 1])
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+        raise DatasetError("input_shape must be [H, W, C], positive integers")
     return json.loads(json.dumps(spec))  # a JSON-able copy
 
 
@@ -297,20 +384,29 @@ class DatasetRegistry:
         self._lock = threading.Lock()
 
     def _read(self) -> dict[str, dict]:
-        if not self.path.is_file():
-            return {}
+        """The registered specs. A file that does not parse or whose entries do not check is moved aside
+        (``datasets.json.bad-<unix time>``) with one warning: the node starts without them, the user adds
+        them again, instead of a node that cannot start."""
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError) as exc:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
             raise DatasetError(f"{self.path}: unreadable: {exc}") from exc
-        return data.get("datasets", {}) if isinstance(data, dict) else {}
+        try:
+            items = json.loads(raw)["datasets"]
+            if not isinstance(items, dict):
+                raise DatasetError("'datasets' is not an object")
+            return {check_name(name): _check_spec(spec) for name, spec in items.items()}
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:  # DatasetError is a ValueError
+            set_aside(self.path, f"dataset list: {exc}", logger=log)
+            return {}
 
     def _write(self, items: dict[str, dict]) -> None:
         atomic_write(self.path, json.dumps({"datasets": items}, indent=1, sort_keys=True).encode())
 
     def add(self, name: str, spec: dict) -> dict:
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise DatasetError(f"bad dataset name {name!r} (letters, digits, . _ -; max 64)")
+        check_name(name)
         spec = _check_spec(spec)
         if spec["kind"] == "folder":
             spec["path"] = str(Path(spec["path"]).expanduser().resolve())
@@ -319,6 +415,24 @@ class DatasetRegistry:
             items[name] = spec
             self._write(items)
         return spec
+
+    def receive_part(self, name: str, data: bytes, labels: Sequence[str] = ()) -> int:
+        """Keep a dataset part a peer sent (`collab data split`) as ``home/datasets/NAME.npz`` and register
+        it; returns its number of examples. Everything is checked before anything is written: the name,
+        the archive (`load_part`), the labels against ``y``."""
+        path = child_path(self.home / "datasets", f"{check_name(name)}.npz")
+        labels = [str(v) for v in labels]
+        if len(labels) > MAX_CLASSES:
+            raise DatasetError(f"{len(labels)} labels, at most {MAX_CLASSES} are taken")
+        x, y = load_part(data)
+        classes = len(labels) or MAX_CLASSES
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+            raise DatasetError(f"y holds class indices outside 0..{classes - 1}")
+        buf = io.BytesIO()
+        np.savez(buf, x=x, y=y, labels=np.array(labels, dtype=str))
+        atomic_write(path, buf.getvalue())
+        self.add(name, {"kind": "npz", "path": str(path)})
+        return int(len(y))
 
     def remove(self, name: str) -> None:
         with self._lock:

@@ -5,28 +5,96 @@ Layout: ``home/models/<name>/<version>.npz`` (weights, ``ml.updates.to_bytes``) 
 ``version = sha256(name + "\\n" + arch_json + "\\n" + to_bytes(weights))[:16]`` where arch_json is
 ``json.dumps(arch, sort_keys=True, separators=(",", ":"))``. Reads verify the hash, so a
 corrupt or tampered weights file is rejected.
+
+The metadata is a `ModelMeta` record (typed, bounded): checked before a version is written, whether it
+was made here (`put`) or came from the master (`put_raw`, whose weights are also checked to be a plain
+archive of the declared shapes before anything is written), and checked again when it is read: a
+metadata file that does not parse or validate is moved aside (``VERSION.json.bad-<unix time>``) with one
+warning, and the other versions are listed as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, child_path, set_aside
+from .datasets import DatasetError, check_npz
 from .updates import from_bytes, to_bytes, weight_stats
+
+log = logging.getLogger("collab.models")
 
 FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
+MAX_WEIGHTS_BYTES = 512 * 1024 * 1024  # a version's weights, unpacked (the transport's blob limit)
+MAX_TENSORS = 4096
+
+# ----------------------------------------------------------------------------- the metadata record
+_FMAX = sys.float_info.max  # bounds that let every finite float through and neither NaN nor infinity
+Finite = Annotated[float, msgspec.Meta(ge=-_FMAX, le=_FMAX)]
+Int = Annotated[int, msgspec.Meta(ge=-(2**53), le=2**53)]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ShortText = Annotated[str, msgspec.Meta(max_length=300)]
+ModelName = Annotated[str, msgspec.Meta(pattern=_NAME_RE.pattern)]
+Version = Annotated[str, msgspec.Meta(pattern=_VERSION_RE.pattern)]
+Scalar = None | bool | Int | Finite | ShortText
+# An architecture spec (ml/architectures.py): a few keys with numbers, a list of ints (``input_shape``) or
+# text, the Keras JSON of an imported model being the one long value. Kept exactly as given: it is hashed.
+MAX_ARCH_TEXT = 4 * 1024 * 1024
+ArchValue = (
+    None
+    | bool
+    | Int
+    | Finite
+    | Annotated[str, msgspec.Meta(max_length=MAX_ARCH_TEXT)]
+    | Annotated[list[Int], msgspec.Meta(max_length=64)]
+)
+Arch = Annotated[dict[Key, ArchValue], msgspec.Meta(max_length=32)]
+Dim = Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+Shapes = Annotated[list[Annotated[list[Dim], msgspec.Meta(max_length=32)]], msgspec.Meta(max_length=MAX_TENSORS)]
+
+
+class ModelMeta(msgspec.Struct, kw_only=True):
+    """The metadata of one version, as stored in ``VERSION.json`` and replicated by the master."""
+
+    format: Annotated[int, msgspec.Meta(ge=1, le=1000)] = FORMAT
+    name: ModelName
+    version: Version
+    arch: Arch
+    parent: Version | None = None
+    run: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    round: Annotated[int, msgspec.Meta(ge=0, le=2**31)] | None = None
+    contributors: Annotated[list[Key], msgspec.Meta(max_length=4096)] = []
+    metrics: Annotated[dict[Key, Scalar], msgspec.Meta(max_length=64)] = {}
+    extra: Annotated[
+        dict[Key, Scalar | Annotated[dict[Key, Scalar], msgspec.Meta(max_length=32)]], msgspec.Meta(max_length=32)
+    ] = {}
+    dp: Annotated[dict[Key, Scalar], msgspec.Meta(max_length=32)] | None = None
+    shapes: Shapes | None = None  # of the weights, in order (versions stored before it was kept have none)
+    weight_stats: Annotated[dict[Key, Int | Finite], msgspec.Meta(max_length=16)] = {}
+    size_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**53)] = 0
+    created: Annotated[float, msgspec.Meta(ge=0, le=1e11)]  # unix time
+
+
+def check_meta(meta: object) -> dict[str, Any]:
+    """``meta`` as a clean `ModelMeta` dict (declared fields only), or `RegistryError` naming the field."""
+    try:
+        return msgspec.to_builtins(msgspec.convert(meta, ModelMeta))
+    except msgspec.ValidationError as exc:
+        raise RegistryError(f"bad model metadata: {str(exc)[:200]}") from None
 
 
 class RegistryError(ValueError):
@@ -76,6 +144,24 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
 
 
+def check_weights(data: bytes, shapes: list[list[int]] | None = None) -> list[np.ndarray]:
+    """The tensors of a weights archive from elsewhere, or `IntegrityError`: checked to be a plain archive
+    within bounds (`check_npz`, before it is unpacked), of numbers, finite, and of the ``shapes`` given."""
+    try:
+        check_npz(data, MAX_WEIGHTS_BYTES, MAX_TENSORS)
+        weights = from_bytes(data)
+    except (DatasetError, ValueError) as exc:
+        raise IntegrityError(f"not a weights archive: {exc}") from None
+    for i, w in enumerate(weights):
+        if w.dtype.kind not in "fiu":
+            raise IntegrityError(f"tensor {i} holds {w.dtype}, not numbers")
+        if w.dtype.kind == "f" and not np.all(np.isfinite(w)):
+            raise IntegrityError(f"tensor {i} holds NaN or infinite values")
+    if shapes is not None and [list(w.shape) for w in weights] != [list(s) for s in shapes]:
+        raise IntegrityError("the weights do not have the shapes the metadata declares")
+    return weights
+
+
 class ModelRegistry:
     """Named, versioned model weights with lineage and statistics."""
 
@@ -120,43 +206,40 @@ class ModelRegistry:
             "metrics": _jsonable(metrics or {}),
             "extra": extra,
             "dp": _jsonable(dp if dp is not None else extra.get("dp")),
+            "shapes": [list(np.shape(w)) for w in weights],
             "weight_stats": weight_stats(weights),
             "size_bytes": len(data),
             "created": time.time(),
         }
-        self._store(meta, data)
+        self._store(check_meta(meta), data)
         return version
 
     def put_raw(self, meta: dict, weights_bytes: bytes) -> str:
-        """Store a version received from elsewhere (e.g. the master), verifying its hash."""
+        """Store a version received from elsewhere (e.g. the master). Nothing is written unless the metadata
+        validates (`check_meta`), the content hashes to its version id, and the weights are a plain archive
+        of the declared shapes (`check_weights`)."""
         if not isinstance(meta, dict):
             raise RegistryError("meta must be a dict")
-        name, version, arch = meta.get("name"), meta.get("version"), meta.get("arch")
-        check_name(name)
-        if not isinstance(version, str) or not _VERSION_RE.match(version) or not isinstance(arch, dict):
-            raise RegistryError("meta needs 'version' (16 hex chars) and 'arch' (dict)")
-        try:
-            weights = from_bytes(weights_bytes)
-        except ValueError as exc:
-            raise IntegrityError(f"{name}@{version}: {exc}") from exc
+        meta = check_meta({"created": time.time(), **meta})
+        name, version, arch = meta["name"], meta["version"], meta["arch"]
         data = bytes(weights_bytes)
         actual = compute_version(name, arch, data)
         if actual != version:
             raise IntegrityError(f"{name}@{version}: content hashes to {actual}")
+        weights = check_weights(data, meta["shapes"])
         if self._complete(name, version, data):
             return version
-        meta = _jsonable(meta)
+        meta["shapes"] = [list(w.shape) for w in weights]
         meta["weight_stats"] = weight_stats(weights)
         meta["size_bytes"] = len(data)
-        meta.setdefault("created", time.time())
-        self._store(meta, data)
+        self._store(check_meta(meta), data)
         return version
 
     def _complete(self, name: str, version: str, data: bytes) -> bool:
         """True if the version is stored intact; a damaged weights file is rewritten from ``data``."""
         if not self._meta_path(name, version).is_file():
             return False
-        path = self.root / name / f"{version}.npz"
+        path = self._weights_path(name, version)
         try:
             intact = path.read_bytes() == data
         except OSError:
@@ -167,29 +250,51 @@ class ModelRegistry:
         return True
 
     def _store(self, meta: dict, data: bytes) -> None:
-        folder = self.root / meta["name"]
+        """Write a checked version: the weights first, the metadata last (its presence means complete)."""
         with self._lock:
-            folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write(folder / f"{meta['version']}.npz", data)
-            _atomic_write(folder / f"{meta['version']}.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+            self._folder(meta["name"]).mkdir(parents=True, exist_ok=True)
+            _atomic_write(self._weights_path(meta["name"], meta["version"]), data)
+            meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
+            _atomic_write(self._meta_path(meta["name"], meta["version"]), meta_bytes)
+
+    # -------------------------------------------------------------- paths (names become paths only here)
+    def _folder(self, name: str) -> Path:
+        return child_path(self.root, check_name(name))
+
+    def _version_file(self, name: str, version: str, suffix: str) -> Path:
+        if not isinstance(version, str) or not _VERSION_RE.match(version):
+            raise RegistryError(f"bad version id {str(version)[:40]!r} (16 lowercase hex chars)")
+        return child_path(self._folder(name), f"{version}{suffix}")
+
+    def _meta_path(self, name: str, version: str) -> Path:
+        return self._version_file(name, version, ".json")
+
+    def _weights_path(self, name: str, version: str) -> Path:
+        return self._version_file(name, version, ".npz")
 
     # -------------------------------------------------------------- reading
-    def _meta_path(self, name: str, version: str) -> Path:
-        return self.root / name / f"{version}.json"
+    def _read_meta(self, path: Path) -> dict | None:
+        """The checked metadata in ``path``; None if it is gone, unreadable, or bad (then moved aside)."""
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None  # gone (moved aside or replaced meanwhile) or unreadable: not a version now
+        try:
+            meta = check_meta(json.loads(raw))
+            if meta["version"] != path.stem or meta["name"] != path.parent.name:
+                raise RegistryError(f"it describes {meta['name']}@{meta['version']}")
+        except (ValueError, RecursionError) as exc:  # RegistryError and JSON errors are ValueErrors
+            set_aside(path, f"model metadata: {exc}", logger=log)
+            return None
+        return meta
 
     def _metas(self, name: str) -> list[dict]:
-        folder = self.root / check_name(name)
+        folder = self._folder(name)
         out = []
         for p in folder.glob("*.json") if folder.is_dir() else []:
-            if not _VERSION_RE.match(p.stem):
-                continue
-            try:
-                meta = json.loads(p.read_text())
-            except (OSError, ValueError):
-                continue  # an unreadable metadata file is not a version
-            if isinstance(meta, dict) and meta.get("version") == p.stem:
+            if _VERSION_RE.match(p.stem) and (meta := self._read_meta(p)) is not None:
                 out.append(meta)
-        return sorted(out, key=lambda m: (float(m.get("created") or 0), m.get("round") or -1, m["version"]))
+        return sorted(out, key=lambda m: (m["created"], -1 if m["round"] is None else m["round"], m["version"]))
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -241,7 +346,7 @@ class ModelRegistry:
     def get_bytes(self, name: str, version: str | None = None) -> tuple[dict, bytes]:
         """(meta, weights file bytes), hash-verified (for replication to other nodes)."""
         meta = self.resolve(name, version)
-        path = self.root / name / f"{meta['version']}.npz"
+        path = self._weights_path(name, meta["version"])
         try:
             data = path.read_bytes()
         except OSError as exc:

@@ -339,7 +339,9 @@ class Election:
             self._hold(peer_id, term)
             self._refuse(peer_id, EL_COORDINATOR, term, "outranked")
             if self.rank > self.rank_of(peer_id):
-                if self.role == MASTER and term >= self.term and now >= self._reassert_at:
+                if self.role == MASTER and term == self.term:
+                    self._send(peer_id, EL_COORDINATOR)  # same term: the higher rank wins, it will follow us
+                elif self.role == MASTER and term > self.term and now >= self._reassert_at:
                     self._reassert_at = now + self.coordinator_timeout
                     self._become_master(now)  # above the claimer's term, so that it follows us
                 elif self.preempt and self.role == FOLLOWER and self.master_id not in self._alive:

@@ -254,7 +254,7 @@ def fenced(fn: Callable) -> Callable:
         if sender != ctx.master_id:
             why = f"sent by {sender[:12]}, which is not this node's master"
         else:
-            why = f"stale term {clip(term)} (ours is {ctx.term})"
+            why = f"stale term {clip(repr(term))} (ours is {ctx.term})"
         held = quiet.note(time.monotonic())
         if held is not None:
             more = (

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
 
-from ..fsutil import atomic_write  # noqa: F401  (re-exported: callers import it from here)
+from ..fsutil import (
+    atomic_write,  # noqa: F401  (re-exported: callers import it from here)
+    set_aside,
+)
 from ..net.messages import Member
 from ..net.schema import Term
 
@@ -35,18 +37,6 @@ class MembersFile(msgspec.Struct, kw_only=True):
     """``state/members.json``: the members this node knows, to redial after a restart."""
 
     members: Annotated[list[Member], msgspec.Meta(max_length=MAX_KNOWN_MEMBERS)] = []
-
-
-def move_aside(path: Path, why: str, what: str = "") -> Path | None:
-    """Rename a bad persisted file to ``NAME.bad-<unix time>`` next to it, with one warning line."""
-    bad = path.with_name(f"{path.name}.bad-{int(time.time())}")
-    try:
-        path.replace(bad)
-    except OSError as exc:
-        log.warning("%s is unusable (%s) and cannot be moved aside: %s", path, why, exc)
-        return None
-    log.warning("%s is unusable (%s): moved aside to %s%s", path, why, bad.name, f"; {what}" if what else "")
-    return bad
 
 
 class JsonState:
@@ -71,7 +61,7 @@ class JsonState:
                 obj = msgspec.to_builtins(msgspec.convert(obj, schema))
             self.data = obj
         except (ValueError, UnicodeDecodeError, msgspec.ValidationError) as exc:
-            move_aside(path, str(exc)[:200], lost)
+            set_aside(path, str(exc), lost, log)
 
     def get(self, key: str, default=None):
         return self.data.get(key, default)

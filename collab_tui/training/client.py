@@ -45,16 +45,11 @@ class TrainingClient:
         asyncio.get_running_loop().create_task(go())
 
     async def train(self, msg: dict) -> tuple[dict, bytes]:
-        """Handle `fl.train`: returns (fields, update bytes)."""
+        """Handle `fl.train` (as its schema admitted it, training/messages.py): returns (fields, update bytes)."""
         RunConfig.from_dict(msg["config"])  # refuse a bad config before any work
         self.svc.phase(msg, "train")
         fields, payload = await self.ml.call(
-            mltasks.train,
-            msg["config"],
-            int(msg["round"]),
-            msg["data"],
-            str(msg.get("version", "")),
-            self.client_index(),
+            mltasks.train, msg["config"], msg["round"], msg["data"], msg.get("version", ""), self.client_index()
         )
         self.svc.phase(msg, "upload")
         return fields, payload

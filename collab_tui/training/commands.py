@@ -154,7 +154,7 @@ class DataCommands:
             np.savez(buf, x=x[idx], y=y[idx])
             msg = {"kind": "fl.data", "name": target, "labels": list(labels or [])}
             if nid == ctx.node_id:
-                svc.receive_data_part({**msg, "data": buf.getvalue()})
+                await svc.receive_data_part(target, buf.getvalue(), msg["labels"])
             else:
                 await ctx.request_blob(nid, msg, buf.getvalue(), timeout=60)
             dealt[nid] = int(len(idx))

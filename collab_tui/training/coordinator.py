@@ -17,7 +17,8 @@ import random
 import time
 
 from ..ml.updates import ClientUpdate, from_bytes, to_bytes
-from .rounds import RoundTracker, RunConfig, RunState, aggregate, select_clients
+from .messages import MAX_ERROR, check_entry
+from .rounds import RoundTracker, RunConfig, RunState, aggregate, cut, select_clients
 from .rounds_events import RoundFailed, RoundReady, RoundWaiting
 
 log = logging.getLogger("collab.training")
@@ -39,6 +40,7 @@ class RunCoordinator:
         self.stop_requested = False
         self.rng = random.Random(self.cfg.seed + state.round)
         self.version_index: dict[str, int] = {}
+        self.clients: set[str] = set()  # every node this run has asked to train (its fl.phase is taken)
 
     # ----------------------------------------------------------------- helpers
     def _check_role(self) -> None:
@@ -56,6 +58,9 @@ class RunCoordinator:
     async def _commit(self, weights, contributors: list[str], entry: dict) -> None:
         await self._wait_quorum()
         st = self.state
+        if self.cfg.eval_dataset:
+            entry["server_eval"] = await self.svc.evaluate_local(self.cfg, weights, self.cfg.eval_dataset)
+        entry = check_entry(entry)  # what every replica checks: refused here, before anything is stored
         version = self.svc.registry.put(
             self.cfg.model,
             weights,
@@ -72,8 +77,6 @@ class RunCoordinator:
             },
         )
         self.version_index[version] = entry["round"]
-        if self.cfg.eval_dataset:
-            entry["server_eval"] = await self.svc.evaluate_local(self.cfg, weights, self.cfg.eval_dataset)
         entry["version"] = version
         st.round, st.version, st.term = entry["round"], version, self.ctx.term
         st.history.append(entry)
@@ -81,7 +84,7 @@ class RunCoordinator:
             st.strategy_state = _encode_state(self.strategy.state_dict())
         self.svc.runs.commit(st)
         await self.svc.replicate(st, version)
-        self.svc.publish(st, "round", **{k: v for k, v in entry.items() if k != "updates"})
+        self.svc.publish(st, "round", **entry)
 
     # ----------------------------------------------------------------- sync rounds
     async def run(self) -> None:
@@ -103,7 +106,7 @@ class RunCoordinator:
                 return  # the new master resumes from the last committed round
         except Exception as exc:
             log.exception("run %s failed", st.run_id[:8])
-            st.status, st.error = "failed", str(exc)
+            st.status, st.error = "failed", cut(exc, MAX_ERROR)
         self.svc.runs.commit(st)
         await self.svc.replicate(st, None)
         self.svc.publish(st, st.status)
@@ -119,6 +122,7 @@ class RunCoordinator:
                 self._check_role()
                 continue
             selected = select_clients(candidates, cfg.fraction, cfg.min_clients, self.rng)
+            self.clients.update(selected)
             t0 = time.monotonic()
             tracker = RoundTracker(r, selected, t0, cfg.round_timeout, cfg.min_clients)
             _, weights = self.svc.registry.get(cfg.model, st.version)
@@ -178,8 +182,8 @@ class RunCoordinator:
                 "fit_seconds_max": round(fit_max, 3),
                 "metrics": _weighted_fit_metrics(kept),
             }
-            if evals and st.history:
-                st.history[-1]["client_eval"] = _weighted_eval(evals)
+            if st.history and (ev := _weighted_eval(evals)):
+                st.history[-1]["client_eval"] = ev
             await self._commit(new, [u.node_id for u in kept], entry)
             return
 
@@ -187,9 +191,8 @@ class RunCoordinator:
         st = self.state
         if not st.history:
             return
-        evals = await self.svc.collect_evals(st, self.cfg)
-        if evals:
-            st.history[-1]["client_eval"] = _weighted_eval(evals)
+        if ev := _weighted_eval(await self.svc.collect_evals(st, self.cfg)):
+            st.history[-1]["client_eval"] = ev
 
     # ----------------------------------------------------------------- async buffered mode
     async def _run_async(self) -> None:
@@ -206,6 +209,7 @@ class RunCoordinator:
             payload = None
             for n in self.svc.train_candidates(cfg.dataset):
                 if n not in busy:
+                    self.clients.add(n)
                     payload = payload or to_bytes(weights)
                     inflight[asyncio.ensure_future(self.svc.client_train(n, st, cfg, st.round + 1, payload))] = n
             if not inflight:
@@ -253,10 +257,11 @@ def _weighted_fit_metrics(updates: list[ClientUpdate]) -> dict:
     return out
 
 
-def _weighted_eval(evals: list[dict]) -> dict:
-    n = sum(e.get("n", 0) for e in evals)
+def _weighted_eval(evals: list[dict]) -> dict | None:
+    """The examples-weighted mean of checked evaluations (messages.Evaluation); None if there is none."""
+    n = sum(e["n"] for e in evals)
     if not n:
-        return {}
+        return None
     return {
         "accuracy": round(sum(e["accuracy"] * e["n"] for e in evals) / n, 5),
         "loss": round(sum(e["loss"] * e["n"] for e in evals) / n, 5),

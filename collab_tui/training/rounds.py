@@ -26,6 +26,29 @@ from .rounds_events import RoundFailed, RoundReady, RoundVerdict, RoundWaiting
 
 OUTLIER_MIN_RATIO = 3.0  # a norm outlier must also be this many times the round's median norm
 STRATEGIES = strategy_specs.NAMES
+MAX_REASON = 300  # characters of why a client is left out of a round (a run state carries them to every node)
+
+
+def cut(text: object, n: int = MAX_REASON) -> str:
+    """A reason cut to what a run state may carry (training/messages.py bounds it)."""
+    s = str(text)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _check_arch(arch: object) -> None:
+    """The parts of an architecture spec the model builder reads without checking their types."""
+    if not isinstance(arch, dict):
+        raise ValueError("arch must be a JSON object")
+    shape, classes = arch.get("input_shape"), arch.get("num_classes")
+    ints = (int, np.integer)
+    if shape is not None and not (
+        isinstance(shape, (list, tuple))
+        and len(shape) == 3
+        and all(isinstance(v, ints) and not isinstance(v, bool) and v >= 1 for v in shape)
+    ):
+        raise ValueError("arch input_shape must be [H, W, C], positive integers")
+    if classes is not None and not (isinstance(classes, ints) and not isinstance(classes, bool) and classes >= 2):
+        raise ValueError("arch num_classes must be an integer >= 2")
 
 
 @dataclass
@@ -56,6 +79,7 @@ class RunConfig:
     holdout: float = 0.2  # fraction of each client's data kept back for client-side eval (0 = train on all)
 
     def validate(self) -> RunConfig:
+        _check_arch(self.arch)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
         if self.mode not in ("sync", "async"):
@@ -144,7 +168,7 @@ class RoundTracker:
 
     def drop(self, node: str, reason: str) -> None:
         if node in self.selected and node not in self.updates:
-            self.dropped.setdefault(node, reason)
+            self.dropped.setdefault(node, cut(reason))
 
     def answered(self) -> int:
         return len(self.updates) + len(self.dropped)
@@ -173,7 +197,7 @@ def screen_updates(
             validate_update(u, reference, max_norm_ratio=max_norm_ratio)
             kept.append(u)
         except UpdateRejected as exc:
-            rejected[u.node_id] = exc.reason
+            rejected[u.node_id] = cut(exc.reason)
     if len(kept) >= 3:
         # Honest clients on non-IID data differ a lot in update size, and a MAD z-score over a handful
         # of norms is jumpy: flag only updates that are robust outliers AND several times the median.

@@ -10,6 +10,11 @@ Messages (every master-issued, side-effecting one carries the master's term; sta
   fl.phase   client -> master: download / train / upload (for the UIs)
   fl.data    node -> node: a dataset part, only by `collab data split` (explicit, for users who don't
              need privacy); training itself never moves images.
+
+Each is declared in messages.py (fields, bounds, who may send it); the node admits a message against
+its schema before a handler here sees it, and the master checks its clients' replies the same way.
+Nothing from the wire is written before it is checked: the registry checks a version's metadata and
+weights, the run store a run state, the dataset registry a dataset part's name and archive.
 """
 
 from __future__ import annotations
@@ -17,13 +22,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 
 from ..ml.updates import ClientUpdate, decompress_delta, from_bytes
 from ..net.transport import BlobReply, ConnectionClosed, RemoteError
-from ..node.context import ServiceContext, fenced, handler, register_handlers
+from ..node.context import ServiceContext, fenced, handler, refusal, register_handlers
 from .client import TrainingClient
 from .coordinator import RunCoordinator
-from .rounds import RunConfig, RunState
+from .messages import (
+    MAX_ERROR,
+    FlCommit,
+    FlData,
+    FlEval,
+    FlPhase,
+    FlResume,
+    FlStart,
+    FlState,
+    FlStop,
+    FlTrain,
+    check_config,
+    check_eval,
+    check_update,
+)
+from .rounds import RunConfig, RunState, cut
 from .runstore import RunStore
 
 log = logging.getLogger("collab.training")
@@ -76,7 +97,7 @@ class TrainingService:
                 except TimeoutError:
                     ev = None
                 if self.ctx.is_master:
-                    self._resume_runs()
+                    await self._resume_runs()
                     if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
                         await self._catch_up(ev["node_id"])
             except asyncio.CancelledError:
@@ -84,12 +105,18 @@ class TrainingService:
             except Exception:
                 log.exception("training loop error")
 
-    def _resume_runs(self) -> None:
+    async def _resume_runs(self) -> None:
         for st in self.runs.running():
             entry = self.coordinators.get(st.run_id)
             if entry is None or entry[1].done():
                 log.info("resuming run %s at round %d", st.run_id[:8], st.round + 1)
-                self._launch(st)
+                try:
+                    self._launch(st)
+                except Exception as exc:  # a state its coordinator cannot take: fail it once, not every second
+                    log.warning("run %s cannot be resumed (%s): marked failed", st.run_id[:8], cut(exc, 200))
+                    st.status, st.error = "failed", cut(f"cannot be resumed: {exc}", MAX_ERROR)
+                    self.runs.commit(st)
+                    await self.replicate(st, None)
 
     def _launch(self, st: RunState) -> None:
         coord = RunCoordinator(self, st)
@@ -158,19 +185,13 @@ class TrainingService:
             reply, data = await self.client.train({**fields, "data": payload})
         else:  # ConnectionError "node ... is not connected" when it is not
             reply = await self.ctx.request_blob(node, fields, payload, timeout=cfg.round_timeout)
-            data = reply["data"]
+            data = reply.get("data", b"")
+        reply = check_update(reply)  # ValueError: the round records the client as left out, with why
         weights = from_bytes(data)
-        if reply.get("compressed"):
+        if reply["compressed"]:
             weights = decompress_delta(weights, from_bytes(payload))
-        upd = ClientUpdate(
-            node,
-            weights,
-            int(reply["num_examples"]),
-            str(reply.get("base_version", "")),
-            dict(reply.get("metrics") or {}),
-        )
-        ev = reply.get("eval")
-        return upd, len(payload) + len(data), ev
+        upd = ClientUpdate(node, weights, reply["num_examples"], reply["base_version"], reply["metrics"])
+        return upd, len(payload) + len(data), reply["eval"]
 
     async def collect_evals(self, st: RunState, cfg: RunConfig) -> list[dict]:
         from ..ml.updates import to_bytes
@@ -182,8 +203,8 @@ class TrainingService:
         async def one(node):
             try:
                 if node == self.ctx.node_id:
-                    return (await self.client.evaluate({**fields, "data": payload}))["eval"]
-                return (await self.ctx.request_blob(node, fields, payload, timeout=cfg.round_timeout)).get("eval")
+                    return check_eval(await self.client.evaluate({**fields, "data": payload}))
+                return check_eval(await self.ctx.request_blob(node, fields, payload, timeout=cfg.round_timeout))
             except Exception as exc:
                 log.info("final evaluation on %s failed: %s", node[:12], exc)
                 return None
@@ -217,10 +238,13 @@ class TrainingService:
     # ----------------------------------------------------------------- runs (master)
     async def start_run(self, args: dict) -> dict:
         if not self.ctx.is_master:
-            return await self._forward("fl.start", args)
+            reply = await self._forward("fl.start", args)
+            await self._replica_of(str(reply.get("run_id", "")))
+            return reply
         if not self.ctx.can_commit():
             raise PermissionError("no majority of the cluster is visible: cannot start a run")
         cfg = RunConfig.from_dict({k: v for k, v in args.items() if v is not None})
+        check_config(cfg.__dict__)  # the bounds every replica checks, before anything is made
         if not self.train_candidates(cfg.dataset):
             raise LookupError(f"no live node holds a dataset named {cfg.dataset!r} (collab data add on the clients)")
         cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed)
@@ -230,6 +254,18 @@ class TrainingService:
         self._launch(st)
         self.publish(st, "started")
         return {"run_id": st.run_id, "version": version, "master": self.ctx.node_id}
+
+    async def _replica_of(self, run_id: str, timeout: float = 5.0) -> None:
+        """Wait (a little) until the master's replica of a run it just started is here: it is checked off the
+        event loop, so it may land just after the master's answer, and `run show` right after `train` on
+        this node must know the run."""
+        deadline = time.monotonic() + timeout
+        while run_id and time.monotonic() < deadline:
+            try:
+                self.runs.get(run_id)
+                return
+            except LookupError:
+                await asyncio.sleep(0.05)
 
     async def _initial_version(self, model: str, arch: dict, seed: int = 0) -> tuple[dict, str]:
         if self.registry.latest(model):
@@ -289,66 +325,69 @@ class TrainingService:
         return {k: v for k, v in reply.items() if k not in ("t", "re", "ok")}
 
     # ----------------------------------------------------------------- handlers (peer messages)
-    @handler("fl.start")
+    # Each gets the message as its schema (messages.py) admitted it: declared fields only, typed, bounded.
+    @handler(FlStart)
     async def _on_start(self, sender: str, msg: dict) -> dict:
-        return await self.start_run({k: v for k, v in msg.items() if k not in ("t", "id")})
+        if not self.ctx.is_master:
+            return refusal("this node is not the master")  # never forwarded on: no request goes round in circles
+        return await self.start_run({k: v for k, v in msg.items() if k != "t"})
 
-    @handler("fl.stop")
+    @handler(FlStop)
     async def _on_stop(self, sender: str, msg: dict) -> dict:
-        return await self.stop_run(str(msg["run_id"]))
+        if not self.ctx.is_master:
+            return refusal("this node is not the master")
+        return await self.stop_run(msg["run_id"])
 
-    @handler("fl.resume")
+    @handler(FlResume)
     async def _on_resume(self, sender: str, msg: dict) -> dict:
-        return await self.resume_run(msg.get("run_id"))
+        if not self.ctx.is_master:
+            return refusal("this node is not the master")
+        return await self.resume_run(msg["run_id"])
 
-    @handler("fl.train")
+    @handler(FlTrain)
     @fenced
     async def _on_train(self, sender: str, msg: dict) -> BlobReply:
         fields, data = await self.client.train(msg)
         return BlobReply(fields, data)
 
-    @handler("fl.eval")
+    @handler(FlEval)
     @fenced
     async def _on_eval(self, sender: str, msg: dict) -> dict:
         return await self.client.evaluate(msg)
 
-    @handler("fl.commit")
+    @handler(FlCommit)
     @fenced
     async def _on_commit(self, sender: str, msg: dict) -> None:
-        self.registry.put_raw(msg["meta"], msg["data"])
+        # the weights are checked and hashed off the event loop (a model can be large)
+        await asyncio.to_thread(self.registry.put_raw, msg["meta"], msg["data"])
         if self.runs.accept_replica(msg["run"]):
             self._publish_replica(msg["run"], "round")
 
-    @handler("fl.state")
+    @handler(FlState)
     @fenced
     async def _on_state(self, sender: str, msg: dict) -> None:
         if self.runs.accept_replica(msg["run"]):
             self._publish_replica(msg["run"], None)
 
-    @handler("fl.phase")
-    async def _on_phase(self, sender: str, msg: dict) -> None:
-        self.ctx.publish(
-            "fl_phase", node_id=sender, run_id=msg.get("run_id"), round=msg.get("round"), phase=msg.get("phase")
-        )
+    @handler(FlPhase)
+    async def _on_phase(self, sender: str, msg: dict) -> dict | None:
+        """Published only for a run this node coordinates, from a node it asked to train: anybody else's
+        phase is nothing the UIs should show."""
+        entry = self.coordinators.get(msg["run_id"])
+        if not self.ctx.is_master or entry is None or entry[1].done() or sender not in entry[0].clients:
+            return refusal("no run of this master has asked that node to train")
+        self.ctx.publish("fl_phase", node_id=sender, run_id=msg["run_id"], round=msg["round"], phase=msg["phase"])
+        return None
 
-    @handler("fl.data")
+    @handler(FlData)
     async def _on_data(self, sender: str, msg: dict) -> dict:
-        return self.receive_data_part(msg)
+        return await self.receive_data_part(msg["name"], msg["data"], msg["labels"])
 
-    def receive_data_part(self, msg: dict) -> dict:
-        import io
-
-        import numpy as np
-
-        name = str(msg["name"])
-        with np.load(io.BytesIO(msg["data"]), allow_pickle=False) as z:
-            x, y = z["x"], z["y"]
-        path = self.ctx.home / "datasets" / f"{name}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x=x, y=y, labels=np.array(msg.get("labels") or [], dtype=str))
-        self.datasets.add(name, {"kind": "npz", "path": str(path)})
+    async def receive_data_part(self, name: str, data: bytes, labels: list[str]) -> dict:
+        """Keep a dataset part (checked, then written, off the event loop: it may be hundreds of MB)."""
+        count = await asyncio.to_thread(self.datasets.receive_part, name, data, labels)
         self.refresh_capabilities()
-        return {"name": name, "count": int(len(y))}
+        return {"name": name, "count": count}
 
     def command_sets(self) -> list:
         from .commands import DataCommands, ModelCommands, RunCommands
