@@ -250,8 +250,19 @@ def test_a_corrupt_node_state_is_moved_aside_and_the_node_rejoins(cluster):
     c.kill(i)
     state = c.homes[i] / "state" / "node.json"
     state.write_text('{"term": "x"')
+    runs = c.homes[i] / "state" / "runs"  # two forged runs whose `created` broke the sort (and the heartbeat)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "aaaaaaaaaaaaaaaa.json").write_text(json.dumps({"run_id": "aaaaaaaaaaaaaaaa", "created": "x"}))
+    (runs / "bbbbbbbbbbbbbbbb.json").write_text(
+        json.dumps({"run_id": "bbbbbbbbbbbbbbbb", "created": 5.0, "rounds": "x"})
+    )
     c.start(i)
     wait_for(lambda: c.call(i, "status")["master"] == c.node_id(MASTER), 15.0, "node0 to follow the master again")
     assert list(state.parent.glob("node.json.bad-*")), "the corrupt file was not kept aside"
     assert any("unusable" in r["msg"] and "node.json" in r["msg"] for r in c.call(i, "logs", n=500))
     assert json.loads(state.read_text())["term"] == c.call(i, "status")["term"]
+    assert c.call(i, "runs") == []  # the store lists what is good, the rest is set aside
+    assert len(list(runs.glob("*.json.bad-*"))) == 2 and not list(runs.glob("*.json"))
+    t0 = c.call(i, "status")["term"]
+    time.sleep(2.0)  # heartbeats go on (they read the run store): no node turns suspect, nobody re-elects
+    assert c.call(i, "status")["term"] == t0 and not c.call(i, "status")["faults"]
