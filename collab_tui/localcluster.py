@@ -65,9 +65,28 @@ class LocalCluster:
             JsonState(self.homes[i] / "state" / "members.json").set("members", members)
             if self.priorities[i]:
                 self.call(0, "set_priority", node=ident.node_id, priority=self.priorities[i])
-        records = self.homes[0] / "state" / "denylist.json"  # the signed member records: priorities
+        self.share_records()
+
+    def sign_priorities_offline(self, node_ids: list[str]) -> None:
+        """Provisioning with no node running: node0's CA key signs each node's priority into the member
+        records (node ids in node order), and every home gets a copy."""
+        from .net.identity import load_identity
+        from .net.revocation import DenyListStore
+
+        ca = load_identity(self.homes[0])
+        store = DenyListStore(self.homes[0] / "state" / "denylist.json")
+        for node_id, priority in zip(node_ids, self.priorities):
+            if priority:
+                store.set_priority(ca.ca_key, ca.ca_cert, node_id, priority)
+        self.share_records()
+
+    def share_records(self) -> None:
+        """Copy node0's signed member records (priorities) into every other home, so each node starts with
+        them (they would reach it from its peers anyway, a little later)."""
+        records = self.homes[0] / "state" / "denylist.json"
         for i in range(1, self.n):
             if records.exists():
+                (self.homes[i] / "state").mkdir(parents=True, exist_ok=True)
                 shutil.copy(records, self.homes[i] / "state" / "denylist.json")
 
     def daemon_args(self, i: int, ready: Path, host: str, port: int, mdns_interface: str) -> list[str]:

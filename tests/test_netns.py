@@ -43,10 +43,12 @@ class NetnsCluster(LocalCluster):
 
     def provision_offline(self) -> None:
         ca = idm.create_cluster(self.homes[0], self.names[0])
+        ids = [ca.node_id]
         for i in range(1, self.n):
             key = pki.new_key()
             cert = pki.sign_csr(ca.ca_key, ca.ca_cert, pki.make_csr(key, self.names[i]))
-            idm.install_joined_identity(self.homes[i], key, cert, ca.ca_cert)
+            ids.append(idm.install_joined_identity(self.homes[i], key, cert, ca.ca_cert).node_id)
+        self.sign_priorities_offline(ids)
 
     def daemon_command(self, i: int, ready: Path, extra: list[str]) -> list[str]:
         # `ip netns exec` execs the command: the PID LocalCluster gets is the daemon's own
