@@ -37,7 +37,7 @@ def make_identities(base: Path) -> tuple[NodeIdentity, NodeIdentity]:
 
 
 def _hello(ident: NodeIdentity, t: str) -> dict:
-    return make_hello(t, ident.node_id, ident.name, ident.cluster_id, 0, f"{HOST}:1")
+    return make_hello(t, ident.node_id, ident.name, ident.cluster_id, f"{HOST}:1")
 
 
 def _not_revoked(_node_id: str) -> bool:
