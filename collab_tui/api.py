@@ -146,6 +146,7 @@ class NodeRow(TypedDict, total=False):
     last_seen: float
     health: str
     unhealthy: dict[str, str]
+    faults: dict[str, str]  # background task -> its last error (it died and was restarted)
 
 
 class InviteReply(TypedDict):

@@ -87,13 +87,17 @@ def _health_cell(row: dict) -> str:
 
 
 def _health_lines(rows: list[dict]) -> list[str]:
-    """One line per unhealthy node, with the full reasons (shown under the table)."""
+    """One line per unhealthy node, with the full reasons, and one per node whose background tasks died and
+    were restarted (shown under the table)."""
     lines = []
     for r in rows:
         bad = r.get("unhealthy") or {}
+        who = f"{r.get('name', '')} ({r.get('short_id') or str(r.get('node_id', ''))[:12]})"
         if bad:
-            who = f"{r.get('name', '')} ({r.get('short_id') or str(r.get('node_id', ''))[:12]})"
             lines.append(f"{who} is unhealthy: " + "; ".join(f"{kind} tasks fail: {why}" for kind, why in bad.items()))
+        faults = r.get("faults") or {}
+        if faults:
+            lines.append(f"{who} restarted a background task: " + "; ".join(f"{t}: {why}" for t, why in faults.items()))
     return lines
 
 

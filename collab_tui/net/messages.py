@@ -53,6 +53,7 @@ class Heartbeat(PeerMessage, tag="hb"):
     model_version: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     deny_v: Count = 0
     unhealthy: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=16)] = {}
+    faults: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=8)] = {}  # background tasks that died
 
 
 class ElElection(PeerMessage, tag="el.election"):

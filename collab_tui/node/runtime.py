@@ -44,13 +44,15 @@ REFUSAL_LOG_EVERY = 10.0  # seconds: at most one line per refused message type a
 FAULT_LOG_EVERY = 10.0  # seconds: at most one traceback per background task that keeps dying
 
 
-def health_fields(unhealthy) -> dict:
-    """``health`` ("ok" or "unhealthy") and ``unhealthy`` ({task kind: reason}, bounded) for a node row."""
-    bad = {}
-    if isinstance(unhealthy, dict):
-        for kind, reason in list(unhealthy.items())[:16]:
-            bad[str(kind)[:40]] = str(reason)[:300]
-    return {"health": "unhealthy" if bad else "ok", "unhealthy": bad}
+def _bounded(items, n: int) -> dict[str, str]:
+    return {str(k)[:40]: str(v)[:300] for k, v in list(items.items())[:n]} if isinstance(items, dict) else {}
+
+
+def health_fields(unhealthy, faults=None) -> dict:
+    """``health`` ("ok" or "unhealthy"), ``unhealthy`` ({task kind: reason}) and ``faults`` ({background task:
+    its last error}: it died and was restarted) for a node row, bounded."""
+    bad = _bounded(unhealthy, 16)
+    return {"health": "unhealthy" if bad else "ok", "unhealthy": bad, "faults": _bounded(faults, 8)}
 
 
 class Node(MemberRecords):
@@ -422,6 +424,7 @@ class Node(MemberRecords):
         msg["deny_v"] = self.deny.version
         msg["unhealthy"] = self.contributions.value("unhealthy")
         msg["master"] = self.election.master_id  # a report: it grants nothing (net/election.py, rule 9)
+        msg["faults"] = dict(self.faults)
         return msg
 
     async def _watch_addresses(self, every: float = 10.0) -> None:
@@ -500,8 +503,7 @@ class Node(MemberRecords):
             "refused_connections": self.peers.refusals.total,
             "refused_messages": self.refused_messages,
             "known_addresses": len(self.peers.addrs),
-            "faults": dict(self.faults),
-            **health_fields(self.contributions.value("unhealthy")),
+            **health_fields(self.contributions.value("unhealthy"), self.faults),
         }
 
     def _peer_role(self, p) -> str:
@@ -531,7 +533,7 @@ class Node(MemberRecords):
             "model_version": self.contributions.value("model_version"),
             "priority": self.election.priority,
             "last_seen": 0.0,
-            **health_fields(self.contributions.value("unhealthy")),
+            **health_fields(self.contributions.value("unhealthy"), self.faults),
         }
         out = [me]
         now = time.monotonic()
@@ -552,7 +554,7 @@ class Node(MemberRecords):
                     "model_version": p.model_version,
                     "priority": p.priority,
                     "last_seen": round(now - p.last_seen, 2),
-                    **health_fields(p.extra.get("unhealthy")),
+                    **health_fields(p.extra.get("unhealthy"), p.extra.get("faults")),
                 }
             )
         return out

@@ -128,6 +128,13 @@ class NodeDetails(Static):
             health = Text("; ".join(f"{kind} tasks fail: {why}" for kind, why in bad.items()), style="bold red")
         else:
             health = Text(str(row.get("health") or "unknown"), style="green" if row.get("health") == "ok" else "")
+        faults = row.get("faults") or {}
+        if faults:  # background loops that died and were restarted: say so where the operator looks
+            health = Text.assemble(
+                health,
+                "\n" + " " * 12,
+                Text("; ".join(f"{task} died: {why}" for task, why in faults.items()), style="bold red"),
+            )
         fields = [
             ("address", row.get("addr", "")),
             ("role", f"{row.get('role', '')}, term {row.get('term', '')}"),
