@@ -146,6 +146,7 @@ class NodeRow(TypedDict, total=False):
     last_seen: float
     health: str
     unhealthy: dict[str, str]
+    capabilities: list[str]  # task kinds, "detector:NAME", "data:NAME", "jobs", "train", ...
     faults: dict[str, str]  # background task -> its last error (it died and was restarted)
 
 
@@ -203,8 +204,16 @@ class Jobs(Request):
 
 
 class JobShow(Request):
+    """A job, its finished items (``items``) and the ones still to do (``pending``: path, size, attempts)."""
+
     NAME = "job_show"
     job_id: str
+
+
+class JobTypes(Request):
+    """The job types this node knows (built in and plugins): what `submit --task` takes."""
+
+    NAME = "job_types"
 
 
 class JobCancel(Request):
@@ -233,6 +242,11 @@ class JobProbe(Request):
     n: int = 1
     timeout: float = 10.0
     keep: bool = False
+
+
+class JobTypeInfo(TypedDict):
+    name: str
+    description: str
 
 
 class SubmitReply(TypedDict, total=False):
@@ -281,8 +295,12 @@ class Runs(Request):
 
 
 class RunShow(Request):
+    """A run's summary (config, status, history, ledger); ``strategy_state`` (the aggregation strategy's
+    own state, e.g. FedAdam's moments) only with ``full``."""
+
     NAME = "run_show"
     run_id: str
+    full: bool = False
 
 
 class RunStop(Request):
@@ -365,6 +383,29 @@ class RunRow(TypedDict, total=False):
 
 
 RunDetail = dict[str, Any]  # `run_show`: the run's state (config, history, ledger, ...)
+
+
+# --------------------------------------------------------------------------- doctor
+class Doctor(Request):
+    """`collab doctor`, the node's side: mDNS, clock skew, certificates, disk, ML imports, versions."""
+
+    NAME = "doctor"
+    ml: bool = True  # import TensorFlow and OpenCV in the ML process (up to ``ml_timeout`` s)
+    ml_timeout: float = 60.0
+
+
+class DoctorCheck(TypedDict):
+    name: str
+    status: str  # "PASS" | "WARN" | "FAIL"
+    detail: str  # what was found
+    hint: str  # what to do ("" when it passes)
+
+
+class DoctorReply(TypedDict):
+    checks: list[DoctorCheck]
+    static_peers: list[str]  # the daemon's static peers (config, COLLAB_PEERS, --peer): the CLI dials them
+    version: str
+    protocol: int
 
 
 ALL: tuple[type[Request], ...] = tuple(

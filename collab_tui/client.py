@@ -85,6 +85,9 @@ class Commands:
     def job_show(self, job_id: str) -> api.JobDetail:
         return self._call(api.JobShow(job_id=job_id))
 
+    def job_types(self) -> list[api.JobTypeInfo]:
+        return self._call(api.JobTypes())
+
     def job_cancel(self, job_id: str) -> dict:
         return self._call(api.JobCancel(job_id=job_id))
 
@@ -103,8 +106,8 @@ class Commands:
     def runs(self) -> list[api.RunRow]:
         return self._call(api.Runs())
 
-    def run_show(self, run_id: str) -> api.RunDetail:
-        return self._call(api.RunShow(run_id=run_id))
+    def run_show(self, run_id: str, full: bool = False) -> api.RunDetail:
+        return self._call(api.RunShow(run_id=run_id, full=full))
 
     def run_stop(self, run_id: str) -> dict:
         return self._call(api.RunStop(run_id=run_id))
@@ -138,6 +141,10 @@ class Commands:
 
     def data_split(self, name: str, as_: str | None = None, scheme: str = "iid", seed: int = 0) -> dict:
         return self._call(api.DataSplit(name=name, as_=as_, scheme=scheme, seed=seed))
+
+    # ------------------------------------------------------------- doctor
+    def doctor(self, ml: bool = True, ml_timeout: float = 60.0) -> api.DoctorReply:
+        return self._call(api.Doctor(ml=ml, ml_timeout=ml_timeout))
 
 
 class Client(Commands):

@@ -39,7 +39,9 @@ def recognition_part(cluster, live: list[int], say) -> None:
         where = res.get("worker_name", "?")
         detail = ", ".join(f"face at {d['box']} score {d['score']:.1f}" for d in faces) or "no face"
         say(f"    {it['path'].rsplit('/', 1)[-1]:<26} {detail}  (by {where})")
-    say(f"   done in {time.monotonic() - t0:.2f}s; summary {shown['summary']}")
+    from .cli.jobs import job_sentence
+
+    say(f"   done in {time.monotonic() - t0:.2f}s: {job_sentence(shown)}")
 
 
 def training_part(cluster, live: list[int], say) -> None:

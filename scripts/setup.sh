@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a virtualenv in .venv with collab and its test tools; Debian tools the tests use
-# (tmux, iproute2) when we are root and they are missing. Re-runs pip only when pyproject.toml changes.
+# (tmux, iproute2, tesseract-ocr) when we are root and they are missing. Re-runs pip only when
+# pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -15,7 +16,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import collab_tui, typer, zeroconf, cryptography, cv2, textual" 
   echo "$want" > "$stamp"
 fi
-if [ "$(id -u)" = 0 ] && { ! command -v tmux >/dev/null || ! command -v ip >/dev/null; }; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux iproute2 >/dev/null) \
-    || echo "setup: could not install tmux/iproute2; the tests that need them will skip" >&2
+# One apt-get for whatever is missing; a failure is tolerated (the tests that need the tool skip).
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v tesseract >/dev/null || missing+=(tesseract-ocr tesseract-ocr-eng)  # the ocr job type
+if [ "$(id -u)" = 0 ] && [ "${#missing[@]}" -gt 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+    || echo "setup: could not install ${missing[*]}; the tests that need them will skip" >&2
 fi

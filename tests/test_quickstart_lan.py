@@ -273,6 +273,10 @@ def test_readme_quick_start_on_a_lan_of_five_machines(lan, machines):
         table = others[-1].ok("nodes")  # as typed, for a human
         assert all(addr in table for addr in addr_of.values()) and "127.0.0.1" not in table, table
 
+    with step(f"{others[-1].name}: collab doctor finds nothing wrong on a healthy LAN", machines):
+        out = others[-1].ok("doctor", timeout=120)  # exit 0: no check FAILs
+        assert "FAIL" not in out and "PASS  mdns" in out and "PASS  versions" in out, out
+
     submitter = others[0]
     with step(f"{submitter.name}: collab submit photos/ --task faces --out results/", machines):
         total = make_photos(submitter.home / "photos")

@@ -191,6 +191,7 @@ def fake_data() -> dict:
         "invite": {"token": "collab1.PINPINPINPIN.TOKENID.SECRETSECRETSECRET", "addr": "127.0.0.1:7373"},
         "logs_follow": logs,
         "revoke": {"version": 2, "revoked": ID["node1"]},
+        "job_types": [{"name": t, "description": ""} for t in ["faces", "people", "classify", "ensemble", "wordcount"]],
     }
 
 

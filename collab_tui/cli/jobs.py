@@ -106,7 +106,66 @@ def _print_items(out_obj: Out, job: dict) -> None:
         ("node", "NODE"),
         ("error", "ERROR"),
     ]
-    out_obj.data(job, out_obj.table(rows, cols) + f"\n\nsummary: {job['summary']}")
+    out_obj.data(job, out_obj.table(rows, cols) + "\n\n" + job_sentence(job))
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+_IMAGE_TASKS = ("faces", "people", "classify", "ensemble", "ocr")
+
+
+def job_sentence(job: dict) -> str:
+    """One line for people: "124 images, 49 faces in 33 of them, 0 errors, 4.1 s on 3 nodes". The part
+    on results depends on the task; unknown (plugin) tasks say how many items there were."""
+    task = str(job.get("task", ""))
+    summary = job.get("summary") if isinstance(job.get("summary"), dict) else {}
+    counts = job.get("counts") or {}
+    total = int(job.get("total") or summary.get("items") or 0)
+    noun = (
+        ("image", "images") if task in _IMAGE_TASKS else ("file", "files") if task == "wordcount" else ("item", "items")
+    )
+    parts = [_n(total, *noun)]
+    if task in ("faces", "people"):
+        found = int(summary.get("detections", 0))
+        thing = _n(found, "face") if task == "faces" else _n(found, "person", "people")
+        parts.append(f"{thing} in {summary.get('items_with_detections', 0)} of them")
+    elif task in ("classify", "ensemble"):
+        labels = summary.get("labels") or {}
+        if labels:
+            top = sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))
+            shown = ", ".join(f"{count} {label}" for label, count in top[:5])
+            parts.append(f"labelled {shown}" + (f" and {_n(len(top) - 5, 'other label')}" if len(top) > 5 else ""))
+        else:
+            parts.append("no labels")
+    elif task == "wordcount":
+        parts.append(_n(int(summary.get("words", 0)), "word") + f" ({summary.get('distinct', 0)} distinct)")
+    elif task == "ocr":
+        parts.append(
+            f"text in {summary.get('items_with_text', 0)} of them "
+            f"({_n(int(summary.get('chars', 0)), 'character')}, {_n(int(summary.get('lines', 0)), 'line')})"
+        )
+    parts.append(_n(int(counts.get("error", 0)), "error"))
+    for state in ("cancelled", "pending"):
+        if counts.get(state):
+            parts.append(f"{counts[state]} {state}")
+    items = job.get("items") or []
+    ended = [it["finished_at"] for it in items if it.get("finished_at")]
+    workers = {
+        it.get("worker") or (it.get("result") or {}).get("worker_name") for it in items if it.get("status") == "done"
+    }
+    workers.discard(None)
+    workers.discard("")
+    where = f" on {_n(len(workers), 'node')}" if workers else ""
+    if ended and job.get("created_at"):
+        parts.append(f"{max(0.0, max(ended) - float(job['created_at'])):.1f} s{where}")
+    elif where:
+        parts.append(where.strip())
+    retried = int(job.get("retried_attempts") or summary.get("retried_attempts") or 0)
+    if retried:  # tries that failed on some node and ran again elsewhere (a worker is failing: see `nodes`)
+        parts.append(f"{_n(retried, 'failed attempt')} retried")
+    return ", ".join(parts)
 
 
 def jobs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:

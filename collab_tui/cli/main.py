@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from . import identity, jobs, node, training, trust
+from . import doctor, identity, jobs, node, service, training, trust
 from .common import HomeOpt, state
 
 app = typer.Typer(
     help="collab: turn the machines of a LAN into one collaborative ML cluster.",
     no_args_is_help=False,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -27,7 +27,7 @@ def _root(ctx: typer.Context, home: HomeOpt = None) -> None:
         raise typer.Exit(run_tui(state.home))
 
 
-for area in (identity, trust, node, jobs, training):  # the order of `collab --help`
+for area in (identity, trust, node, jobs, training, service, doctor):  # the order of `collab --help`
     area.register(app)
 
 

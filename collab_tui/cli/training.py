@@ -158,10 +158,15 @@ def runs(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @run_app.command("show")
-def run_show(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def run_show(
+    run_id: str,
+    full: Annotated[bool, typer.Option("--full", help="Include the aggregation strategy's own state.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """History (accuracy, loss, bytes, stragglers per round) and the contribution ledger."""
     out = Out(json_out)
-    st = call(home_of(home), out, lambda c: c.run_show(run_id=run_id))
+    st = call(home_of(home), out, lambda c: c.run_show(run_id=run_id, full=full))
     lines = [
         f"run {st['run_id']}  status {st['status']}  round {st['round']}/{st['config']['rounds']}  "
         f"strategy {st['config']['strategy']}  version {st['version']}"

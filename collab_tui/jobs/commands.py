@@ -28,6 +28,18 @@ class JobCommands:
     async def job_show(self, req: api.JobShow) -> dict:
         return self.sub.show(req.job_id)
 
+    @command(api.JobTypes)
+    async def job_types(self, req: api.JobTypes) -> list[dict]:
+        from .types import job_type_names, registry
+
+        reg = registry()
+        out = []
+        for name in job_type_names():
+            jt = reg.get(name)
+            what = "classification by every node's model, combined" if name == "ensemble" else ""
+            out.append({"name": name, "description": (jt.description if jt is not None else "") or what})
+        return out
+
     @command(api.JobCancel)
     async def job_cancel(self, req: api.JobCancel) -> dict:
         n = self.sub.cancel(req.job_id)

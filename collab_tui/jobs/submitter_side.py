@@ -255,17 +255,19 @@ class JobSubmitter:
             new = [entry for entry, ok in zip(kept, flags) if ok]
             if out:
                 self._write_outputs(job_id, out, [e[1:] for e in new if e[2] is not None])
-            for k, item_id, _, _, _ in new:
+            for k, item_id, result, _, _ in new:
                 fresh[k] = True
+                path = self._path_of(job_id, item_id)  # (read before the item leaves the cache)
                 self.items_cache.pop((job_id, item_id), None)
                 msg = msgs[k]
                 self.ctx.publish(
                     "job_item",
                     job_id=job_id,
                     item_id=item_id,
+                    path=path,
                     worker=msg.get("worker", ""),
                     error=msg.get("error"),
-                    result=msg.get("result"),
+                    result=result if result is not None else msg.get("result"),  # as stored: annotated path too
                 )
             if new and job is not None:
                 self.ctx.publish(
@@ -283,6 +285,12 @@ class JobSubmitter:
         if job_id not in self._out_dirs:
             self._out_dirs[job_id] = self.store.job(job_id).get("out_dir")
         return self._out_dirs[job_id]
+
+    def _path_of(self, job_id: str, item_id: str) -> str:
+        try:
+            return str(self._item(job_id, item_id)["path"])
+        except LookupError:
+            return ""
 
     def _annotated_path(self, job_id: str, item_id: str, out: str | None) -> Path | None:
         if not out:
@@ -335,6 +343,10 @@ class JobSubmitter:
         if isinstance(job["summary"], dict):
             job["summary"].setdefault("retried_attempts", retried["retried_attempts"])
         job["items"] = results
+        job["pending"] = [
+            {"item_id": it["item_id"], "path": it["path"], "size": it["size"], "attempts": it.get("attempts", 0)}
+            for it in self.store.unfinished(job_id)
+        ]
         return job
 
     async def watch(self, job_id: str):
@@ -354,6 +366,7 @@ class JobSubmitter:
                         "kind": "job_item",
                         "job_id": job_id,
                         "item_id": it["item_id"],
+                        "path": it["path"],
                         "worker": it["worker"],
                         "error": it["error"],
                         "result": it["result"],

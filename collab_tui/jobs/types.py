@@ -14,6 +14,7 @@ node for its prediction), on top of ``classify``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -109,8 +110,11 @@ class Noop(JobType):
 
 
 class Ocr(JobType):
+    """``tesseract IMAGE stdout`` in a subprocess (image bytes on stdin), one OpenMP thread, bounded time."""
+
     name = "ocr"
     description = "text recognition with tesseract (when installed)"
+    timeout = 120.0  # seconds per image
 
     def accepts(self, path: Path) -> bool:
         return path.suffix.lower() in IMAGE_SUFFIXES
@@ -124,11 +128,27 @@ class Ocr(JobType):
         from ..ml.images import decode_image
 
         decode_image(data)  # validate first: tesseract must never see a bomb
-        proc = subprocess.run([exe, "stdin", "stdout"], input=data, capture_output=True, timeout=120)
+        env = {**os.environ, "OMP_THREAD_LIMIT": "1"}  # the worker runs tasks in parallel already
+        try:
+            proc = subprocess.run(
+                [exe, "stdin", "stdout"], input=data, capture_output=True, timeout=self.timeout, env=env
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"tesseract took more than {self.timeout:g} s on this image") from None
         if proc.returncode != 0:
             raise RuntimeError(f"tesseract failed: {proc.stderr.decode(errors='replace')[:200]}")
-        text = proc.stdout.decode(errors="replace").strip()
-        return JobOutput({"text": text, "words": len(text.split())})
+        text = proc.stdout.decode(errors="replace").replace("\f", "").strip()
+        lines = [line for line in text.splitlines() if line.strip()]
+        return JobOutput({"text": text, "words": len(text.split()), "lines": len(lines), "chars": len(text)})
+
+    def merge(self, results: list[dict]) -> dict:
+        return {
+            "items": len(results),
+            "items_with_text": sum(1 for r in results if str(r.get("text", "")).strip()),
+            "words": sum(int(r.get("words", 0)) for r in results),
+            "lines": sum(int(r.get("lines", 0)) for r in results),
+            "chars": sum(int(r.get("chars", len(str(r.get("text", ""))))) for r in results),
+        }
 
 
 BUILTIN: dict[str, JobType] = {

@@ -9,11 +9,12 @@ rejection late, so nobody counts as authenticated until the ACK has arrived.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 
 from cryptography import x509
 
-from .. import PROTOCOL_VERSION
+from .. import PROTOCOL_VERSION, __version__
 from .messages import Hello
 from .pki import node_id_of
 from .schema import Refused, validate
@@ -22,6 +23,43 @@ from .transport import Connection
 
 class HandshakeError(ConnectionError):
     """The peer could not be authenticated; the message says why."""
+
+
+class VersionMismatch(HandshakeError):
+    """The peer speaks another protocol version. The message names both collab versions and protocols
+    and which node to upgrade; the refusing side also sends its own in the NAK (``proto``, ``version``,
+    ``name``) so that the dialer can say the same from its side."""
+
+
+MISMATCH_CHARS = 100
+_VERSION = re.compile(r"[0-9A-Za-z.+_-]{1,32}")
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+
+
+def _clean(value, pattern: re.Pattern, keep: int = 32) -> str | None:
+    """A peer-supplied string fit for a log line (cut to ``keep``), or None (absent, not a string, odd)."""
+    return value[:keep] if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
+def version_mismatch_text(peer_name, peer_version, peer_proto) -> str:
+    """What this node says of a peer with another protocol, e.g. ``node B runs collab 0.1.0 (protocol 1),
+    this node 0.2.0 (protocol 2): upgrade that node``. At most ``MISMATCH_CHARS`` (a long name is cut):
+    the refusal log keeps 120 characters of a reason, "outbound handshake: " included."""
+    name = _clean(peer_name, _NAME, 24)
+    version = _clean(peer_version, _VERSION, 16)
+    older = isinstance(peer_proto, int) and peer_proto < PROTOCOL_VERSION
+    if version:
+        theirs = f"runs collab {version}"
+    else:  # nodes from before the HELLO carried a version
+        theirs = "runs an older collab" if older else "runs another collab"
+    proto = peer_proto if isinstance(peer_proto, int) and not isinstance(peer_proto, bool) else "?"
+    rest = (
+        f" {theirs} (protocol {proto}), this node {__version__} (protocol {PROTOCOL_VERSION}): "
+        f"upgrade {'that node' if older else 'this node'}"
+    )
+    if name and len("node ") + len(name) + len(rest) > MISMATCH_CHARS:
+        name = name[: max(4, MISMATCH_CHARS - len("node ") - len(rest) - 1)] + "…"
+    return f"node {name}{rest}" if name else f"the peer{rest}"
 
 
 def peer_certificate(conn: Connection) -> x509.Certificate | None:
@@ -40,6 +78,7 @@ def make_hello(t: str, node_id: str, name: str, cluster: str, addr: str, **extra
         "node_id": node_id,
         "name": name,
         "proto": PROTOCOL_VERSION,
+        "version": __version__,
         "cluster": cluster,
         "addr": addr,
         **extra,
@@ -51,14 +90,16 @@ def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, is_revok
     if cert is None:
         raise HandshakeError("peer presented no certificate")
     real_id = node_id_of(cert)
+    proto = msg.get("proto")
+    if isinstance(proto, int) and not isinstance(proto, bool) and proto != PROTOCOL_VERSION:
+        # before the schema: another protocol may shape its HELLO differently (TLS already checked the CA)
+        raise VersionMismatch(version_mismatch_text(msg.get("name"), msg.get("version"), proto))
     try:
         validate(Hello, {**msg, "t": "hello"})
     except Refused as exc:
         raise HandshakeError(f"malformed HELLO: {exc}") from None
     if msg.get("node_id") != real_id:
         raise HandshakeError("node id in HELLO does not match the certificate key")
-    if msg.get("proto") != PROTOCOL_VERSION:
-        raise HandshakeError(f"protocol version {msg.get('proto')!r} not supported (want {PROTOCOL_VERSION})")
     if msg.get("cluster") != cluster:
         raise HandshakeError("peer belongs to another cluster")
     if is_revoked(real_id):
@@ -73,7 +114,11 @@ async def client_hello(
     await conn.send(hello)
     reply = await conn.read_message(timeout)
     if reply.get("t") == "hello_nak":
-        raise HandshakeError(f"refused by peer: {reply.get('error', 'no reason given')}")
+        proto = reply.get("proto")
+        if isinstance(proto, int) and not isinstance(proto, bool) and proto != PROTOCOL_VERSION:
+            # worded from this side (the peer says "this node" of itself); peers.py logs it once per interval
+            raise VersionMismatch(version_mismatch_text(reply.get("name"), reply.get("version"), proto))
+        raise HandshakeError(f"refused by peer: {str(reply.get('error', 'no reason given'))[:200]}")
     if reply.get("t") != "hello_ack":
         raise HandshakeError(f"expected hello_ack, got {reply.get('t')!r}")
     conn.peer_id = check_hello(reply, peer_certificate(conn), cluster, is_revoked)
@@ -91,8 +136,11 @@ async def server_hello(
             raise HandshakeError(f"expected hello, got {first.get('t')!r}")
         conn.peer_id = check_hello(first, peer_certificate(conn), cluster, is_revoked)
     except HandshakeError as exc:
+        nak = {"t": "hello_nak", "error": str(exc)}
+        if isinstance(exc, VersionMismatch):  # the dialer then words it from its side
+            nak.update(proto=PROTOCOL_VERSION, version=__version__, name=ack.get("name", ""))
         try:
-            await asyncio.wait_for(conn.send({"t": "hello_nak", "error": str(exc)}), 1.0)
+            await asyncio.wait_for(conn.send(nak), 1.0)
         except Exception:
             pass
         raise

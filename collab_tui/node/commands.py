@@ -106,3 +106,9 @@ class NodeCommands:
                 yield await queue.get()
         finally:
             self.ring.listeners.remove(push)
+
+    @command(api.Doctor)
+    async def doctor(self, req: api.Doctor) -> dict:
+        from .doctor import run_checks
+
+        return await run_checks(self.node, ml=req.ml, ml_timeout=req.ml_timeout)

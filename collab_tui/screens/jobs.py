@@ -19,7 +19,7 @@ from ..widgets.jobs import ResultsTable, SubmitForm
 from ..widgets.preview import ImagePreview
 from .base import CollabScreen
 
-SHOW_EVERY = 1.0  # seconds between `job_show` calls while a job runs (file names, annotated paths)
+SHOW_EVERY = 1.0  # seconds between `job_show` calls while a job runs, for a node whose events lack paths
 ROWS_EVERY = 0.5  # seconds between results-table updates: a flood of results re-renders the table at most 2/s
 
 
@@ -47,6 +47,7 @@ class JobsScreen(CollabScreen):
         self.items: dict[str, dict] = {}
         self.previewed: str | None = None
         self._last_show = 0.0
+        self._events_carry_paths = False  # job_item events name the item's file: no job_show polling needed
         self._latest_loaded = False
         self._stale = False
         self._hidden_rows: set[str] = set()  # rows that changed while the screen was hidden
@@ -82,6 +83,17 @@ class JobsScreen(CollabScreen):
         if self.job is None and not self._latest_loaded:
             self._latest_loaded = True
             self._load_latest()
+            self._load_types()
+
+    @work(group="jobs-types", exclusive=True)
+    async def _load_types(self) -> None:
+        """The task list from the node (`job_types`): a plugin job type shows up. An older node that does
+        not know the command keeps the built-in list, silently."""
+        try:
+            types = await self.client.job_types()
+        except CLIENT_ERRORS:
+            return
+        self.query_one(SubmitForm).set_tasks([t["name"] for t in types])
 
     @work(group="jobs-load", exclusive=True)
     async def _load_latest(self) -> None:
@@ -202,9 +214,11 @@ class JobsScreen(CollabScreen):
                 counts = (ev.get("done", 0), ev.get("errors", 0), ev.get("total", 0), ev.get("state", ""))
             elif kind == "job_item":
                 new_items = True
+                self._events_carry_paths = self._events_carry_paths or bool(ev.get("path"))
                 self._upsert(
                     {
                         "item_id": ev["item_id"],
+                        "path": ev.get("path"),
                         "status": "error" if ev.get("error") else "done",
                         "error": ev.get("error"),
                         "result": ev.get("result"),
@@ -219,8 +233,8 @@ class JobsScreen(CollabScreen):
             self.post_message(self.JobShown(finished))
             summary = finished.get("summary") or {}
             self.notify(f"job {job_id[:12]} {finished.get('status')}: {summary}")
-        elif new_items and time.monotonic() - self._last_show >= SHOW_EVERY:
-            self._last_show = time.monotonic()
+        elif new_items and time.monotonic() - self._last_show >= SHOW_EVERY and not self._events_carry_paths:
+            self._last_show = time.monotonic()  # an older node's events lack the item's path: ask for it
             self._show_job(job_id)
 
     def _upsert(self, item: dict) -> None:

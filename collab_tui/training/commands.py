@@ -25,7 +25,10 @@ class RunCommands:
 
     @command(api.RunShow)
     async def run_show(self, req: api.RunShow) -> dict:
-        return self.svc.runs.get(req.run_id).to_dict()
+        st = self.svc.runs.get(req.run_id).to_dict()
+        if not req.full:  # the strategy's own state (moments, control variates): big, and for the master
+            st["strategy_state"] = {"keys": sorted(st.get("strategy_state") or {})}
+        return st
 
     @command(api.RunStop)
     async def run_stop(self, req: api.RunStop) -> dict:

@@ -14,7 +14,8 @@ from textual.widgets import Button, DataTable, Input, Select
 from .forms import Form
 from .tables import KeyedTable
 
-TASKS = ["faces", "people", "classify", "ensemble", "wordcount"]
+TASKS = ["faces", "people", "classify", "ensemble", "wordcount"]  # until the node says which it knows (job_types)
+HIDDEN_TASKS = {"noop"}  # benchmark aid
 STATUS_STYLE = {"done": "green", "error": "red", "pending": "dim", "cancelled": "yellow"}
 
 
@@ -30,6 +31,16 @@ class SubmitForm(Horizontal, Form):
         yield Input(placeholder="file or folder to submit (or pick one below)", id="job-path", compact=True)
         yield Select([(t, t) for t in TASKS], value="faces", allow_blank=False, id="job-task", compact=True)
         yield Button("Submit", id="job-submit", variant="primary", compact=True)
+
+    def set_tasks(self, names: list[str]) -> None:
+        """The job types the node knows (built in and plugins), in its order; the choice is kept if it is one."""
+        names = [n for n in names if n not in HIDDEN_TASKS]
+        if not names:
+            return
+        select = self.query_one("#job-task", Select)
+        keep = select.value if select.value in names else ("faces" if "faces" in names else names[0])
+        select.set_options([(t, t) for t in names])
+        select.value = keep
 
     def set_path(self, path: Path) -> None:
         self.query_one("#job-path", Input).value = str(path)
