@@ -21,6 +21,7 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v tesseract >/dev/null || missing+=(tesseract-ocr tesseract-ocr-eng)  # the ocr job type
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)  # HTML report tests
 if [ "$(id -u)" = 0 ] && [ "${#missing[@]}" -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
     || echo "setup: could not install ${missing[*]}; the tests that need them will skip" >&2

@@ -198,6 +198,29 @@ def job_cancel(job_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> 
     out_obj.data(res, f"cancelled {res['cancelled_items']} item(s) of {job_id}")
 
 
+@job_app.command("report")
+def job_report(
+    job_id: str,
+    html: Annotated[Path, typer.Option("--html", help="Write the page here (one self-contained HTML file).")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One HTML page of a job: annotated thumbnails with names, labels and scores, errors, timings per node."""
+    out_obj = Out(json_out)
+    job = call(home_of(home), out_obj, lambda c: c.job_show(job_id=job_id))
+    from ..reports import job_report_html
+
+    page = job_report_html(job)
+    try:
+        html.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        out_obj.error(f"cannot write {html}: {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    info = {"path": str(html.absolute()), "bytes": len(page.encode()), "images": page.count("<img ")}
+    info["errors"] = int((job.get("counts") or {}).get("error", 0))
+    out_obj.data(info, f"wrote {info['path']}: {info['images']} picture(s), {info['errors']} error(s)")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(submit)
     app.command()(jobs)

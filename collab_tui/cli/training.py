@@ -181,6 +181,34 @@ def run_show(
     out.data(st, "\n".join(lines))
 
 
+@run_app.command("report")
+def run_report(
+    run_id: str,
+    html: Annotated[Path, typer.Option("--html", help="Write the page here (one self-contained HTML file).")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One HTML page of a run: accuracy and loss per round (SVG plots), the rounds and the per-client table."""
+    out = Out(json_out)
+    h = home_of(home)
+    st = call(h, out, lambda c: c.run_show(run_id=run_id))
+    try:  # node names for the client table; ids alone when the node list is not available
+        names = {n["node_id"]: n.get("name", "") for n in call(h, out, lambda c: c.nodes()) if n.get("node_id")}
+    except (typer.Exit, KeyError, TypeError):
+        names = {}
+    from ..reports import run_report_html
+
+    page = run_report_html(st, names=names)
+    try:
+        html.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        out.error(f"cannot write {html}: {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    info = {"path": str(html.absolute()), "bytes": len(page.encode()), "points": page.count("<circle ")}
+    info["rounds"] = len(st.get("history") or [])
+    out.data(info, f"wrote {info['path']}: {info['rounds']} round(s), {info['points']} point(s) plotted")
+
+
 @run_app.command("stop")
 def run_stop(run_id: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Stop a run after its current round (resume later with `collab train resume`)."""
