@@ -81,8 +81,14 @@ class SetPriority(Request):
 
 
 class Logs(Request):
+    """The node's last ``n`` log lines; with ``cluster`` (or ``node``) every live node's, merged by time through
+    the master (n <= 1000). ``node``: only that node's (by name); ``level``: at that level or above."""
+
     NAME = "logs"
     n: int = 100
+    cluster: bool = False
+    node: str | None = None
+    level: str | None = None
 
 
 class Stop(Request):
@@ -97,8 +103,15 @@ class Subscribe(Stream):
 
 
 class LogsFollow(Stream):
+    """The last ``n`` lines, then the new ones. With ``cluster`` (or ``node``): every node's, streamed through
+    the master, merged by time, rate-limited (a "N lines dropped" line when over); the stream then also sends
+    ``{"keepalive": true, "ts": ...}`` after 2 s of silence (skip it)."""
+
     NAME = "logs_follow"
     n: int = 20
+    cluster: bool = False
+    node: str | None = None
+    level: str | None = None
 
 
 class StatusReply(TypedDict, total=False):

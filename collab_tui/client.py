@@ -56,8 +56,10 @@ class Commands:
     def set_priority(self, node: str, priority: int) -> api.SetPriorityReply:
         return self._call(api.SetPriority(node=node, priority=priority))
 
-    def logs(self, n: int = 100) -> list[api.LogRecord]:
-        return self._call(api.Logs(n=n))
+    def logs(
+        self, n: int = 100, cluster: bool = False, node: str | None = None, level: str | None = None
+    ) -> list[api.LogRecord]:
+        return self._call(api.Logs(n=n, cluster=cluster, node=node, level=level))
 
     def stop(self) -> dict:
         return self._call(api.Stop())
@@ -65,8 +67,8 @@ class Commands:
     def subscribe(self, kinds: list[str] | None = None):
         return self._stream(api.Subscribe(kinds=kinds))
 
-    def logs_follow(self, n: int = 20):
-        return self._stream(api.LogsFollow(n=n))
+    def logs_follow(self, n: int = 20, cluster: bool = False, node: str | None = None, level: str | None = None):
+        return self._stream(api.LogsFollow(n=n, cluster=cluster, node=node, level=level))
 
     # ------------------------------------------------------------- jobs
     def submit(

@@ -37,6 +37,8 @@ CORE = {
     "collab_tui/net/codec.py",  # wire codec: frames and messages, bytes in / bytes out
     "collab_tui/net/schema.py",  # peer message schemas: validation and sender rules (issue 15)
     "collab_tui/net/messages.py",  # the runtime's own peer message types: data only
+    "collab_tui/net/log_messages.py",  # the cluster-wide logs' peer message types: data only
+    "collab_tui/net/log_flow.py",  # cluster-wide logs: merging, rate limits, leases (clock passed in)
     "collab_tui/net/election.py",  # bully election state machine, clock passed in
     "collab_tui/net/membership.py",  # member table and suspicion, clock passed in
     "collab_tui/net/refusals.py",  # refusal summaries per source and reason

@@ -147,31 +147,38 @@ def nodes(
 
 def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    lines: Annotated[int, typer.Option("-n", help="How many recent lines.")] = 50,
+    lines: Annotated[int, typer.Option("-n", help="How many recent lines (at most 1000 with --cluster).")] = 50,
     level: Annotated[str, typer.Option(help="Minimum level.")] = "DEBUG",
+    cluster: Annotated[bool, typer.Option("--cluster", help="Every node's lines, merged by time.")] = False,
+    node: Annotated[
+        str | None, typer.Option("--node", help="Only this node's lines (by name; implies --cluster).")
+    ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The node's recent log lines."""
+    """The node's recent log lines; with --cluster, every node's (through the master), each prefixed by its node."""
     import logging
 
     out, h = Out(json_out), home_of(home)
     floor = logging.getLevelName(level.upper())
     floor = floor if isinstance(floor, int) else 0
+    cluster = cluster or node is not None
+    wire_level = level.upper() if cluster else None
 
     def show(item: dict) -> None:
-        if logging.getLevelName(item["level"]) < floor:
-            return
+        if "msg" not in item or logging.getLevelName(item.get("level", "INFO")) < floor:
+            return  # (a cluster stream's keepalive)
         stamp = time.strftime("%H:%M:%S", time.localtime(item["ts"]))
-        out.data(item, f"{stamp} {item['level']:<7} {item['logger']}: {item['msg']}")
+        who = f"{item.get('node', '') or '?':<10} " if cluster else ""
+        out.data(item, f"{stamp} {who}{item['level']:<7} {item['logger']}: {item['msg']}")
 
     try:
         if follow:
             with node_client(h, out) as client:
-                for item in client.logs_follow(n=lines):
+                for item in client.logs_follow(n=lines, cluster=cluster, node=node, level=wire_level):
                     show(item)
         else:
-            for item in call(h, out, lambda c: c.logs(n=lines)):
+            for item in call(h, out, lambda c: c.logs(n=lines, cluster=cluster, node=node, level=wire_level)):
                 show(item)
     except (KeyboardInterrupt, BrokenPipeError):
         return

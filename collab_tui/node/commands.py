@@ -8,6 +8,7 @@ from .. import api
 from ..logs import RingHandler
 from ..net.pki import ca_pin
 from ..textfmt import short_id
+from .cluster_logs import level_no, matches
 from .control import command, stream
 
 
@@ -74,7 +75,13 @@ class NodeCommands:
 
     @command(api.Logs)
     async def logs(self, req: api.Logs) -> list[dict]:
-        return list(self.ring.records)[-req.n :] if req.n > 0 else []
+        cluster = self.node.cluster_logs
+        cluster.bind_ring(self.ring)
+        if req.cluster or req.node:
+            return await cluster.query(req.n, req.level, req.node)
+        floor = level_no(req.level)
+        records = [r for r in self.ring.records if matches(r, floor)] if floor else list(self.ring.records)
+        return records[-req.n :] if req.n > 0 else []
 
     @command(api.Stop)
     async def stop(self, req: api.Stop) -> dict:
@@ -92,13 +99,21 @@ class NodeCommands:
 
     @stream(api.LogsFollow)
     async def logs_follow(self, req: api.LogsFollow):
+        cluster = self.node.cluster_logs
+        cluster.bind_ring(self.ring)
+        if req.cluster or req.node:
+            async for item in cluster.follow(req.n, req.level, req.node):
+                yield item
+            return
+        floor = level_no(req.level)
         queue: asyncio.Queue = asyncio.Queue(5000)
 
         def push(item):
-            if not queue.full():
+            if not queue.full() and (not floor or matches(item, floor)):
                 queue.put_nowait(item)
 
-        for item in list(self.ring.records)[-req.n :] if req.n > 0 else []:
+        backlog = [r for r in self.ring.records if matches(r, floor)] if floor else list(self.ring.records)
+        for item in backlog[-req.n :] if req.n > 0 else []:
             yield item
         self.ring.listeners.append(push)
         try:

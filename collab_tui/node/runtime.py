@@ -30,6 +30,7 @@ from ..net.schema import PeerMessage, RefusalQuiet, Refused, admit, clip
 from ..net.tokens import TokenStore
 from ..net.transport import Connection
 from ..textfmt import short_id
+from .cluster_logs import ClusterLogs
 from .context import Contributions, refusal
 from .events import EventBus
 from .peers import PeerTable
@@ -102,6 +103,9 @@ class Node(MemberRecords):
         self.faults: dict[str, str] = {}  # background task -> its last error (shown in `status`)
         for schema in BUILTIN:
             self.register(schema, self._builtin)
+        self.cluster_logs = ClusterLogs(self)  # `collab logs --cluster`: its peer messages (net/log_messages.py)
+        for schema, handler in self.cluster_logs.handlers():
+            self.register(schema, handler)
         self._known = JsonState(
             home / "state" / "members.json", MembersFile, "members are found again by mDNS, --peer and gossip"
         )

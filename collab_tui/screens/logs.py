@@ -1,4 +1,5 @@
-"""Logs: the node's log lines, live, filtered by level, node and text."""
+"""Logs: the node's log lines, live, filtered by level, node and text; ``c`` toggles every node's lines (merged
+by time, streamed through the master)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class LogsScreen(CollabScreen):
     BINDINGS = [
         Binding("f", "focus_filter", "Filter", id="logs.filter"),
         Binding("ctrl+l", "clear", "Clear", id="logs.clear"),
+        Binding("c", "toggle_cluster", "Cluster", id="logs.cluster", show=False),
     ]
 
     @dataclass
@@ -41,6 +43,8 @@ class LogsScreen(CollabScreen):
         self.lines = Batcher(self, self._append, every=0.1)
         self._following = False
         self._stale = False
+        self.cluster = False  # every node's lines (through the master) rather than this node's
+        self._seen: set[tuple] = set()  # cluster lines already shown (their order is by time, not by seq)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -59,8 +63,9 @@ class LogsScreen(CollabScreen):
     @work(group="logs-follow", exclusive=True)
     async def _follow(self) -> None:
         try:
-            async for rec in self.client.logs_follow(n=BACKLOG):
-                self.lines.add(rec)
+            async for rec in self.client.logs_follow(n=BACKLOG, cluster=self.cluster):
+                if "msg" in rec:  # (a cluster stream's keepalives have none)
+                    self.lines.add(rec)
         except CLIENT_ERRORS as exc:
             self.post_message(self.StreamFailed(describe_error(exc)))
             return
@@ -83,7 +88,14 @@ class LogsScreen(CollabScreen):
         hidden = not self.is_current
         for rec in records:
             key = (float(rec.get("ts", 0)), int(rec.get("seq", 0)))
-            if key <= self.last_key:
+            if self.cluster:
+                ckey = (key, rec.get("node"), rec.get("msg"))
+                if ckey in self._seen:
+                    continue
+                if len(self._seen) > 2 * KEEP:
+                    self._seen.clear()
+                self._seen.add(ckey)
+            elif key <= self.last_key:
                 continue  # already shown (a re-followed stream replays its backlog)
             self.last_key = key
             self.records.append(rec)
@@ -107,6 +119,17 @@ class LogsScreen(CollabScreen):
 
     def cluster_polled(self, status: dict, nodes: list[dict]) -> None:
         self.query_one(LogFilterBar).set_nodes([(r.get("name") or r["node_id"][:12], r["node_id"]) for r in nodes])
+
+    def action_toggle_cluster(self) -> None:
+        """This node's lines, or every node's (merged by time, through the master)."""
+        self.cluster = not self.cluster
+        self.sub_title = "cluster-wide" if self.cluster else ""
+        self.records.clear()
+        self._seen.clear()
+        self.last_key = (0.0, 0)
+        self.query_one(RichLog).clear()
+        self._following = True
+        self._follow()  # (exclusive: the previous stream is cancelled)
 
     def action_focus_filter(self) -> None:
         self.query_one("#log-text").focus()
