@@ -466,9 +466,9 @@ class Election:
         """Claims held back may stand now (the node that outranked their claimer went down, reports came)."""
         for peer_id, term in sorted(self._pending.items()):
             if peer_id not in self._alive or term < self.term or self._left:
-                del self._pending[peer_id]
+                self._pending.pop(peer_id, None)
             elif self._may_rule(peer_id) and self._term_ok(term):
-                del self._pending[peer_id]
+                self._pending.pop(peer_id, None)
                 self._on_master_claim(peer_id, term, now)
 
     def _hold(self, peer_id: str, term: int) -> None:
