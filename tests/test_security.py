@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import self_signed_node_cert, three_node_cluster, wait_for
+from rogue import member_identity
 
 from collab_tui.localcluster import LocalCluster
 from collab_tui.net import identity as idm
@@ -56,15 +57,6 @@ def _self_signed_pem() -> bytes:
     key = pki.new_key()
     cert = self_signed_node_cert(key)
     return pki.key_pem(key) + pki.cert_pem(cert)
-
-
-def _member_identity(c: LocalCluster, home: Path, name: str) -> idm.NodeIdentity:
-    """A brand-new legitimate member, signed by the cluster CA (node0 holds ca.key)."""
-    ca = idm.load_identity(c.homes[0])
-    key = pki.new_key()
-    cert = pki.sign_csr(ca.ca_key, ca.ca_cert, pki.make_csr(key, name))
-    home.mkdir(parents=True, exist_ok=True)
-    return idm.NodeIdentity(home, key, cert, ca.ca_cert, None)
 
 
 def _connect(addr: tuple[str, int], ctx: ssl.SSLContext | None, timeout: float = 5.0) -> socket.socket:
@@ -134,7 +126,7 @@ def _still_serving(c: LocalCluster, tmp: Path) -> None:
     assert st["node_id"] == c.node_id(0)
     alive = {r["node_id"] for r in c.call(0, "nodes", timeout=3.0) if r["state"] == "alive"}
     assert {c.node_id(1), c.node_id(2)} <= alive
-    member = _member_identity(c, tmp / f"legit-{time.monotonic_ns()}", "legit")
+    member = member_identity(c, tmp / f"legit-{time.monotonic_ns()}", "legit")
     reply = _handshake(_addr(c, 0), member)
     assert reply["t"] == "hello_ack", reply
     assert reply["node_id"] == c.node_id(0)
@@ -178,7 +170,7 @@ def test_oversized_frame_header_is_closed(cluster, tmp_path):
     msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(None, tmp_path)), huge, timeout=4.0)
     assert msgs == []
     # an authenticated member that misbehaves after the handshake is cut off too
-    member = _member_identity(cluster, tmp_path / "big", "big")
+    member = member_identity(cluster, tmp_path / "big", "big")
     sock = _connect(_addr(cluster, 0), tls.client_ssl_context(member))
     sock.settimeout(5.0)
     sock.sendall(_hello_bytes(member, "big"))
@@ -203,7 +195,7 @@ def test_certless_client_sending_hello_is_refused(cluster, tmp_path):
 
 
 def test_member_claiming_another_node_id_is_refused(cluster, tmp_path):
-    member = _member_identity(cluster, tmp_path / "liar", "liar")
+    member = member_identity(cluster, tmp_path / "liar", "liar")
     fake = make_hello("hello", cluster.node_id(1), "liar", member.cluster_id, "127.0.0.1:1")
     msgs, ended = _talk(_connect(_addr(cluster, 0), tls.client_ssl_context(member)), encode_message(fake))
     assert [m["t"] for m in msgs] == ["hello_nak"], msgs
@@ -291,5 +283,5 @@ def test_a_connection_flood_is_logged_as_one_line_per_reason_then_a_summary(clus
         lambda: summarised() + len(refusal_lines()) >= 200 or None, 15.0, "the summary lines at the end of the interval"
     )
     assert len(refusal_lines()) <= 8, refusal_lines()
-    member = _member_identity(cluster, tmp_path / "after-flood", "legit")
+    member = member_identity(cluster, tmp_path / "after-flood", "legit")
     assert _handshake(_addr(cluster, target), member)["t"] == "hello_ack"  # still serving

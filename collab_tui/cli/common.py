@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .output import EXIT_NO_NODE, EXIT_REFUSED, Out
+from .output import EXIT_ERROR, EXIT_NO_NODE, EXIT_REFUSED, Out
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="COLLAB_HOME", help="Node home directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -54,3 +54,13 @@ def call(home: Path, out_: Out, ask: Callable):
         except ControlError as exc:
             out_.error(str(exc))
             raise typer.Exit(EXIT_REFUSED) from None
+
+
+def write_page(out: Out, path: Path, page: str) -> dict:
+    """Write an HTML report; ``{"path", "bytes"}``, or a clear error and exit 1 when it cannot be written."""
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        out.error(f"cannot write {path}: {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    return {"path": str(path.absolute()), "bytes": len(page.encode())}

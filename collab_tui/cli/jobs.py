@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..client import ControlError
-from .common import HomeOpt, JsonOpt, call, home_of, node_client
+from .common import HomeOpt, JsonOpt, call, home_of, node_client, write_page
 from .output import EXIT_ERROR, EXIT_PARTIAL, Out
 
 job_app = typer.Typer(help="Inspect or cancel one job.", no_args_is_help=True)
@@ -211,12 +211,7 @@ def job_report(
     from ..reports import job_report_html
 
     page = job_report_html(job)
-    try:
-        html.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        out_obj.error(f"cannot write {html}: {exc}")
-        raise typer.Exit(EXIT_ERROR) from None
-    info = {"path": str(html.absolute()), "bytes": len(page.encode()), "images": page.count("<img ")}
+    info = {**write_page(out_obj, html, page), "images": page.count("<img ")}
     info["errors"] = int((job.get("counts") or {}).get("error", 0))
     out_obj.data(info, f"wrote {info['path']}: {info['images']} picture(s), {info['errors']} error(s)")
 

@@ -10,7 +10,7 @@ import typer
 
 from ..ml.strategy_specs import DEFAULT as STRATEGY_DEFAULT
 from ..ml.strategy_specs import NAMES as STRATEGY_NAMES
-from .common import HomeOpt, JsonOpt, call, home_of, node_client
+from .common import HomeOpt, JsonOpt, call, home_of, node_client, write_page
 from .output import EXIT_ERROR, Out
 
 train_app = typer.Typer(help="Start a federated training run (or `train resume`).", invoke_without_command=True)
@@ -199,12 +199,7 @@ def run_report(
     from ..reports import run_report_html
 
     page = run_report_html(st, names=names)
-    try:
-        html.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        out.error(f"cannot write {html}: {exc}")
-        raise typer.Exit(EXIT_ERROR) from None
-    info = {"path": str(html.absolute()), "bytes": len(page.encode()), "points": page.count("<circle ")}
+    info = {**write_page(out, html, page), "points": page.count("<circle ")}
     info["rounds"] = len(st.get("history") or [])
     out.data(info, f"wrote {info['path']}: {info['rounds']} round(s), {info['points']} point(s) plotted")
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .schema import MEMBER, Count, NodeId, PeerMessage, Term
+from .schema import Count, NodeId, PeerMessage, Term
 
 __all__ = [
     "Heartbeat",
@@ -112,7 +112,6 @@ class Hello(PeerMessage, tag="hello"):
     """The first message after TLS (and its answer, ``hello_ack``): who the sender says it is. The node id
     must match the certificate; the priority is never taken from here (member records are)."""
 
-    SENDER = MEMBER
     node_id: NodeId
     proto: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
     cluster: NodeId

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import NodeConfig
-from ..net.schema import PeerMessage, clip
+from ..net.schema import PeerMessage, RefusalQuiet, clip
 from .events import Subscription
 
 if TYPE_CHECKING:
@@ -215,23 +215,6 @@ def register_handlers(ctx: ServiceContext, obj: object) -> dict[str, ServiceHand
     return {name: fn for name, (_, fn) in table.items()}
 
 
-class _Quiet:
-    """Sans-IO: may a line be logged at ``now``? At most one per ``interval``; says how many were held back."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._opened = float("-inf")
-        self._held = 0
-
-    def note(self, now: float) -> int | None:
-        """None: stay quiet (counted); else log now, mentioning the returned count held back since."""
-        if now - self._opened < self.interval:
-            self._held += 1
-            return None
-        held, self._opened, self._held = self._held, now, 0
-        return held
-
-
 def refusal(error: str) -> dict:
     """A handler's reply that refuses a request. The transport merges a handler's reply into
     ``{"t": "re", "re": id, "ok": True, ...}``: this one overrides ``ok``, which gives on the wire exactly
@@ -244,7 +227,7 @@ def fenced(fn: Callable) -> Callable:
     """The fencing check of a master-issued, side-effecting message (DESIGN.md, "Terms everywhere"): the
     message must come from ``self.ctx.master_id`` and its ``term`` must pass ``self.ctx.accepts``. Else it is refused (`refusal`), logged once per
     message type per `FENCE_LOG_EVERY` seconds with the count of the refusals held back since."""
-    quiet = _Quiet(FENCE_LOG_EVERY)
+    quiet = RefusalQuiet(FENCE_LOG_EVERY)  # one key: one line per interval for this handler
 
     @functools.wraps(fn)
     async def checked(self, sender: str, msg: dict):
@@ -255,7 +238,7 @@ def fenced(fn: Callable) -> Callable:
             why = f"sent by {sender[:12]}, which is not this node's master"
         else:
             why = f"stale term {clip(repr(term))} (ours is {ctx.term})"
-        held = quiet.note(time.monotonic())
+        held = quiet.note(fn.__qualname__, "fenced", time.monotonic())
         if held is not None:
             more = (
                 f"; {held} more refused since the last line"
