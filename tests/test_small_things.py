@@ -116,7 +116,8 @@ def test_both_sides_of_a_mismatched_handshake_say_it_from_their_side():
 @pytest.mark.timeout(60)
 def test_a_real_node_refuses_another_protocol_with_the_versions_in_its_log_and_its_nak(tmp_path):
     from conftest import wait_for
-    from test_security import _addr, _member_identity
+    from rogue import member_identity
+    from test_security import _addr
 
     from collab_tui.localcluster import LocalCluster
     from collab_tui.net import tls
@@ -126,7 +127,7 @@ def test_a_real_node_refuses_another_protocol_with_the_versions_in_its_log_and_i
         c.provision()
         c.start_all()
         t0 = time.time()
-        ident = _member_identity(c, tmp_path / "newer", "newer-node")
+        ident = member_identity(c, tmp_path / "newer", "newer-node")
         hello = hs.make_hello("hello", ident.node_id, "newer-node", ident.cluster_id, "127.0.0.1:1")
         hello.update(proto=PROTOCOL_VERSION + 1, version="9.9.9")  # a node on a newer protocol dials in
         with tls.client_ssl_context(ident).wrap_socket(socket.create_connection(_addr(c, 0), 5)) as s:
