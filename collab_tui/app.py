@@ -48,13 +48,15 @@ class CollabApp(App[None]):
         "logs": LogsScreen,
     }
     DEFAULT_MODE = "nodes"
+    # Screens get the class -narrow below 100 columns (their .tcss packs the panels tighter there).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     COMMANDS = App.COMMANDS | {CollabCommands}
     BINDINGS = [
-        Binding("1", "switch_mode('nodes')", "Nodes", id="mode.nodes"),
-        Binding("2", "switch_mode('jobs')", "Jobs", id="mode.jobs"),
-        Binding("3", "switch_mode('training')", "Train", id="mode.training"),
-        Binding("4", "switch_mode('peers')", "Peers", id="mode.peers"),
-        Binding("5", "switch_mode('logs')", "Logs", id="mode.logs"),
+        Binding("1", "switch_mode('nodes')", "Nodes", show=False, id="mode.nodes"),
+        Binding("2", "switch_mode('jobs')", "Jobs", show=False, id="mode.jobs"),
+        Binding("3", "switch_mode('training')", "Train", show=False, id="mode.training"),
+        Binding("4", "switch_mode('peers')", "Peers", show=False, id="mode.peers"),
+        Binding("5", "switch_mode('logs')", "Logs", show=False, id="mode.logs"),
         Binding("t", "toggle_theme", "Theme", id="app.toggle_theme"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("escape", "unfocus", "Leave field", show=False, id="app.unfocus"),
@@ -69,6 +71,7 @@ class CollabApp(App[None]):
         cursor_blink: bool = True,
         poll_interval: float = 1.0,
         browse_root: Path | None = None,
+        images: str = "halfblocks",
     ) -> None:
         super().__init__()
         if client is None and home is None:
@@ -78,6 +81,7 @@ class CollabApp(App[None]):
         self.cursor_blink = cursor_blink
         self.poll_interval = poll_interval
         self.browse_root = browse_root if browse_root is not None else Path.cwd()
+        self.images = images  # how the image preview draws: "sixel", "kitty" or "halfblocks" (terminal_images)
         self.live = LiveState()
         self.listeners: set = set()  # mounted mode screens; they get every event batch and poll
         self.connected = False
@@ -197,6 +201,9 @@ class CollabApp(App[None]):
 
 
 def run_tui(home: Path) -> int:
-    """Entry point of `collab` without a subcommand."""
-    CollabApp(home=home).run()
+    """Entry point of `collab` without a subcommand. The terminal is asked how it shows images first: it
+    cannot be asked once Textual reads the keyboard."""
+    from .widgets.terminal_images import probe
+
+    CollabApp(home=home, images=probe()).run()
     return 0

@@ -1,6 +1,7 @@
-"""Deterministic snapshots of every TUI screen at 80x24, without a node: a fake client returns fixed data.
+"""Deterministic snapshots of every TUI screen at 80x24 and 120x40, without a node: a fake client returns
+fixed data.
 
-The SVG of `app.export_screenshot()` is compared with tests/snapshots/<name>.svg. Missing files are written
+The SVG of `app.export_screenshot()` is compared with tests/snapshots/<name>-<size>.svg. Missing files are written
 when COLLAB_UPDATE_SNAPSHOTS=1 (then commit them); otherwise a missing or different snapshot fails and the
 actual SVG is written next to it as <name>.actual.svg for inspection. Cursor blink is off, the theme fixed,
 the fake data has no clocks or random ids, and the paths shown are relative to a fixed working directory.
@@ -25,7 +26,8 @@ from collab_tui.node.control import ControlError, NoNodeRunning
 pytestmark = pytest.mark.timeout(60)
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-SIZE = (80, 24)
+SIZE = (80, 24)  # the smallest terminal the TUI is made for
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 ID = {n: (c * 64) for n, c in (("node0", "a"), ("node1", "b"), ("node2", "c"), ("gone", "d"))}
 T0 = 1_700_000_000.0  # a fixed timestamp (2023-11-14 22:13:20 UTC)
 
@@ -323,57 +325,86 @@ READY = {
 }
 
 
-@pytest.mark.parametrize("mode", list(READY))
-async def test_screen_snapshot(workdir, mode):
+TABS = {"training-rounds": "tab-rounds", "training-clients": "tab-clients", "training-runs": "tab-runs"}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("view", [*READY, *TABS])
+async def test_screen_snapshot(workdir, view, size):
+    mode = view.split("-")[0]
     app = make_app()
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZES[size]) as pilot:
         await settle(pilot, lambda: app.connected and app.live.nodes, "connected")
         await app.switch_mode(mode)
         await settle(pilot, lambda: READY[mode](app), mode)
-        compare(mode, app.export_screenshot(), screen_text(app))
+        if view in TABS:
+            app.screen.query_one("#train-tabs").active = TABS[view]
+            await settle(pilot, lambda: app.screen.query_one("#train-tabs").active == TABS[view], view)
+        text = screen_text(app)
+        check_fits(text, SIZES[size])
+        compare(f"{view}-{size}", app.export_screenshot(), text)
         assert {cmd for cmd, _ in app.client.calls} <= set(app.client.data)  # no error toast in the picture
 
 
-async def test_start_screen_snapshot(workdir):
+def check_fits(text: str, size: tuple[int, int]) -> None:
+    """What every screen must show at any size: the tabs on the top line, the footer's keys on the last."""
+    lines = text.splitlines()
+    assert len(lines) == size[1], text
+    top, bottom = lines[0], lines[-1]
+    if "No node" not in top:
+        assert all(
+            f"{k} {name}" in top for k, name in (("1", "Nodes"), ("2", "Jobs"), ("3", "Train"), ("5", "Logs"))
+        ), top
+    assert "q Quit" in bottom and "^p palette" in bottom, bottom
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+async def test_start_screen_snapshot(workdir, size):
     app = make_app(running=False)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZES[size]) as pilot:
         await settle(pilot, lambda: type(app.screen).__name__ == "StartScreen", "start screen")
-        compare("start", app.export_screenshot(), screen_text(app))
+        text = screen_text(app)
+        check_fits(text, SIZES[size])
+        compare(f"start-{size}", app.export_screenshot(), text)
 
 
-async def test_revoke_confirmation_snapshot(workdir):
+@pytest.mark.parametrize("size", list(SIZES))
+async def test_revoke_confirmation_snapshot(workdir, size):
     app = make_app()
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZES[size]) as pilot:
         await settle(pilot, lambda: app.connected and app.live.nodes, "connected")
         await app.switch_mode("peers")
         await settle(pilot, lambda: READY["peers"](app), "peers")
         app.screen.query_one("#trust-table").move_cursor(row=1)
         await pilot.press("r")
         await settle(pilot, lambda: type(app.screen).__name__ == "ConfirmRevoke", "confirm")
-        compare("peers-revoke", app.export_screenshot(), screen_text(app))
+        compare(f"peers-revoke-{size}", app.export_screenshot(), screen_text(app))
         await pilot.press("escape")
         await settle(pilot, lambda: type(app.screen).__name__ == "PeersScreen", "back")
 
 
-async def test_unhealthy_node_details_snapshot(workdir):
+@pytest.mark.parametrize("size", list(SIZES))
+async def test_unhealthy_node_details_snapshot(workdir, size):
     """The Nodes screen with the cursor on the node that keeps failing its face tasks: the reason in full."""
     app = make_app()
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZES[size]) as pilot:
         await settle(pilot, lambda: READY["nodes"](app), "nodes")
         app.screen.query_one("#nodes-table").move_cursor(row=1)
         await settle(pilot, lambda: "cv2" in str(app.screen.query_one("#nodes-details").render()), "details")
         text = screen_text(app)
-        assert "faces failing" in text and "has no attribute 'data'" in text
-        compare("nodes-unhealthy", app.export_screenshot(), text)
+        flat = " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())  # the reason may wrap in the details panel
+        assert "faces failing" in text and "faces tasks fail: module 'cv2' has no attribute 'data'" in flat
+        compare(f"nodes-unhealthy-{size}", app.export_screenshot(), text)
 
 
-async def test_light_theme_snapshot(workdir):
+@pytest.mark.parametrize("size", list(SIZES))
+async def test_light_theme_snapshot(workdir, size):
     app = make_app()
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZES[size]) as pilot:
         await settle(pilot, lambda: READY["nodes"](app), "nodes")
         await pilot.press("t")
         await settle(pilot, lambda: app.theme == "textual-light", "light theme")
-        compare("nodes-light", app.export_screenshot(), screen_text(app))
+        compare(f"nodes-light-{size}", app.export_screenshot(), screen_text(app))
 
 
 # --------------------------------------------------------------------------- behaviour with the fake client

@@ -76,13 +76,15 @@ def test_tui_runs_in_a_real_terminal(tmp_path):
                 timeout=10,
                 env={**env, "TERM": "xterm-256color"},
             )
-            _wait(lambda: "Nodes —" in screen() and "node0" in screen(), 40, "the Nodes screen", screen)
+            _wait(lambda: "priority" in screen() and "node0" in screen(), 40, "the Nodes screen", screen)
+            top = screen().splitlines()[0]
+            assert all(tab in top for tab in ("1 Nodes", "2 Jobs", "3 Train", "4 Peers", "5 Logs")), top
             for key, marker in [
-                ("2", "Jobs —"),
-                ("3", "Training —"),
-                ("4", "Peers & trust —"),
-                ("5", "Logs —"),
-                ("1", "Nodes —"),
+                ("2", "Submit"),
+                ("3", "Start run"),
+                ("4", "Make invite"),
+                ("5", "filter text"),
+                ("1", "priority"),
             ]:
                 _tmux(sock, "send-keys", "-t", session, key)
                 _wait(lambda m=marker: m in screen(), 15, f"{marker!r} after pressing {key}", screen)

@@ -11,12 +11,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DirectoryTree, Footer, Header, Label, ProgressBar
+from textual.widgets import DirectoryTree, Footer, Label, ProgressBar
 
 from ..tui_client import CLIENT_ERRORS, describe_error
 from ..widgets.batch import Batcher
 from ..widgets.jobs import ResultsTable, SubmitForm
 from ..widgets.preview import ImagePreview
+from ..widgets.topbar import TopBar
 from .base import CollabScreen
 
 SHOW_EVERY = 1.0  # seconds between `job_show` calls while a job runs, for a node whose events lack paths
@@ -56,7 +57,7 @@ class JobsScreen(CollabScreen):
         self.rows = Batcher(self, self._sync_rows, every=ROWS_EVERY)  # ids of items whose row changed
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield TopBar()
         yield SubmitForm(id="jobs-form")
         with Horizontal(id="jobs-body"):
             tree = DirectoryTree(self.app.browse_root, id="job-tree")
@@ -67,7 +68,9 @@ class JobsScreen(CollabScreen):
                     yield Label("no job yet", id="job-state")
                     yield ProgressBar(total=1, show_eta=False, id="job-progress")
                 yield ResultsTable(id="job-results")
-                preview = ImagePreview("results appear here; pick a row to preview its image", id="job-preview")
+                preview = ImagePreview(
+                    "results appear here; pick a row to preview its image", id="job-preview", protocol=self.app.images
+                )
                 preview.border_title = "Preview"
                 yield preview
         yield Footer(compact=True)

@@ -10,11 +10,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Footer, Header, RichLog
+from textual.widgets import Footer, RichLog
 
 from ..tui_client import CLIENT_ERRORS, describe_error
 from ..widgets.batch import Batcher
 from ..widgets.logs import LogFilter, LogFilterBar, format_record
+from ..widgets.topbar import TopBar
 from .base import CollabScreen
 
 KEEP = 5000  # records kept for re-filtering
@@ -47,7 +48,7 @@ class LogsScreen(CollabScreen):
         self._seen: set[tuple] = set()  # cluster lines already shown (their order is by time, not by seq)
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield TopBar()
         yield LogFilterBar(id="log-filters")
         yield RichLog(id="log-view", max_lines=KEEP, wrap=False, markup=False, highlight=False, auto_scroll=True)
         yield Footer(compact=True)

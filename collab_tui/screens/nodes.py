@@ -5,9 +5,10 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Footer, Header
+from textual.widgets import Footer
 
 from ..widgets.nodes import LoadSparklines, NodeDetails, NodeTable
+from ..widgets.topbar import TopBar
 from .base import CollabScreen
 
 
@@ -18,7 +19,7 @@ class NodesScreen(CollabScreen):
     BINDINGS = [Binding("r", "reload", "Refresh", id="nodes.refresh")]
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield TopBar()
         yield NodeTable(id="nodes-table")
         with Horizontal(id="nodes-bottom"):
             yield LoadSparklines(id="nodes-load")

@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, Footer, Header, Label, Static
+from textual.widgets import Button, Footer, Label, Static
 
 from ..widgets.peers import InviteForm, TrustTable
+from ..widgets.topbar import TopBar
 from .base import CollabScreen
 from .confirm import ConfirmRevoke
 
@@ -49,7 +50,7 @@ class PeersScreen(CollabScreen):
         self.members: list[dict] = []
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield TopBar()
         with Vertical(id="invite-panel") as panel:
             panel.border_title = "Invite a node"
             yield InviteForm(id="invite-form")

@@ -12,9 +12,10 @@ from textual.binding import Binding
 from textual.containers import Center, Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Static
+from textual.widgets import Button, Footer, Static
 
 from ..tui_client import CLIENT_ERRORS, daemon_log_tail, describe_error, has_identity, start_daemon
+from ..widgets.topbar import TopBar
 
 
 class StartScreen(Screen):
@@ -40,7 +41,7 @@ class StartScreen(Screen):
         self.starting = False
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield TopBar(tabs=False)
         with Center():
             with Vertical(id="start-box"):
                 yield Static("No collab node is running", id="start-title")

@@ -11,10 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from ..node.control import ControlError
 from ..tui_client import CLIENT_ERRORS, describe_error
+from ..widgets.topbar import TopBar
 from ..widgets.training import LedgerTable, MetricsPlot, PhaseTable, RoundsTable, RunsTable, TrainForm
 from .base import CollabScreen
 
@@ -51,7 +52,7 @@ class TrainingScreen(CollabScreen):
         self._rendered: dict | None = None  # the run state last drawn (a hidden screen draws on resume)
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield TopBar()
         with Horizontal(id="train-body"):
             form = TrainForm(id="train-form")
             form.border_title = "New run"

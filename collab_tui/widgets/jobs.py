@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Select
 
 from .forms import Form
-from .tables import KeyedTable
+from .tables import Col, KeyedTable
 
 TASKS = ["faces", "people", "classify", "ensemble", "wordcount"]  # until the node says which it knows (job_types)
 HIDDEN_TASKS = {"noop"}  # benchmark aid
@@ -74,7 +74,7 @@ def _result_cells(item: dict, node_name: str) -> list:
         found,
         str(labels or ""),
         node_name,
-        (item.get("error") or "")[:60],
+        item.get("error") or "",
     ]
 
 
@@ -82,13 +82,13 @@ class ResultsTable(KeyedTable):
     """One row per finished item, keyed by item id. Posts `ItemChosen` when the cursor moves."""
 
     COLUMNS = (
-        ("item", "Item"),
-        ("file", "File"),
-        ("status", "Status"),
-        ("found", "Found"),
-        ("labels", "Labels"),
-        ("node", "Node"),
-        ("error", "Error"),
+        Col("item", "Item", 5),
+        Col("file", "File", 0, 24),
+        Col("status", "Status", 0),
+        Col("found", "Found", 1),
+        Col("labels", "Labels", 2, 24),
+        Col("node", "Node", 3, 12),
+        Col("error", "Error", 1, 40),
     )
 
     @dataclass

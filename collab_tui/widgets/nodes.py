@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Label, Sparkline, Static
 
 from ..textfmt import human_bytes
 from ..textfmt import short_id as short
-from .tables import KeyedTable
+from .tables import Col, KeyedTable
 
 STATE_STYLE = {"self": "bold", "alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 ROLE_STYLE = {"master": "bold magenta", "candidate": "yellow"}
@@ -51,18 +51,18 @@ class NodeTable(KeyedTable):
     """One row per node, keyed by node id; the cursor stays on its node across refreshes."""
 
     COLUMNS = (
-        ("name", "Name"),
-        ("short_id", "ID"),
-        ("addr", "Address"),
-        ("role", "Role"),
-        ("term", "Term"),
-        ("state", "State"),
-        ("health", "Health"),
-        ("cpus", "CPU"),
-        ("load", "Load"),
-        ("mem", "Mem free"),
-        ("queue", "Queue"),
-        ("model", "Model"),
+        Col("name", "Name", 0, 16),
+        Col("short_id", "ID", 5),
+        Col("addr", "Address", 3, 24),
+        Col("role", "Role", 0),
+        Col("term", "Term", 6),
+        Col("state", "State", 0),
+        Col("health", "Health", 1, 24),
+        Col("cpus", "CPU", 8),
+        Col("load", "Load", 2),
+        Col("mem", "Mem free", 7),
+        Col("queue", "Queue", 4),
+        Col("model", "Model", 9),
     )
     ZEBRA = True
 

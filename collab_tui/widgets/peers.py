@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, Label
 
 from ..textfmt import parse_duration
 from .forms import Form
-from .tables import KeyedTable
+from .tables import Col, KeyedTable
 
 
 class InviteForm(Horizontal, Form):
@@ -41,7 +41,13 @@ class InviteForm(Horizontal, Form):
 class TrustTable(KeyedTable):
     """Known members (joined) and revoked nodes, with their live state when they are peers."""
 
-    COLUMNS = (("short_id", "ID"), ("name", "Name"), ("addr", "Address"), ("state", "State"), ("trust", "Trust"))
+    COLUMNS = (
+        Col("short_id", "ID", 0),
+        Col("name", "Name", 0, 16),
+        Col("addr", "Address", 2, 24),
+        Col("state", "State", 1),
+        Col("trust", "Trust", 0),
+    )
 
     def show(self, members: list[dict], states: dict[str, str]) -> None:
         self.fill(((m["node_id"], _member_cells(m, states)) for m in members), keep_cursor=True)

@@ -1,13 +1,16 @@
-"""An image in the terminal: each cell shows two pixels with the upper half block (fg = top, bg = bottom).
+"""An image in the terminal, at the terminal's pixel resolution where it speaks Sixel or the Kitty graphics
+protocol (drawn by `textual-image`), else with half blocks: each cell shows two pixels with the upper half
+block (fg = top, bg = bottom). `terminal_images.probe` decides which, before the app starts.
 
-OpenCV is imported inside the worker thread only (never on the app's import path); the decoded image
-is downscaled to the panel's size before any Rich object is built.
+OpenCV and Pillow are imported inside the worker thread only (never on the app's import path); the decoded
+image is downscaled to the panel's size before anything is drawn.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.color import Color
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -17,6 +20,8 @@ from rich.style import Style
 from textual import work
 from textual.message import Message
 from textual.widgets import Static
+
+from .terminal_images import image_widget, load_picture
 
 UPPER_HALF = "▀"
 
@@ -64,21 +69,25 @@ def image_to_halfblocks(path: str | Path, width: int, height: int) -> HalfBlocks
 
 
 class ImagePreview(Static):
-    """Shows one image file, rendered in a worker thread at the panel's size."""
+    """Shows one image file, rendered in a worker thread at the panel's size. ``protocol``: "halfblocks"
+    (any terminal), or "sixel" / "kitty" for full resolution (a textual-image widget inside the panel)."""
 
     @dataclass
     class Rendered(Message):
         path: str
-        image: HalfBlocks | None
+        image: Any  # HalfBlocks, or a PIL image for a graphics protocol; None when it failed
         error: str = ""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, protocol: str = "halfblocks", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.path: str | None = None
+        self.protocol = protocol
+        self.picture: Any = None  # the textual-image widget, once mounted
 
     def show(self, path: str | None) -> None:
         self.path = path
         if not path:
+            self._show_picture(None)
             self.update("no image to preview")
             return
         size = self.content_size
@@ -87,7 +96,10 @@ class ImagePreview(Static):
     @work(thread=True, exclusive=True, group="preview")
     def _render_image(self, path: str, width: int, height: int) -> None:
         try:
-            image = image_to_halfblocks(path, width, height)
+            if self.protocol == "halfblocks":
+                image: Any = image_to_halfblocks(path, width, height)
+            else:
+                image = load_picture(path, (width, height))
         except Exception as exc:  # noqa: BLE001 - any decode failure is shown, not raised
             self.post_message(self.Rendered(path, None, str(exc)))
             return
@@ -97,8 +109,28 @@ class ImagePreview(Static):
         message.stop()
         if message.path != self.path:
             return
-        self.update(message.image if message.image is not None else f"preview failed: {message.error}", layout=False)
         self.border_subtitle = Path(message.path).name
+        if message.image is None:
+            self._show_picture(None)
+            self.update(f"preview failed: {message.error}", layout=False)
+        elif self.protocol == "halfblocks":
+            self.update(message.image, layout=False)
+        else:
+            self.update("", layout=False)
+            self._show_picture(message.image)
+
+    def _show_picture(self, image: Any) -> None:
+        if image is None:
+            if self.picture is not None:
+                self.picture.display = False
+            return
+        if self.picture is None:
+            self.picture = image_widget(self.protocol)
+            self.picture.styles.width = "auto"  # as large as the panel allows, the aspect kept
+            self.picture.styles.height = "auto"
+            self.mount(self.picture)
+        self.picture.display = True
+        self.picture.image = image
 
     def on_resize(self) -> None:
         if self.path:

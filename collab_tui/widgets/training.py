@@ -13,7 +13,7 @@ from textual_plotext import PlotextPlot
 
 from ..ml.strategy_specs import DEFAULT, SPECS
 from .forms import Form
-from .tables import KeyedTable
+from .tables import Col, KeyedTable
 
 PHASE_STYLE = {
     "train": "yellow",
@@ -120,14 +120,14 @@ class MetricsPlot(PlotextPlot):
 
 class RoundsTable(KeyedTable):
     COLUMNS = (
-        ("round", "Round"),
-        ("clients", "Clients"),
-        ("samples", "Samples"),
-        ("mb", "MB"),
-        ("secs", "Secs"),
-        ("acc", "Acc"),
-        ("loss", "Loss"),
-        ("left", "Left out (why)"),
+        Col("round", "Round", 0),
+        Col("clients", "Clients", 3, 24),
+        Col("samples", "Samples", 4),
+        Col("mb", "MB", 5),
+        Col("secs", "Secs", 2),
+        Col("acc", "Acc", 0),
+        Col("loss", "Loss", 1),
+        Col("left", "Left out (why)", 3, 30),
     )
 
     def show(self, history: list[dict], name_of) -> None:
@@ -153,7 +153,12 @@ def _round_cells(e: dict, name_of) -> list:
 class PhaseTable(KeyedTable):
     """Each client's current phase in the watched run (from fl_phase / fl events)."""
 
-    COLUMNS = (("node", "Client"), ("phase", "Phase"), ("round", "Round"), ("note", "Note"))
+    COLUMNS = (
+        Col("node", "Client", 0, 16),
+        Col("phase", "Phase", 0),
+        Col("round", "Round", 1),
+        Col("note", "Note", 2, 40),
+    )
 
     def show(self, phases: dict[str, dict], name_of) -> None:
         self.fill(
@@ -174,11 +179,11 @@ class LedgerTable(KeyedTable):
     """The run's contribution ledger: what each client gave and how much of it was accepted."""
 
     COLUMNS = (
-        ("node", "Client"),
-        ("samples", "Samples"),
-        ("accepted", "Accepted"),
-        ("rejected", "Rejected"),
-        ("rounds", "Rounds"),
+        Col("node", "Client", 0, 16),
+        Col("samples", "Samples", 1),
+        Col("accepted", "Accepted", 2),
+        Col("rejected", "Rejected", 2),
+        Col("rounds", "Rounds", 3),
     )
 
     def show(self, ledger: dict[str, dict], name_of) -> None:
@@ -192,12 +197,12 @@ class RunsTable(KeyedTable):
     """Runs known to this node; Enter or click watches one."""
 
     COLUMNS = (
-        ("run", "Run"),
-        ("model", "Model"),
-        ("strategy", "Strategy"),
-        ("status", "Status"),
-        ("round", "Round"),
-        ("acc", "Acc"),
+        Col("run", "Run", 0),
+        Col("model", "Model", 1, 16),
+        Col("strategy", "Strategy", 2),
+        Col("status", "Status", 0),
+        Col("round", "Round", 1),
+        Col("acc", "Acc", 0),
     )
 
     @dataclass
