@@ -29,6 +29,7 @@ from .screens.start import StartScreen
 from .screens.training import TrainingScreen
 from .tui_client import CLIENT_ERRORS, NodeClient, connect, describe_error
 from .widgets.batch import Batcher, BatchReady
+from .widgets.topbar import TABS
 
 MODE_NAMES = {"nodes": "Nodes", "jobs": "Jobs", "training": "Training", "peers": "Peers & trust", "logs": "Logs"}
 DARK, LIGHT = "textual-dark", "textual-light"
@@ -51,12 +52,8 @@ class CollabApp(App[None]):
     # Screens get the class -narrow below 100 columns (their .tcss packs the panels tighter there).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     COMMANDS = App.COMMANDS | {CollabCommands}
-    BINDINGS = [
-        Binding("1", "switch_mode('nodes')", "Nodes", show=False, id="mode.nodes"),
-        Binding("2", "switch_mode('jobs')", "Jobs", show=False, id="mode.jobs"),
-        Binding("3", "switch_mode('training')", "Train", show=False, id="mode.training"),
-        Binding("4", "switch_mode('peers')", "Peers", show=False, id="mode.peers"),
-        Binding("5", "switch_mode('logs')", "Logs", show=False, id="mode.logs"),
+    BINDINGS = [  # the screen keys stay out of the footer: the TopBar's tabs show them
+        *(Binding(key, f"switch_mode('{mode}')", label, show=False, id=f"mode.{mode}") for mode, key, label in TABS),
         Binding("t", "toggle_theme", "Theme", id="app.toggle_theme"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("escape", "unfocus", "Leave field", show=False, id="app.unfocus"),

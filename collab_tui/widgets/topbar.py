@@ -7,7 +7,9 @@ from rich.cells import cell_len
 from textual.markup import escape
 from textual.widgets import Static
 
-TABS = (
+from .tables import elide
+
+TABS = (  # (mode, key, label): the app binds the keys from this too
     ("nodes", "1", "Nodes"),
     ("jobs", "2", "Jobs"),
     ("training", "3", "Train"),
@@ -15,13 +17,6 @@ TABS = (
     ("logs", "5", "Logs"),
 )
 ICON = "◆"
-
-
-def fit_right(text: str, room: int) -> str:
-    """``text`` in ``room`` cells: cut at the end with "…" when longer."""
-    if cell_len(text) <= room:
-        return text
-    return text[: max(0, room - 1)] + "…" if room > 0 else ""
 
 
 class TopBar(Static):
@@ -79,6 +74,6 @@ class TopBar(Static):
         if self.screen.sub_title:
             summary = f"{self.screen.sub_title} · {summary}" if summary else self.screen.sub_title
         room = width - cell_len(left_plain) - cell_len(middle_plain) - 2
-        right = fit_right(summary, room)
+        right = elide(summary, room) if room > 0 else ""
         gap = max(1, width - cell_len(left_plain) - cell_len(middle_plain) - cell_len(right) - 1)
         self.update(f"{left}{middle}{' ' * gap}{escape(right)} ")
