@@ -28,6 +28,9 @@ def submit(
     model: Annotated[str | None, typer.Option(help="NAME[@VERSION] for classify/ensemble.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write annotated copies and results.jsonl here.")] = None,
     method: Annotated[str, typer.Option(help="Ensemble rule: mean or vote.")] = "mean",
+    detector: Annotated[
+        str | None, typer.Option(help="Face detector for faces/identify: dlib_hog (default), dlib_cnn, haar.")
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return.")] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -35,7 +38,9 @@ def submit(
     """Submit images (or other files) to the cluster; prints results as they arrive."""
     out_obj, h = Out(json_out), home_of(home)
     abs_paths = [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in paths]
-    options = {"method": method} if task == "ensemble" else {}
+    options: dict = {"method": method} if task == "ensemble" else {}
+    if detector:
+        options["detector"] = detector
     job = call(
         h,
         out_obj,

@@ -53,8 +53,9 @@ class JobSubmitter:
 
     # ----------------------------------------------------------------- creating jobs
     async def create(self, paths: list[str], kind: str, options: dict, out_dir: str | None) -> dict:
-        get_type(kind)  # unknown kinds fail here, before anything is stored
+        jtype = get_type(kind)  # unknown kinds fail here, before anything is stored
         options = check_options(options)  # and options no master would take
+        jtype.check(options)  # or this type would not
         if few_small_files(paths, kind):
             files = prepare(paths, kind)
         else:

@@ -40,6 +40,10 @@ class JobType:
     def accepts(self, path: Path) -> bool:
         return True
 
+    def check(self, options: dict) -> None:
+        """Raise ValueError when the job's options are wrong for this type (on the submitter, before the
+        job is stored)."""
+
     def run(self, data: bytes, options: dict) -> JobOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -48,20 +52,33 @@ class JobType:
 
 
 class ImageDetection(JobType):
-    """faces / people: OpenCV detectors; annotated PNG attached."""
+    """faces (option ``detector``: dlib_hog by default, dlib_cnn, haar) / people (OpenCV HOG); annotated
+    PNG attached."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, description: str) -> None:
         self.name = task
-        self.description = f"{task} detection (OpenCV)"
+        self.description = description
 
     def accepts(self, path: Path) -> bool:
         return path.suffix.lower() in IMAGE_SUFFIXES
+
+    def check(self, options: dict) -> None:
+        from ..ml import detectors
+
+        name = options.get("detector")
+        if name is None:
+            return
+        if self.name != "faces":
+            raise ValueError(f"the {self.name} task takes no detector option")
+        if not isinstance(name, str):
+            raise ValueError("detector: a name")
+        detectors.face_detector(name)  # TaskError (a ValueError) names the choices
 
     def run(self, data: bytes, options: dict) -> JobOutput:
         from ..ml import detectors
         from ..ml.images import decode_image
 
-        result = detectors.run_task(self.name, data)
+        result = detectors.run_task(self.name, data, detector=options.get("detector"))
         attachment = None
         if options.get("annotate", True):
             img = decode_image(data)
@@ -152,8 +169,8 @@ class Ocr(JobType):
 
 
 BUILTIN: dict[str, JobType] = {
-    "faces": ImageDetection("faces"),
-    "people": ImageDetection("people"),
+    "faces": ImageDetection("faces", "face detection (dlib HOG by default; --detector dlib_cnn or haar)"),
+    "people": ImageDetection("people", "standing people detection (OpenCV HOG)"),
     "classify": Classify(),
     "noop": Noop(),
     "ocr": Ocr(),

@@ -1,5 +1,8 @@
-"""OpenCV face / people detectors working on image bytes (no TensorFlow).
+"""Face and people detectors working on image bytes (no TensorFlow).
 
+Face detectors, by name (``--detector``; results say which one ran): ``dlib_hog`` (the default),
+``dlib_cnn`` (see ml/dlib_faces.py) and ``haar`` (OpenCV's Haar cascade: the fast path, which also finds
+faces in cats and textures). People: OpenCV's HOG pedestrian detector (standing, full-body people).
 Detectors are lazy per-process singletons; each is guarded by a lock so that
 threads of one worker can share it safely (OpenCV parallelises internally).
 """
@@ -18,8 +21,12 @@ from collab_tui.ml.images import MAX_BYTES, MAX_PIXELS, decode_image
 
 __all__ = [
     "TASKS",
+    "FACE_DETECTORS",
+    "DEFAULT_FACE_DETECTOR",
     "TaskError",
+    "face_detector",
     "detect_faces",
+    "detect_faces_haar",
     "detect_people",
     "annotate",
     "encode_png",
@@ -37,10 +44,10 @@ _COLOURS = {"face": (0, 200, 0), "person": (0, 140, 255)}
 
 
 class TaskError(ValueError):
-    """Unknown recognition task name."""
+    """Unknown recognition task or detector name."""
 
 
-class _Lazy:
+class Lazy:
     """Create an object on first use (double-checked under a lock) and serialise its use."""
 
     def __init__(self, factory: Callable[[], Any]) -> None:
@@ -71,8 +78,8 @@ def _make_hog() -> cv2.HOGDescriptor:
     return hog
 
 
-_CASCADE = _Lazy(_make_cascade)
-_HOG = _Lazy(_make_hog)
+_CASCADE = Lazy(_make_cascade)
+_HOG = Lazy(_make_hog)
 
 
 def set_threads(n: int) -> None:
@@ -111,7 +118,7 @@ def _scale_box(box: Any, k: float) -> list[int]:
     return [int(round(float(v) * k)) for v in box]
 
 
-def detect_faces(img: np.ndarray) -> list[dict]:
+def detect_faces_haar(img: np.ndarray) -> list[dict]:
     """Frontal faces via the Haar cascade: [{"label": "face", "box": [x, y, w, h], "score": float}]."""
     gray = cv2.equalizeHist(_to_gray(img))
     gray, k = _fit(gray, FACE_MAX_SIDE)
@@ -189,25 +196,71 @@ def encode_jpeg(img: np.ndarray, quality: int = 90) -> bytes:
     return _encode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
 
 
-TASKS: dict[str, Callable[[np.ndarray], list[dict]]] = {"faces": detect_faces, "people": detect_people}
+def _dlib(name: str) -> Callable[[np.ndarray], list[dict]]:
+    def run(img: np.ndarray) -> list[dict]:
+        from . import dlib_faces
+
+        return getattr(dlib_faces, name)(img)
+
+    return run
 
 
-def run_task(task: str, data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> dict:
-    """Decode `data` and run `task` ("faces" | "people"); return a JSON-able result.
+FACE_DETECTORS: dict[str, Callable[[np.ndarray], list[dict]]] = {
+    "dlib_hog": _dlib("detect_hog"),
+    "dlib_cnn": _dlib("detect_cnn"),
+    "haar": detect_faces_haar,
+}
+DEFAULT_FACE_DETECTOR = "dlib_hog"
+PEOPLE_DETECTOR = "opencv_hog"
 
-    Raises TaskError for an unknown task and ImageError for bad image bytes.
+
+def installed_face_detectors() -> list[str]:
+    """The face detectors this node can run (dlib's need the dlib-bin and face-recognition-models packages)."""
+    from . import dlib_faces
+
+    return [n for n in FACE_DETECTORS if not n.startswith("dlib_") or dlib_faces.installed()]
+
+
+def face_detector(name: str | None) -> str:
+    """The detector `name` stands for (None: the default), or TaskError naming the choices."""
+    name = name or DEFAULT_FACE_DETECTOR
+    if name not in FACE_DETECTORS:
+        raise TaskError(f"unknown face detector {name!r} (expected one of {', '.join(FACE_DETECTORS)})")
+    return name
+
+
+def detect_faces(img: np.ndarray, detector: str | None = None) -> list[dict]:
+    """Faces found by `detector` (default DEFAULT_FACE_DETECTOR): [{"label": "face", "box", "score", ...}]."""
+    return FACE_DETECTORS[face_detector(detector)](img)
+
+
+TASKS = ("faces", "people")
+
+
+def run_task(
+    task: str,
+    data: bytes,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    detector: str | None = None,
+) -> dict:
+    """Decode `data` and run `task` ("faces" with `detector` | "people"); return a JSON-able result that
+    names the detector that ran.
+
+    Raises TaskError for an unknown task or detector and ImageError for bad image bytes.
     """
-    fn = TASKS.get(task)
-    if fn is None:
+    if task not in TASKS:
         raise TaskError(f"unknown task {task!r} (expected one of {sorted(TASKS)})")
+    name = face_detector(detector) if task == "faces" else PEOPLE_DETECTOR
     t0 = time.perf_counter()
     img = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
     t1 = time.perf_counter()
-    detections = fn(img)
+    detections = FACE_DETECTORS[name](img) if task == "faces" else detect_people(img)
     t2 = time.perf_counter()
     labels = sorted({d["label"] for d in detections})
     return {
         "labels": labels,
+        "detector": name,
         "detections": detections,
         "width": int(img.shape[1]),
         "height": int(img.shape[0]),
