@@ -377,6 +377,30 @@ class DataSplit(Request):
     seed: int = 0
 
 
+# --------------------------------------------------------------------------- people gallery
+class PeopleAdd(Request):
+    """Enrol a person from photos on this node (only their face embeddings leave it)."""
+
+    NAME = "people_add"
+    name: str
+    paths: list[str]
+    detector: str | None = None
+
+
+class PeopleList(Request):
+    NAME = "people_list"
+
+
+class PeopleShow(Request):
+    NAME = "people_show"
+    name: str
+
+
+class PeopleRemove(Request):
+    NAME = "people_remove"
+    name: str
+
+
 class StartedRun(TypedDict, total=False):
     run_id: str
     version: str

@@ -132,6 +132,18 @@ class Commands:
     def models_export(self, ref: str, path: str) -> dict:
         return self._call(api.ModelsExport(ref=ref, path=path))
 
+    def people_add(self, name: str, paths: list[str], detector: str | None = None) -> dict:
+        return self._call(api.PeopleAdd(name=name, paths=list(paths), detector=detector))
+
+    def people_list(self) -> dict:
+        return self._call(api.PeopleList())
+
+    def people_show(self, name: str) -> dict:
+        return self._call(api.PeopleShow(name=name))
+
+    def people_remove(self, name: str) -> dict:
+        return self._call(api.PeopleRemove(name=name))
+
     def data_add(self, name: str, spec: dict) -> dict:
         return self._call(api.DataAdd(name=name, spec=dict(spec)))
 

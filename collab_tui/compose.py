@@ -31,9 +31,10 @@ class Service(Protocol):
 def service_factories() -> list[Callable[[ServiceContext], Service]]:
     """Every service this installation provides (imported here, not at module level: they pull in numpy)."""
     from .jobs.service import JobService
+    from .people.service import PeopleService
     from .training.service import TrainingService
 
-    return [JobService, TrainingService]
+    return [JobService, TrainingService, PeopleService]
 
 
 @dataclass

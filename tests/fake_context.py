@@ -56,6 +56,9 @@ class FakeContext:
     def can_commit(self) -> bool:
         return self._can_commit
 
+    def quorum_size(self) -> int:
+        return 1 + len(self.peer_views)
+
     # peers
     def peers(self) -> tuple[PeerView, ...]:
         return tuple(sorted(self.peer_views, key=lambda p: p.node_id))

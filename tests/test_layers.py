@@ -9,7 +9,7 @@ From the bottom up::
     sans-IO cores (CORE below)    pure: bytes/events in, events/bytes out; no asyncio, no sockets
     net/                          identity & trust, wire, transport, discovery, membership, election
     ml/                           images, recognisers, models, local training, strategies
-    jobs/, training/              the services, on top of net and ml
+    jobs/, training/, people/     the services, on top of net and ml
     node/                         the runtime, composing net and the services
     cli*.py | app.py, screens/, widgets/, tui_client.py     the two frontends (+ client.py, which both use)
 
@@ -145,13 +145,17 @@ def violations(sources: dict[str, str], core: set[str] = CORE, also_known: Itera
         internal = imp.target.split(".")[0] == "collab_tui"
         a, t = area(src), area(imp.target) if internal else None
         rule = None
-        if internal and a == "net" and (t in {"node", "jobs", "training"} or is_frontend(imp.target)):
-            rule = "net must not import the runtime (node), the services (jobs, training) or a frontend"
-        elif internal and a == "ml" and t in {"training", "jobs", "node", "net"}:
-            rule = "ml must not import training, jobs, node or net"
-        elif internal and a in {"jobs", "training"} and is_frontend(imp.target):
-            rule = "a service (jobs, training) must not import a frontend"
-        elif internal and a == "node" and (is_frontend(imp.target) or t in {"jobs", "training", "compose", "daemon"}):
+        if internal and a == "net" and (t in {"node", "jobs", "training", "people"} or is_frontend(imp.target)):
+            rule = "net must not import the runtime (node), the services (jobs, training, people) or a frontend"
+        elif internal and a == "ml" and t in {"training", "jobs", "people", "node", "net"}:
+            rule = "ml must not import training, jobs, people, node or net"
+        elif internal and a in {"jobs", "training", "people"} and is_frontend(imp.target):
+            rule = "a service (jobs, training, people) must not import a frontend"
+        elif (
+            internal
+            and a == "node"
+            and (is_frontend(imp.target) or t in {"jobs", "training", "people", "compose", "daemon"})
+        ):
             rule = "the runtime (node) must not import a service, the composition root or a frontend"
         elif internal and (a in TUI) and is_cli(imp.target):
             rule = "the TUI (widgets, screens, app, tui_client) must not import CLI code"

@@ -24,7 +24,9 @@ def _progress(done: int, errors: int, total: int) -> None:
 
 def submit(
     paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or globs.")],
-    task: Annotated[str, typer.Option(help="faces, people, classify, ensemble, wordcount, ocr, ...")] = "faces",
+    task: Annotated[
+        str, typer.Option(help="faces, people, identify, classify, ensemble, wordcount, ocr, ...")
+    ] = "faces",
     model: Annotated[str | None, typer.Option(help="NAME[@VERSION] for classify/ensemble.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write annotated copies and results.jsonl here.")] = None,
     method: Annotated[str, typer.Option(help="Ensemble rule: mean or vote.")] = "mean",
@@ -118,7 +120,7 @@ def _n(count: int, one: str, many: str | None = None) -> str:
     return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
-_IMAGE_TASKS = ("faces", "people", "classify", "ensemble", "ocr")
+_IMAGE_TASKS = ("faces", "people", "identify", "classify", "ensemble", "ocr")
 
 
 def job_sentence(job: dict) -> str:
@@ -136,6 +138,12 @@ def job_sentence(job: dict) -> str:
         found = int(summary.get("detections", 0))
         thing = _n(found, "face") if task == "faces" else _n(found, "person", "people")
         parts.append(f"{thing} in {summary.get('items_with_detections', 0)} of them")
+    elif task == "identify":
+        names = summary.get("names") or {}
+        top = sorted(names.items(), key=lambda kv: (kv[0] == "unknown", -kv[1], kv[0]))
+        shown = ", ".join(f"{count} {who}" for who, count in top[:5])
+        more = f" and {_n(len(top) - 5, 'other name')}" if len(top) > 5 else ""
+        parts.append(_n(int(summary.get("faces", 0)), "face") + (f": {shown}{more}" if top else ""))
     elif task in ("classify", "ensemble"):
         labels = summary.get("labels") or {}
         if labels:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import doctor, identity, jobs, node, service, training, trust
+from . import doctor, identity, jobs, node, people, service, training, trust
 from .common import HomeOpt, state
 
 app = typer.Typer(
@@ -27,7 +27,7 @@ def _root(ctx: typer.Context, home: HomeOpt = None) -> None:
         raise typer.Exit(run_tui(state.home))
 
 
-for area in (identity, trust, node, jobs, training, service, doctor):  # the order of `collab --help`
+for area in (identity, trust, node, jobs, people, training, service, doctor):  # the order of `collab --help`
     area.register(app)
 
 

@@ -19,7 +19,7 @@ INLINE_FILES = 16
 # Items this small travel inline with the first submission (see master_side): no fetch round trip.
 INLINE_ITEM_BYTES = 4 * 1024
 INLINE_JOB_BYTES = 1024 * 1024
-IMAGE_KINDS = ("faces", "people", "classify", "ensemble", "ocr")
+IMAGE_KINDS = ("faces", "people", "identify", "classify", "ensemble", "ocr")
 
 
 def collect_paths(paths: list[str], kind: str) -> list[Path]:

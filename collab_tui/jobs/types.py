@@ -6,7 +6,7 @@ type sets ``inline``) and ``merge(results) -> summary`` (on the submitter). Type
 the packages installed on each node: code is never sent over the wire, so a worker without a type
 refuses its tasks with a clear error and the master retries them elsewhere.
 
-Built in: faces, people, classify (image recognition), wordcount, ocr (when tesseract is installed)
+Built in: faces, people, identify, classify (image recognition), wordcount, ocr (when tesseract is installed)
 and noop (for benchmarks). Ensemble classification is handled by the worker service (it asks every
 node for its prediction), on top of ``classify``.
 """
@@ -94,6 +94,60 @@ class ImageDetection(JobType):
         }
 
 
+class Identify(JobType):
+    """Faces named from the gallery this node holds (people/): per face its box, name (or ``unknown``),
+    distance, the detector and embedding used; the gallery version on the result; names on the image."""
+
+    name = "identify"
+    description = "faces identified against the people gallery (dlib embeddings)"
+    uses_home = True  # the worker calls run_at(home, ...): the gallery is the node's own replica
+
+    def accepts(self, path: Path) -> bool:
+        return path.suffix.lower() in IMAGE_SUFFIXES
+
+    def check(self, options: dict) -> None:
+        BUILTIN["faces"].check(options)
+
+    def run_at(self, home: Path, data: bytes, options: dict) -> JobOutput:
+        import time
+
+        from ..ml import detectors, face_id
+        from ..ml.images import decode_image
+        from ..people.gallery import home_gallery, people_of
+
+        gallery = home_gallery(home)
+        t0 = time.perf_counter()
+        img = decode_image(data)
+        t1 = time.perf_counter()
+        detector, faces = face_id.identify(img, people_of(gallery), options.get("detector"))
+        t2 = time.perf_counter()
+        names = sorted({f["name"] for f in faces})
+        result = {
+            "labels": names,
+            "names": [f["name"] for f in faces],
+            "detector": detector,
+            "embedding": face_id.EMBEDDING_MODEL,
+            "threshold": face_id.THRESHOLD,
+            "gallery_version": gallery.version,
+            "detections": faces,
+            "width": int(img.shape[1]),
+            "height": int(img.shape[0]),
+            "timings": {"decode_ms": round((t1 - t0) * 1000, 3), "identify_ms": round((t2 - t1) * 1000, 3)},
+        }
+        attachment = None
+        if options.get("annotate", True):
+            attachment = detectors.encode_png(detectors.annotate(img, faces))
+        return JobOutput(result, attachment)
+
+    def merge(self, results: list[dict]) -> dict:
+        counts: dict[str, int] = {}
+        for r in results:
+            for who in r.get("names", []):
+                counts[who] = counts.get(who, 0) + 1
+        versions = sorted({int(r.get("gallery_version", 0)) for r in results})
+        return {"items": len(results), "faces": sum(counts.values()), "names": counts, "gallery_versions": versions}
+
+
 class Classify(JobType):
     """Runs in the node's ML process (TensorFlow never loads in the node process itself)."""
 
@@ -171,6 +225,7 @@ class Ocr(JobType):
 BUILTIN: dict[str, JobType] = {
     "faces": ImageDetection("faces", "face detection (dlib HOG by default; --detector dlib_cnn or haar)"),
     "people": ImageDetection("people", "standing people detection (OpenCV HOG)"),
+    "identify": Identify(),
     "classify": Classify(),
     "noop": Noop(),
     "ocr": Ocr(),

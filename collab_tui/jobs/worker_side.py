@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import os
 import time
@@ -226,7 +227,8 @@ class JobWorker:
         if getattr(jtype, "inline", False):
             out = jtype.run(data, options)
             return out.result, out.attachment, None
-        out, seconds = await asyncio.get_running_loop().run_in_executor(self.pool, _timed, jtype.run, data, options)
+        run = functools.partial(jtype.run_at, self.ctx.home) if getattr(jtype, "uses_home", False) else jtype.run
+        out, seconds = await asyncio.get_running_loop().run_in_executor(self.pool, _timed, run, data, options)
         return out.result, out.attachment, seconds
 
     async def _ack(self, done: list[str], failed: list[dict]) -> None:

@@ -171,7 +171,12 @@ def annotate(img: np.ndarray, detections: list[dict]) -> np.ndarray:
         x, y, bw, bh = (int(v) for v in det["box"])
         colour = _COLOURS.get(det.get("label", ""), (255, 0, 255))
         cv2.rectangle(out, (x, y), (x + bw, y + bh), colour, thick)
-        text = f"{det.get('label', '?')} {float(det.get('score', 0.0)):.2f}"
+        if "name" in det:  # an identified face: its name and distance
+            colour = (0, 200, 0) if det["name"] != "unknown" else (0, 0, 230)
+            d = det.get("distance")
+            text = f"{det['name']} {d:.2f}" if isinstance(d, float) else str(det["name"])
+        else:
+            text = f"{det.get('label', '?')} {float(det.get('score', 0.0)):.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
         ty = y - 4 if y - th - base - 4 >= 0 else y + bh + th + 4
         cv2.rectangle(out, (x, ty - th - base), (x + tw, ty + base), colour, cv2.FILLED)

@@ -18,6 +18,7 @@ import numpy as np
 from .detectors import decode_image, detect_faces, face_detector
 
 THRESHOLD = 0.6
+EMBEDDING_MODEL = "dlib_resnet_v1"  # dlib_face_recognition_resnet_model_v1.dat, 128-d
 EMBEDDING_DIM = 128
 MIN_FACE_PX = 40  # an enrolment face smaller than this (box side, in the photo's pixels) is refused
 

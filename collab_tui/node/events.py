@@ -58,3 +58,21 @@ class EventBus:
         sub = Subscription(self, kinds, maxsize)
         self.subscribers.add(sub)
         return sub
+
+
+async def each_event(sub: Subscription, step, what: str, idle: float = 1.0) -> None:
+    """Call ``await step(event)`` for each event of `sub`, and ``step(None)`` after `idle` seconds without
+    one, forever; a step that raises is logged (``what`` names the loop) and the loop goes on."""
+    import logging
+
+    while True:
+        try:
+            try:
+                ev = await sub.get(timeout=idle)
+            except TimeoutError:
+                ev = None
+            await step(ev)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logging.getLogger("collab").exception("%s error", what)

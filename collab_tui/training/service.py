@@ -27,6 +27,7 @@ import time
 from ..ml.updates import ClientUpdate, decompress_delta, from_bytes
 from ..net.transport import BlobReply, ConnectionClosed, RemoteError
 from ..node.context import ServiceContext, fenced, handler, refusal, register_handlers
+from ..node.events import each_event
 from .client import TrainingClient
 from .coordinator import RunCoordinator
 from .messages import (
@@ -78,7 +79,7 @@ class TrainingService:
     # ----------------------------------------------------------------- life cycle
     async def start(self) -> None:
         self._sub = self.ctx.subscribe({"master", "peer", "role"})
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._task = asyncio.get_running_loop().create_task(each_event(self._sub, self._step, "training loop"))
 
     async def stop(self) -> None:
         if self._task:
@@ -89,21 +90,11 @@ class TrainingService:
             task.cancel()
         self.client.ml.shutdown()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                try:
-                    ev = await self._sub.get(timeout=1.0)
-                except TimeoutError:
-                    ev = None
-                if self.ctx.is_master:
-                    await self._resume_runs()
-                    if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
-                        await self._catch_up(ev["node_id"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("training loop error")
+    async def _step(self, ev: dict | None) -> None:
+        if self.ctx.is_master:
+            await self._resume_runs()
+            if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
+                await self._catch_up(ev["node_id"])
 
     async def _resume_runs(self) -> None:
         for st in self.runs.running():

@@ -14,7 +14,14 @@ from textual.widgets import Button, DataTable, Input, Select
 from .forms import Form
 from .tables import Col, KeyedTable
 
-TASKS = ["faces", "people", "classify", "ensemble", "wordcount"]  # until the node says which it knows (job_types)
+TASKS = [
+    "faces",
+    "people",
+    "identify",
+    "classify",
+    "ensemble",
+    "wordcount",
+]  # until the node says which it knows (job_types)
 HIDDEN_TASKS = {"noop"}  # benchmark aid
 STATUS_STYLE = {"done": "green", "error": "red", "pending": "dim", "cancelled": "yellow"}
 
