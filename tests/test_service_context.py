@@ -204,6 +204,7 @@ async def test_composed_node_services_contribute_through_their_contexts(tmp_path
     from collab_tui.compose import compose
     from collab_tui.jobs.service import JobService
     from collab_tui.net.identity import create_cluster
+    from collab_tui.people.service import PeopleService
     from collab_tui.training.service import TrainingService
 
     home = tmp_path / "home"
@@ -211,9 +212,10 @@ async def test_composed_node_services_contribute_through_their_contexts(tmp_path
     composed = compose(home, NodeConfig(port=0, mdns=False))
     node = composed.node
     try:
-        jobs, training = composed.services
+        jobs, training, people = composed.services
         assert isinstance(jobs, JobService) and isinstance(training, TrainingService)
-        assert node.services == [jobs, training]
+        assert isinstance(people, PeopleService) and isinstance(people.ctx, NodeContext)
+        assert node.services == [jobs, training, people]
         assert isinstance(jobs.ctx, NodeContext) and isinstance(training.ctx, NodeContext)
         assert not hasattr(jobs, "node") and not hasattr(training, "node")
         assert not hasattr(node, "jobs") and not hasattr(node, "training")
@@ -238,11 +240,12 @@ async def test_composed_node_services_contribute_through_their_contexts(tmp_path
             "fl.phase",
             "fl.data",
         }
-        assert job_msgs | fl_msgs <= set(node.handlers)
+        people_msgs = {"people.add", "people.remove", "people.commit", "people.fetch"}
+        assert job_msgs | fl_msgs | people_msgs <= set(node.handlers)
         assert {"submit", "jobs", "train", "data_add", "status"} <= composed.control.names
         hb = node._heartbeat()
         assert hb["queue"] == 0 and hb["model_version"] is None and hb["unhealthy"] == {}
-        assert hb["capabilities"] == ["classify", "faces", "jobs", "people", "train"]
+        assert hb["capabilities"] == ["classify", "faces", "identify", "jobs", "people", "train"]
         training.datasets.add("digits", {"kind": "digits"})
         training.refresh_capabilities()
         assert "data:digits" in node._heartbeat()["capabilities"]
