@@ -16,8 +16,8 @@ from collab_tui import api
 from collab_tui.client import Client, Commands
 from collab_tui.jobs.commands import JobCommands, JobDiagnostics
 from collab_tui.node.commands import NodeCommands
-from collab_tui.people.commands import PeopleCommands
 from collab_tui.node.control import ControlClient, ControlError, ControlServer, command, stream
+from collab_tui.people.commands import PeopleCommands
 from collab_tui.training.commands import DataCommands, ModelCommands, RunCommands
 
 PKG = Path(__file__).resolve().parents[1] / "collab_tui"
