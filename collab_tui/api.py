@@ -301,6 +301,7 @@ class Train(Request):
     seed: int | None = None
     eval_dataset: str | None = None
     holdout: float | None = None
+    augment: bool | None = None
 
 
 class Runs(Request):

@@ -72,7 +72,13 @@ def _show_run_events(out: Out, events) -> int:
 @train_app.callback()
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Registry name, or built-in: digits (8x8), mnist (28x28).")] = "digits",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Registry name, or built-in: digits (8x8), mnist (28x28). A new name makes a CNN for the"
+            " dataset (its image size and the class names of its folders)."
+        ),
+    ] = "digits",
     dataset: Annotated[str, typer.Option(help="Local dataset name each client trains on.")] = "default",
     rounds: Annotated[int, typer.Option(min=1)] = 3,
     epochs: Annotated[int, typer.Option(min=1)] = 1,
@@ -86,6 +92,7 @@ def train(
     mode: Annotated[str, typer.Option(help="sync or async (buffered).")] = "sync",
     buffer_k: Annotated[int, typer.Option(help="Async: aggregate every K updates.")] = 2,
     compress: Annotated[bool, typer.Option(help="Send float16 deltas.")] = False,
+    augment: Annotated[bool, typer.Option(help="Clients flip and shift their images at random each round.")] = False,
     dp_clip: Annotated[float, typer.Option(help="Differential privacy: clip norm.")] = 0.0,
     dp_noise: Annotated[float, typer.Option(help="Differential privacy: noise multiplier.")] = 0.0,
     eval_dataset: Annotated[str, typer.Option(help="Dataset on the master to evaluate every version on.")] = "",
@@ -112,6 +119,7 @@ def train(
         mode=mode,
         buffer_k=buffer_k,
         compress=compress,
+        augment=augment,
         dp_clip=dp_clip,
         dp_noise=dp_noise,
         eval_dataset=eval_dataset,
@@ -250,6 +258,8 @@ def data_add(
     clients: Annotated[int, typer.Option(help="Number of parts.")] = 1,
     client: Annotated[int, typer.Option(help="Which part this node keeps.")] = 0,
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
+    size: Annotated[int, typer.Option(min=8, max=512, help="Folder images are resized to SIZE x SIZE.")] = 64,
+    gray: Annotated[bool, typer.Option("--gray", help="Folder images in grayscale (default: colour).")] = False,
     seed: int = 0,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -259,7 +269,9 @@ def data_add(
     if bool(folder) == bool(builtin):
         out.error("give exactly one of --folder or --builtin")
         raise typer.Exit(EXIT_ERROR)
-    spec: dict = {"kind": "folder", "path": str(folder.absolute())} if folder else {"kind": builtin}
+    spec: dict = {"kind": builtin}
+    if folder:
+        spec = {"kind": "folder", "path": str(folder.absolute()), "input_shape": [size, size, 1 if gray else 3]}
     if path:
         spec["path"] = str(path.absolute())
     if partition != "none":

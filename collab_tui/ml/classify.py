@@ -26,6 +26,9 @@ __all__ = [
     "predict_proba",
     "classify",
     "ensemble_combine",
+    "ModelMismatch",
+    "is_colour",
+    "check_fits",
 ]
 
 DIGITS_LABELS = [str(i) for i in range(10)]
@@ -144,6 +147,33 @@ def preprocess(img_bgr: np.ndarray, input_shape: Sequence[int], invert: bool = F
     if invert:
         x = 1.0 - x
     return x.reshape(1, h, w, c)
+
+
+class ModelMismatch(ValueError):
+    """The model cannot take this image (a grayscale model, e.g. the 8x8 digits demo, and a colour photo)."""
+
+
+def is_colour(img_bgr: np.ndarray, tolerance: float = 6.0) -> bool:
+    """Whether an image holds colour: its channels differ by more than `tolerance` (of 255) on average."""
+    img = np.asarray(img_bgr)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return False
+    small = cv2.resize(img[:, :, :3], (64, 64), interpolation=cv2.INTER_AREA).astype(np.int16)
+    scale = 255.0 / 65535.0 if img.dtype == np.uint16 else 1.0
+    diff = np.abs(small[:, :, 0] - small[:, :, 1]) + np.abs(small[:, :, 1] - small[:, :, 2])
+    return float(diff.mean()) * scale > tolerance
+
+
+def check_fits(img_bgr: np.ndarray, input_shape: Sequence[int], model: str) -> None:
+    """ModelMismatch when a grayscale model is given a colour photo: its label would mean nothing."""
+    h, w, c = (int(v) for v in input_shape)
+    if c == 1 and is_colour(img_bgr):
+        ih, iw = np.asarray(img_bgr).shape[:2]
+        raise ModelMismatch(
+            f"model {model} takes {h}x{w} grayscale images; this is a {iw}x{ih} colour photo, and its label would"
+            " mean nothing: classify it with a model trained on such photos (collab data add NAME --folder DIR;"
+            " collab train --model NAME --dataset NAME; collab submit --task classify --model NAME)"
+        )
 
 
 def _as_probs(out: np.ndarray) -> np.ndarray:

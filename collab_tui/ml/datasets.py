@@ -133,6 +133,19 @@ def _folder_label(path: Path, root: Path) -> str:
     return re.sub(r"[_\-\s]*\d+$", "", stem) or stem
 
 
+def _folder_files(root: Path) -> list[Path]:
+    """The image files of a folder dataset, sorted (hidden entries left out)."""
+    if not root.is_dir():
+        raise DatasetError(f"not a folder: {root}")
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
 def _to_input(img_bgr: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     from collab_tui.ml.cvload import import_cv2
 
@@ -163,15 +176,7 @@ def load_folder(
     if len(input_shape) != 3 or int(input_shape[2]) not in (1, 3):
         raise DatasetError(f"input_shape must be (H, W, 1|3), got {tuple(input_shape)}")
     root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"not a folder: {root}")
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    files = _folder_files(root)
     xs: list[np.ndarray] = []
     names: list[str] = []
     bad: list[tuple[str, str]] = []
@@ -314,6 +319,30 @@ def split_holdout(
     n_ho = int(round(frac * n))
     ho, tr = np.sort(perm[:n_ho]), np.sort(perm[n_ho:])
     return x[tr], y[tr], x[ho], y[ho]
+
+
+def relabel(x: np.ndarray, y: np.ndarray, own: Sequence[str], labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Re-index ``y`` (indices into ``own``) onto ``labels`` (a model's class names), by name; examples of
+    classes ``labels`` does not name are left out."""
+    index = {name: i for i, name in enumerate(labels)}
+    new = np.array([index.get(str(own[int(v)]), -1) if 0 <= int(v) < len(own) else -1 for v in y], dtype=np.int64)
+    keep = new >= 0
+    return x[keep], new[keep]
+
+
+def augment_images(x: np.ndarray, rng: np.random.Generator, shift: float = 0.1) -> np.ndarray:
+    """A randomly flipped (left-right, half of them) and shifted (up to ``shift`` of the side, edges
+    repeated) copy of a batch (N, H, W, C)."""
+    out = np.empty_like(x)
+    n, h, w = x.shape[:3]
+    flips = rng.random(n) < 0.5
+    dy = rng.integers(-int(h * shift), int(h * shift) + 1, n)
+    dx = rng.integers(-int(w * shift), int(w * shift) + 1, n)
+    rows, cols = np.arange(h), np.arange(w)
+    for i in range(n):
+        img = x[i, :, ::-1] if flips[i] else x[i]
+        out[i] = img[np.clip(rows - dy[i], 0, h - 1)][:, np.clip(cols - dx[i], 0, w - 1)]
+    return out
 
 
 def dataset_stats(y: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -477,6 +506,17 @@ class DatasetRegistry:
         if spec.get("partition"):
             x, y = apply_partition(x, y, spec["partition"])
         return x, y, labels
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """{"input_shape", "labels"} of a dataset: what a model trained on it takes and names. Cheap for a
+        folder (its file names, no image decoded); the other kinds are loaded."""
+        spec = self.get(name)
+        if spec["kind"] == "folder":
+            root = Path(spec["path"]).expanduser()
+            labels = sorted({_folder_label(f, root) for f in _folder_files(root)})
+            return {"input_shape": list(spec.get("input_shape", (28, 28, 1))), "labels": labels}
+        st = self.stats(name)
+        return {"input_shape": st["input_shape"], "labels": list(st["per_label"])}
 
     def stats(self, name: str) -> dict[str, Any]:
         x, y, labels = self.load(name)

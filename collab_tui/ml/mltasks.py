@@ -34,12 +34,16 @@ def _datasets():
     return DatasetRegistry(Path(_state["home"]))
 
 
-def _local_data(name: str, seed: int, holdout: float = 0.2) -> tuple:
-    key = (name, seed, holdout)
+def _local_data(name: str, seed: int, holdout: float = 0.2, labels: tuple[str, ...] = ()) -> tuple:
+    """(x, y, x_holdout, y_holdout) of a local dataset; with `labels` (a run's class names) y indexes them
+    and the examples of other classes are left out."""
+    key = (name, seed, holdout, labels)
     if key not in _state["data"]:
-        from .datasets import split_holdout
+        from .datasets import relabel, split_holdout
 
-        x, y, _ = _datasets().load(name)
+        x, y, own = _datasets().load(name)
+        if labels:
+            x, y = relabel(x, y, own, list(labels))
         _state["data"][key] = split_holdout(x, y, frac=holdout, seed=seed)
     return _state["data"][key]
 
@@ -66,12 +70,16 @@ def train(cfg: dict, r: int, weights_bytes: bytes, version: str, client_index: i
 
     c = ClientSpec.from_config(cfg)
     weights = from_bytes(weights_bytes)
-    x, y, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout)
+    x, y, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout, tuple(c.labels))
     if len(x) == 0:
-        raise ValueError(f"dataset {c.dataset!r} is empty on this node")
+        raise ValueError(f"dataset {c.dataset!r} is empty on this node (or holds none of the run's classes)")
     t0 = time.perf_counter()
     prev_eval = evaluate(c.arch, weights, x_ho, y_ho) if len(x_ho) else None
     seed = c.seed + 1000 * r + client_index
+    if c.augment:
+        from .datasets import augment_images
+
+        x = augment_images(x, np.random.default_rng(seed))
     new, n, metrics = fit(c.arch, weights, x, y, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=seed, mu=c.mu)
     if c.dp_noise > 0 or c.dp_clip > 0:
         new = dp_privatize(new, weights, c.dp_clip, c.dp_noise, np.random.default_rng(seed))
@@ -94,18 +102,20 @@ def evaluate_holdout(cfg: dict, weights_bytes: bytes) -> dict | None:
     from .updates import from_bytes
 
     c = ClientSpec.from_config(cfg)
-    _, _, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout)
+    _, _, x_ho, y_ho = _local_data(c.dataset, c.seed, c.holdout, tuple(c.labels))
     return evaluate(c.arch, from_bytes(weights_bytes), x_ho, y_ho) if len(x_ho) else None
 
 
-def evaluate_dataset(arch: dict, weights_bytes: bytes, dataset: str) -> dict:
+def evaluate_dataset(arch: dict, weights_bytes: bytes, dataset: str, labels: tuple[str, ...] = ()) -> dict:
+    from .datasets import relabel
     from .local_training import evaluate
     from .updates import from_bytes
 
-    key = ("full", dataset)  # cached like the training data (decoding MNIST costs 35-60 ms a call)
+    key = ("full", dataset, tuple(labels))  # cached like the training data (decoding MNIST costs 35-60 ms)
     if key not in _state["data"]:
-        _state["data"][key] = _datasets().load(dataset)
-    x, y, _ = _state["data"][key]
+        x, y, own = _datasets().load(dataset)
+        _state["data"][key] = relabel(x, y, own, list(labels)) if labels else (x, y)
+    x, y = _state["data"][key]
     return evaluate(arch, from_bytes(weights_bytes), x, y)
 
 
@@ -120,6 +130,7 @@ def initial_weights(arch: dict, seed: int) -> bytes:
 
 
 def classify(data: bytes, options: dict) -> dict:
+    from .classify import check_fits
     from .classify import classify as top_k
     from .images import decode_image
     from .models_runtime import current_classifier
@@ -127,6 +138,7 @@ def classify(data: bytes, options: dict) -> dict:
     t0 = time.perf_counter()
     img = decode_image(data)
     model, labels, shape, version = current_classifier(options.get("model"), _state["home"])
+    check_fits(img, shape, version)
     t1 = time.perf_counter()
     top = top_k(img, model, labels, shape, invert=bool(options.get("invert", False)))
     t2 = time.perf_counter()
@@ -141,12 +153,14 @@ def classify(data: bytes, options: dict) -> dict:
 
 
 def predict(data: bytes, options: dict) -> dict:
-    from .classify import predict_proba
+    from .classify import check_fits, predict_proba
     from .images import decode_image
     from .models_runtime import current_classifier
 
     model, labels, shape, version = current_classifier(options.get("model"), _state["home"])
-    p = predict_proba(decode_image(data), model, shape, invert=bool(options.get("invert", False)))
+    img = decode_image(data)
+    check_fits(img, shape, version)
+    p = predict_proba(img, model, shape, invert=bool(options.get("invert", False)))
     return {"probs": [float(v) for v in p], "labels": list(labels), "model": version}
 
 

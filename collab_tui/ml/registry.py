@@ -64,6 +64,7 @@ ArchValue = (
 )
 Arch = Annotated[dict[Key, ArchValue], msgspec.Meta(max_length=32)]
 Dim = Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+ClassNames = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]], msgspec.Meta(max_length=4096)]
 Shapes = Annotated[list[Annotated[list[Dim], msgspec.Meta(max_length=32)]], msgspec.Meta(max_length=MAX_TENSORS)]
 
 
@@ -80,8 +81,9 @@ class ModelMeta(msgspec.Struct, kw_only=True):
     contributors: Annotated[list[Key], msgspec.Meta(max_length=4096)] = []
     metrics: Annotated[dict[Key, Scalar], msgspec.Meta(max_length=64)] = {}
     extra: Annotated[
-        dict[Key, Scalar | Annotated[dict[Key, Scalar], msgspec.Meta(max_length=32)]], msgspec.Meta(max_length=32)
-    ] = {}
+        dict[Key, Scalar | Annotated[dict[Key, Scalar], msgspec.Meta(max_length=32)] | ClassNames],
+        msgspec.Meta(max_length=32),
+    ] = {}  # "labels": the class names of the outputs, in order
     dp: Annotated[dict[Key, Scalar], msgspec.Meta(max_length=32)] | None = None
     shapes: Shapes | None = None  # of the weights, in order (versions stored before it was kept have none)
     weight_stats: Annotated[dict[Key, Int | Finite], msgspec.Meta(max_length=16)] = {}

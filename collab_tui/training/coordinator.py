@@ -74,6 +74,7 @@ class RunCoordinator:
                 "dp": {"clip": self.cfg.dp_clip, "noise": self.cfg.dp_noise} if self.cfg.dp_noise else None,
                 "strategy": self.cfg.strategy,
                 "mode": self.cfg.mode,
+                **({"labels": list(self.cfg.labels)} if self.cfg.labels else {}),
             },
         )
         self.version_index[version] = entry["round"]

@@ -4,7 +4,7 @@ Who may send what, beyond the node's own checks (``SENDER``):
 
 - `FlStart`, `FlStop`, `FlResume`: any member (a node forwards its user's command to its master); only
   the master acts on them.
-- `FlTrain`, `FlEval`, `FlCommit`, `FlState`: the master only, in the receiver's term (``SENDER = MASTER``).
+- `FlTrain`, `FlEval`, `FlDescribe`, `FlCommit`, `FlState`: the master only, in the receiver's term (``SENDER = MASTER``).
 - `FlPhase`: any member, but it is published only for a run this node coordinates as master and only
   from a node that run has asked to train (service.py, ``_on_phase``).
 - `FlData`: any member: `collab data split` deals dataset parts out on purpose. Its name must be a `Name`
@@ -55,6 +55,9 @@ __all__ = [
     "RunRecord",
     "UpdateReply",
     "EvalReply",
+    "DatasetShape",
+    "FlDescribe",
+    "check_shape",
     "FlStart",
     "FlStop",
     "FlResume",
@@ -81,6 +84,7 @@ RunId = Annotated[str, M(pattern="^[0-9a-f]{8,32}$")]  # secrets.token_hex(8); R
 RunRef = Annotated[str, M(pattern="^[0-9a-f]{1,32}$")]  # a run id or a unique prefix of one
 VersionOrNone = Annotated[str, M(pattern="^([0-9a-f]{16})?$")]  # "" before the first version
 DatasetName = Annotated[str, M(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]  # ml/datasets.py
+ClassName = Annotated[str, M(min_length=1, max_length=64)]  # a class of a model: a label folder's name
 OptionalDataset = Annotated[str, M(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")]
 PeerKey = Annotated[str, M(min_length=1, max_length=64)]  # a node id, as a key or a label
 Reason = Annotated[str, M(max_length=MAX_REASON)]
@@ -126,6 +130,8 @@ class RunConfigRecord(msgspec.Struct, kw_only=True):
     seed: Annotated[int, M(ge=0, le=2**32 - 1)] = _D.seed  # numpy takes no negative seed
     eval_dataset: OptionalDataset = _D.eval_dataset
     holdout: Annotated[float, M(ge=0, lt=1)] = _D.holdout
+    labels: Annotated[list[ClassName], M(max_length=MAX_CLASSES)] = []
+    augment: bool = _D.augment
 
 
 class Evaluation(msgspec.Struct, kw_only=True):
@@ -201,6 +207,13 @@ class UpdateReply(msgspec.Struct, kw_only=True):
     seconds: Seconds = 0.0
 
 
+class DatasetShape(msgspec.Struct, kw_only=True):
+    """A client's answer to `FlDescribe`: what a model for its dataset takes and names."""
+
+    input_shape: Annotated[list[Annotated[int, M(ge=1, le=1024)]], M(min_length=3, max_length=3)]
+    labels: Annotated[list[ClassName], M(max_length=MAX_CLASSES)]
+
+
 class EvalReply(msgspec.Struct, kw_only=True):
     """A client's answer to `FlEval`: its held-out metrics, or none (no held-out data)."""
 
@@ -256,6 +269,15 @@ class FlEval(PeerMessage, tag="fl.eval"):
     data: Weights
 
 
+class FlDescribe(PeerMessage, tag="fl.describe"):
+    """What a dataset of the receiver's holds (answered with a `DatasetShape`): a new model's input shape
+    and class names come from the clients' datasets, whose images stay where they are."""
+
+    SENDER = MASTER
+    term: Term
+    dataset: DatasetName
+
+
 class FlCommit(PeerMessage, tag="fl.commit"):
     """A blob: a new model version (its metadata and weights) and the run state that names it."""
 
@@ -299,6 +321,7 @@ TRAINING_MESSAGES: tuple[type[PeerMessage], ...] = (
     FlResume,
     FlTrain,
     FlEval,
+    FlDescribe,
     FlCommit,
     FlState,
     FlPhase,
@@ -333,6 +356,11 @@ def check_entry(entry: object) -> dict[str, Any]:
 def check_update(reply: object) -> dict[str, Any]:
     """A client's `UpdateReply` (declared fields only), or ValueError: the update does not count."""
     return _clean(UpdateReply, reply, "update")
+
+
+def check_shape(reply: object) -> dict[str, Any]:
+    """A client's `DatasetShape`, or ValueError."""
+    return _clean(DatasetShape, reply, "dataset description")
 
 
 def check_eval(reply: object) -> dict[str, Any] | None:

@@ -77,6 +77,8 @@ class RunConfig:
     seed: int = 0
     eval_dataset: str = ""  # optional dataset the master evaluates every version on
     holdout: float = 0.2  # fraction of each client's data kept back for client-side eval (0 = train on all)
+    labels: list[str] = field(default_factory=list)  # class names, output order (a model made for a dataset)
+    augment: bool = False  # clients flip and shift their images at random each epoch
 
     def validate(self) -> RunConfig:
         _check_arch(self.arch)
@@ -92,6 +94,11 @@ class RunConfig:
             raise ValueError("learning rate and round timeout must be positive")
         if not 0 <= self.holdout < 1:
             raise ValueError("holdout must be in [0, 1)")
+        if self.labels and (
+            len(set(self.labels)) != len(self.labels)
+            or self.arch.get("num_classes", len(self.labels)) != len(self.labels)
+        ):
+            raise ValueError("labels must be distinct, one per output of the model")
         if self.dp_clip < 0 or self.dp_noise < 0 or (self.dp_noise > 0 and self.dp_clip <= 0):
             raise ValueError("differential privacy needs dp_clip > 0 when dp_noise > 0")
         if self.strategy == "fedprox" and self.mu == 0:

@@ -5,6 +5,7 @@ Messages (every master-issued, side-effecting one carries the master's term; sta
   fl.start / fl.stop / fl.resume   any node -> master (requests)
   fl.train   master -> client: blob of global weights; answer: blob of the update
   fl.eval    master -> client: blob of weights; answer: held-out metrics
+  fl.describe master -> client: a dataset's image shape and class names (a new model is made for them)
   fl.commit  master -> all: blob of a new version + the run state (replication)
   fl.state   master -> all: run state only (status changes)
   fl.phase   client -> master: download / train / upload (for the UIs)
@@ -34,6 +35,7 @@ from .messages import (
     MAX_ERROR,
     FlCommit,
     FlData,
+    FlDescribe,
     FlEval,
     FlPhase,
     FlResume,
@@ -43,6 +45,7 @@ from .messages import (
     FlTrain,
     check_config,
     check_eval,
+    check_shape,
     check_update,
 )
 from .rounds import RunConfig, RunState, cut
@@ -207,7 +210,9 @@ class TrainingService:
         from ..ml import mltasks
         from ..ml.updates import to_bytes
 
-        return await self.client.ml.call(mltasks.evaluate_dataset, cfg.arch, to_bytes(weights), dataset)
+        return await self.client.ml.call(
+            mltasks.evaluate_dataset, cfg.arch, to_bytes(weights), dataset, tuple(cfg.labels)
+        )
 
     # ----------------------------------------------------------------- replication
     async def replicate(self, st: RunState, version: str | None) -> None:
@@ -238,7 +243,13 @@ class TrainingService:
         check_config(cfg.__dict__)  # the bounds every replica checks, before anything is made
         if not self.train_candidates(cfg.dataset):
             raise LookupError(f"no live node holds a dataset named {cfg.dataset!r} (collab data add on the clients)")
-        cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed)
+        latest = self.registry.latest(cfg.model)
+        if latest is None and not cfg.arch and cfg.model not in BUILTIN_MODELS:
+            cfg.arch, cfg.labels = await self._arch_for(cfg.dataset)  # a new model, made for the dataset
+        elif latest is not None and not cfg.labels:
+            cfg.labels = list((latest.get("extra") or {}).get("labels") or [])
+        cfg.validate()
+        cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed, cfg.labels)
         st = RunState(run_id=secrets.token_hex(8), config=cfg.__dict__.copy(), version=version, term=self.ctx.term)
         self.runs.commit(st)
         await self.replicate(st, version)
@@ -258,7 +269,35 @@ class TrainingService:
             except LookupError:
                 await asyncio.sleep(0.05)
 
-    async def _initial_version(self, model: str, arch: dict, seed: int = 0) -> tuple[dict, str]:
+    async def _arch_for(self, dataset: str) -> tuple[dict, list[str]]:
+        """A colour (or gray) CNN for `dataset`: the input shape its holders agree on, one output per class
+        any of them has (sorted by name). Asked of the clients (`fl.describe`); no image moves."""
+        from ..ml.architectures import make_spec
+
+        async def one(node: str) -> dict | None:
+            try:
+                if node == self.ctx.node_id:
+                    return check_shape(await asyncio.to_thread(self.datasets.describe, dataset))
+                msg = {"t": "fl.describe", "term": self.ctx.term, "dataset": dataset}
+                return check_shape(await self.ctx.request(node, msg, 30.0))
+            except (OSError, TimeoutError, RemoteError, ValueError, KeyError) as exc:
+                log.info("dataset %s: no description from %s (%s)", dataset, node[:12], cut(exc, 200))
+                return None
+
+        got = [d for d in await asyncio.gather(*(one(n) for n in self.train_candidates(dataset))) if d]
+        if not got:
+            raise LookupError(f"no live node could describe its dataset {dataset!r}")
+        shapes = {tuple(d["input_shape"]) for d in got}
+        if len(shapes) > 1:
+            raise ValueError(f"the nodes' datasets {dataset!r} differ in image size: {sorted(shapes)}")
+        labels = sorted({lab for d in got for lab in d["labels"]})
+        if len(labels) < 2:
+            raise ValueError(f"dataset {dataset!r} has {len(labels)} class(es): a classifier needs at least 2")
+        return make_spec("small-cnn", list(shapes.pop()), len(labels)), labels
+
+    async def _initial_version(
+        self, model: str, arch: dict, seed: int = 0, labels: list[str] | None = None
+    ) -> tuple[dict, str]:
         if self.registry.latest(model):
             meta, _ = self.registry.get(model)
             return meta["arch"], meta["version"]
@@ -273,7 +312,15 @@ class TrainingService:
 
         weights = from_bytes(await self.client.ml.call(mltasks.initial_weights, arch, seed))
         version = self.registry.put(
-            model, weights, arch, parent=None, run=None, round=0, contributors=[], metrics={}, extra={"initial": True}
+            model,
+            weights,
+            arch,
+            parent=None,
+            run=None,
+            round=0,
+            contributors=[],
+            metrics={},
+            extra={"initial": True, **({"labels": list(labels)} if labels else {})},
         )
         return arch, version
 
@@ -345,6 +392,14 @@ class TrainingService:
     @fenced
     async def _on_eval(self, sender: str, msg: dict) -> dict:
         return await self.client.evaluate(msg)
+
+    @handler(FlDescribe)
+    @fenced
+    async def _on_describe(self, sender: str, msg: dict) -> dict:
+        try:
+            return await asyncio.to_thread(self.datasets.describe, msg["dataset"])
+        except (KeyError, ValueError) as exc:  # no such dataset here; a folder that is gone (DatasetError)
+            return refusal(cut(exc, 300))
 
     @handler(FlCommit)
     @fenced
