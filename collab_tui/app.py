@@ -25,13 +25,21 @@ from .screens.logs import LogsScreen
 from .screens.messages import ClusterPolled, NodeConnected, NodeEvents, NodeLost, NodeMissing
 from .screens.nodes import NodesScreen
 from .screens.peers import PeersScreen
+from .screens.people import PeopleScreen
 from .screens.start import StartScreen
 from .screens.training import TrainingScreen
 from .tui_client import CLIENT_ERRORS, NodeClient, connect, describe_error
 from .widgets.batch import Batcher, BatchReady
 from .widgets.topbar import TABS
 
-MODE_NAMES = {"nodes": "Nodes", "jobs": "Jobs", "training": "Training", "peers": "Peers & trust", "logs": "Logs"}
+MODE_NAMES = {
+    "nodes": "Nodes",
+    "jobs": "Jobs",
+    "training": "Training",
+    "peers": "Peers & trust",
+    "logs": "Logs",
+    "people": "People",
+}
 DARK, LIGHT = "textual-dark", "textual-light"
 FLUSH_EVERY = 0.1  # seconds: at most ten event batches a second reach the screens
 
@@ -47,6 +55,7 @@ class CollabApp(App[None]):
         "training": TrainingScreen,
         "peers": PeersScreen,
         "logs": LogsScreen,
+        "people": PeopleScreen,
     }
     DEFAULT_MODE = "nodes"
     # Screens get the class -narrow below 100 columns (their .tcss packs the panels tighter there).

@@ -124,7 +124,13 @@ def test_the_records_declare_exactly_the_fields_of_the_run_config_and_state():
         "fl.describe",
     }
     senders = {m.type_name(): m.SENDER for m in messages.TRAINING_MESSAGES}
-    assert {t for t, s in senders.items() if s == "master"} == {"fl.train", "fl.eval", "fl.commit", "fl.state", "fl.describe"}
+    assert {t for t, s in senders.items() if s == "master"} == {
+        "fl.train",
+        "fl.eval",
+        "fl.commit",
+        "fl.state",
+        "fl.describe",
+    }
 
 
 def test_every_handler_of_the_service_is_registered_with_its_schema(svc):

@@ -193,7 +193,20 @@ def fake_data() -> dict:
         "invite": {"token": "collab1.PINPINPINPIN.TOKENID.SECRETSECRETSECRET", "addr": "127.0.0.1:7373"},
         "logs_follow": logs,
         "revoke": {"version": 2, "revoked": ID["node1"]},
-        "job_types": [{"name": t, "description": ""} for t in ["faces", "people", "classify", "ensemble", "wordcount"]],
+        "job_types": [
+            {"name": t, "description": ""} for t in ["faces", "people", "identify", "classify", "ensemble", "wordcount"]
+        ],
+        "people_list": {
+            "version": 7,
+            "term": 3,
+            "committed": T0,
+            "people": [
+                {"name": "Ada Lovelace", "embeddings": 3, "nodes": ["node0"], "added": T0, "version": 7},
+                {"name": "Grace Hopper", "embeddings": 2, "nodes": ["node1", "node2"], "added": T0, "version": 7},
+            ],
+        },
+        "people_add": {"name": "Alan Turing", "added": 2, "problems": [], "version": 8, "replicas": 3, "people": 3},
+        "people_remove": {"name": "Grace Hopper", "version": 8, "replicas": 3, "people": 1},
     }
 
 
@@ -322,6 +335,7 @@ READY = {
     "training": lambda app: _rows(app, "#train-history") == 3 and _rows(app, "#train-runs") == 1,
     "peers": lambda app: _rows(app, "#trust-table") == 4,
     "logs": lambda app: len(app.screen.query_one("#log-view").lines) == 7,
+    "people": lambda app: _rows(app, "#people-table") == 2,
 }
 
 
@@ -454,6 +468,29 @@ async def test_revoke_after_confirmation_calls_the_node(workdir):
             "the revoke call",
         )
         assert type(app.screen).__name__ == "PeersScreen"
+
+
+async def test_enrol_and_remove_from_the_people_screen(workdir):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.connected and app.live.nodes, "connected")
+        await app.switch_mode("people")
+        await settle(pilot, lambda: READY["people"](app), "people")
+        app.screen.query_one("#enrol-name").value = "Alan Turing"
+        app.screen.query_one("#enrol-paths").value = "fixtures/astronaut.png 'fixtures/my photos/'"
+        await pilot.click("#enrol-add")
+        want = ("people_add", {"name": "Alan Turing", "paths": ["fixtures/astronaut.png", "fixtures/my photos/"]})
+        await settle(
+            pilot, lambda: any(c[:1] == want[:1] and c[1].items() >= want[1].items() for c in app.client.calls), "enrol"
+        )
+        await settle(pilot, lambda: "2 photo(s) enrolled, version 8" in screen_text(app), "the enrolment result")
+        app.screen.query_one("#people-table").focus()
+        app.screen.query_one("#people-table").move_cursor(row=1)
+        await pilot.press("r")
+        await settle(pilot, lambda: type(app.screen).__name__ == "ConfirmAction", "confirm")
+        await pilot.click("#confirm-yes")
+        await settle(pilot, lambda: ("people_remove", {"name": "Grace Hopper"}) in app.client.calls, "the remove call")
+        assert type(app.screen).__name__ == "PeopleScreen"
 
 
 def test_app_import_stays_light():

@@ -1,4 +1,4 @@
-"""Confirmation before revoking a node (a modal: the operator types an optional reason)."""
+"""Confirmations: before revoking a node (the operator types an optional reason), before another action."""
 
 from __future__ import annotations
 
@@ -46,3 +46,30 @@ class ConfirmRevoke(ModalScreen[str | None]):
     @on(Button.Pressed, "#confirm-no")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmAction(ModalScreen[bool]):
+    """Dismisses with True to go ahead, False to cancel."""
+
+    CSS_PATH = "confirm.tcss"
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm.cancel")]
+
+    def __init__(self, title: str, text: str, yes: str) -> None:
+        super().__init__()
+        self.title_text, self.body, self.yes = title, text, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Label(self.title_text, id="confirm-title")
+            yield Static(self.body, id="confirm-text")
+            with Horizontal(id="confirm-buttons"):
+                yield Button(self.yes, id="confirm-yes", variant="error")
+                yield Button("Cancel", id="confirm-no")
+
+    @on(Button.Pressed, "#confirm-yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#confirm-no")
+    def action_cancel(self) -> None:
+        self.dismiss(False)

@@ -15,6 +15,7 @@ TABS = (  # (mode, key, label): the app binds the keys from this too
     ("training", "3", "Train"),
     ("peers", "4", "Peers"),
     ("logs", "5", "Logs"),
+    ("people", "6", "People"),
 )
 ICON = "◆"
 
