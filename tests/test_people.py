@@ -255,3 +255,31 @@ async def test_a_new_master_adopts_the_newest_gallery_of_the_live_nodes(tmp_path
     assert svc.store.current == newest and sorted(pushed) == [(ME, 2), (OTHER, 2)]
     rep = await ctx.deliver(ME, _add("Cy"))
     assert (rep["version"], svc.store.current.term) == (3, 4)
+
+
+async def test_a_master_that_heard_from_no_majority_commits_nothing_and_a_rejoining_node_catches_it_up(
+    tmp_path: Path,
+) -> None:
+    """A version committed by the old master on a majority that this master could not ask yet must not be
+    built over: no commit until a majority has answered; a node that comes back hands its newer one over."""
+    newer = gal.with_added(gal.Gallery(), "Ada", [_emb()], term=3)
+    ctx = FakeContext(MASTER, home=tmp_path, master_id=MASTER, is_master=True, term=4)
+    ctx.peer_views = [_peer(ME), _peer(OTHER)]
+    reachable: set[str] = set()
+
+    async def on_request(peer, msg, timeout):
+        if peer not in reachable:
+            raise ConnectionError("not connected")
+        if msg["t"] == "people.fetch":
+            return {"gallery": msgspec.to_builtins(newer)}
+        return {"term": msg["gallery"]["term"], "version": msg["gallery"]["version"]}
+
+    ctx.on_request = on_request
+    svc = PeopleService(ctx)
+    rep = await ctx.deliver(ME, _add("Bo"))
+    assert rep["ok"] is False and "no majority" in rep["error"] and svc.store.current.version == 0
+    reachable.add(ME)
+    await svc._step({"kind": "peer", "change": "alive", "node_id": ME})
+    assert svc.store.current == newer  # caught up from the node that came back
+    rep = await ctx.deliver(ME, _add("Bo"))
+    assert rep["version"] == 2 and [p.name for p in svc.store.current.people] == ["Ada", "Bo"]

@@ -4,8 +4,8 @@ Each machine is a network namespace on one bridged segment (collab_tui/vlan.py: 
 otherwise; nothing touches the host's interfaces) with its own HOME and no COLLAB_*/XDG_* variables,
 so every `collab` command below runs with its default home and default options, exactly as typed on
 a real machine: `collab daemon` listens on 0.0.0.0:7373 and `collab join TOKEN` finds the cluster by
-mDNS only. Then: a faces job reaches every node, the master is SIGKILLed and the survivors elect a new
-one, and two nodes are cut off the segment for 10 s: the time from the heal to one agreed master is
+mDNS only. Then: a faces job reaches every node, a person is enrolled on one machine and identified in
+a job from another, the master is SIGKILLed and the survivors elect a new one and still hold the gallery, and two nodes are cut off the segment for 10 s: the time from the heal to one agreed master is
 printed (run with -s) and bounded.
 
 When a step fails, every machine's logs (HOME/.local/share/collab/logs/collab.log and the daemon's
@@ -35,6 +35,7 @@ from collab_tui.vlan import VirtualLan, available
 
 COLLAB = Path(sys.executable).parent / "collab"  # the venv's console script, as a user would run it
 N, PORT = 5, 7373
+FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 PARTITION_S = 10.0
 HEAL_BOUND_S = 2.0  # 8x the heal we measure (0.07-0.25 s); the 1 s target itself is checked by `bench net`
 
@@ -71,8 +72,8 @@ class Machine:
         )
         return res.stdout
 
-    def json(self, *args: str):
-        return json.loads(self.ok(*args, "--json"))
+    def json(self, *args: str, timeout: float = 60.0):
+        return json.loads(self.ok(*args, "--json", timeout=timeout))
 
     def start_daemon(self, timeout: float = 30.0) -> None:
         """`collab daemon &`, then wait until `collab status --json` answers."""
@@ -160,7 +161,7 @@ def wait_agreement(machines: list[Machine], timeout: float, exclude: str = "", v
 
 # --------------------------------------------------------------------------- photos
 def make_photos(folder: Path) -> int:
-    """48 real photos from scikit-image (PNG and JPEG, ~40-500 KB each, so batches stay small)."""
+    """96 real photos from scikit-image (PNG and JPEG, ~10-500 KB each, so batches stay small)."""
     import cv2
     import skimage.data as data
 
@@ -187,7 +188,10 @@ def make_photos(folder: Path) -> int:
         jpeg = [cv2.IMWRITE_JPEG_QUALITY, 95]
         assert cv2.imwrite(str(folder / f"{name}-2.jpg"), cv2.resize(img, None, fx=1.25, fy=1.25), jpeg)
         assert cv2.imwrite(str(folder / f"{name}-3.jpg"), cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE), jpeg)
-    return 4 * len(names)
+        for k, side in enumerate((256, 320, 384, 448)):  # a job long enough to reach all five machines
+            small = cv2.resize(img, (side, side * img.shape[0] // img.shape[1]), interpolation=cv2.INTER_AREA)
+            assert cv2.imwrite(str(folder / f"{name}-{4 + k}.jpg"), small, jpeg)
+    return 8 * len(names)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -241,6 +245,31 @@ def step(what: str, machines: list[Machine]):
 
 
 # --------------------------------------------------------------------------- the test
+def enrol_and_identify(enroller: Machine, submitter: Machine, machines: list[Machine], total: int) -> int:
+    """`collab people add ada ~/photos/ada/` on one machine, `collab submit photos/ --task identify` on
+    another; returns the gallery version."""
+    with step(f"{enroller.name}: collab people add ada ~/photos/ada/", machines):
+        faces = FACES / "gallery" / "obama"  # "ada" is whoever the photos show
+        (enroller.home / "photos" / "ada").mkdir(parents=True)
+        for photo in faces.iterdir():
+            shutil.copy(photo, enroller.home / "photos" / "ada" / photo.name)
+        rep = enroller.json("people", "add", "ada", "~/photos/ada/", timeout=120)
+        assert rep["added"] == 2 and rep["replicas"] >= 3, rep
+        gallery = rep["version"]
+
+    with step(f"{submitter.name}: collab submit photos/ --task identify --out results/", machines):
+        for name in ("obama-720p.jpg", "lin-manuel-miranda.png"):
+            shutil.copy(FACES / "extra" / name, submitter.home / "photos" / name)
+        out = submitter.ok("submit", "photos/", "--task", "identify", "--out", "results/", "--json", timeout=240)
+        items = {Path(ev["path"]).name: ev for ev in map(json.loads, out.splitlines()) if ev.get("kind") == "job_item"}
+        assert len(items) == total + 2 and not any(ev["error"] for ev in items.values())
+        assert items["obama-720p.jpg"]["result"]["names"] == ["ada"], items["obama-720p.jpg"]
+        assert items["lin-manuel-miranda.png"]["result"]["names"] == ["unknown"]
+        assert {ev["result"]["gallery_version"] for ev in items.values()} == {gallery}
+
+    return gallery
+
+
 @pytest.mark.slow
 @pytest.mark.netns
 @pytest.mark.timeout(300)
@@ -289,7 +318,13 @@ def test_readme_quick_start_on_a_lan_of_five_machines(lan, machines):
         results = (submitter.home / "results" / f"{summary['job_id']}.results.jsonl").read_text().splitlines()
         assert len(results) == total
         workers = {json.loads(line)["worker"] for line in results}
-        assert workers == set(addr_of), f"tasks reached {len(workers)} of {N} nodes"
+        missed = [m.node_id for m in machines if m.node_id not in workers]
+        seen = [r for r in submitter.json("nodes") if r["node_id"] in missed] if missed else []
+        assert workers == set(addr_of), (
+            f"tasks reached {len(workers)} of {N} nodes; as {submitter.name} sees the rest: {seen}"
+        )
+
+    gallery = enrol_and_identify(others[1], submitter, machines, total) if FACES.is_dir() else None
 
     with step("failover: SIGKILL the master's daemon, the survivors agree on a new one", machines):
         dead = next(m for m in machines if m.node_id == master)
@@ -297,6 +332,9 @@ def test_readme_quick_start_on_a_lan_of_five_machines(lan, machines):
         assert dead.wait_exit(10)
         survivors = [m for m in machines if m is not dead]
         master = wait_agreement(survivors, timeout=20, exclude=dead.node_id)
+        for m in survivors if gallery else []:  # the gallery outlives the master that committed it
+            listed = m.json("people", "list")
+            assert (listed["version"], [p["name"] for p in listed["people"]]) == (gallery, ["ada"]), m.name
 
     # cut the new master and one other off the segment: the two left elect their own master
     cut = [m for m in survivors if m.node_id == master] + [m for m in survivors if m.node_id != master][:1]

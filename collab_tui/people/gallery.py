@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -162,6 +163,7 @@ class GalleryStore:
 
     def __init__(self, home: str | Path) -> None:
         self.path = Path(home) / "state" / "people.json"
+        self._lock = threading.Lock()  # replicas keep galleries from worker threads: one at a time
         self._current = self._load()
 
     def _load(self) -> Gallery:
@@ -185,11 +187,12 @@ class GalleryStore:
     def keep(self, g: Gallery) -> bool:
         """Keep `g` (checked) if it is newer than what this node holds; True if it was kept."""
         g = check(g)
-        if not self.newer(g):
-            return False
-        atomic_write(self.path, msgspec.json.encode(g), mode=0o600)  # biometric data: the owner only
-        self._current = g
-        return True
+        with self._lock:
+            if not self.newer(g):
+                return False
+            atomic_write(self.path, msgspec.json.encode(g), mode=0o600)  # biometric data: the owner only
+            self._current = g
+            return True
 
 
 def home_gallery(home: Path) -> Gallery:

@@ -94,21 +94,34 @@ class PeopleService:
         if self._synced_term != self.ctx.term:
             await self.sync()
         elif ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
-            await self._push(ev["node_id"], self.store.current)
+            await self._catch_up(ev["node_id"])
 
     # ----------------------------------------------------------------- master: adopt, commit, replicate
     async def sync(self) -> None:
-        """As a new master: adopt the newest gallery of the live nodes, then give it to every one of them."""
+        """As a new master: adopt the newest gallery of the live nodes, then give it to every one of them.
+        It counts as done for this term only once a majority has answered (a version committed by an
+        earlier master is on a majority: one of them has it)."""
         async with self._lock:
             term = self.ctx.term
             if self._synced_term == term:
                 return
-            replies = await asyncio.gather(*(self._fetch(p) for p in self.ctx.alive_ids()))
+            peers = list(self.ctx.alive_ids())
+            replies = await asyncio.gather(*(self._fetch(p) for p in peers))
             for g in replies:
-                if g is not None and self.store.keep(g):
-                    log.info("people gallery: adopted version %d (term %d) from a replica", g.version, g.term)
-            await asyncio.gather(*(self._push(p, self.store.current) for p in self.ctx.alive_ids()))
-            self._synced_term = term
+                self._adopt(g)
+            await asyncio.gather(*(self._push(p, self.store.current) for p in peers))
+            if 1 + sum(g is not None for g in replies) > self.ctx.quorum_size() // 2:
+                self._synced_term = term
+
+    async def _catch_up(self, peer: str) -> None:
+        """A node that (re)joins: keep its gallery if it is newer, then give it ours."""
+        async with self._lock:
+            self._adopt(await self._fetch(peer))
+            await self._push(peer, self.store.current)
+
+    def _adopt(self, g: gal.Gallery | None) -> None:
+        if g is not None and self.store.keep(g):
+            log.info("people gallery: adopted version %d (term %d) from a replica", g.version, g.term)
 
     async def _fetch(self, peer: str) -> gal.Gallery | None:
         try:
@@ -139,7 +152,7 @@ class PeopleService:
         if self._synced_term != self.ctx.term:
             await self.sync()
         async with self._lock:
-            if not self.ctx.can_commit():
+            if not self.ctx.can_commit() or self._synced_term != self.ctx.term:
                 raise NotCommitted("the master sees no majority of the cluster: nothing was changed")
             new = change(self.store.current, self.ctx.term)
             self.store.keep(new)
