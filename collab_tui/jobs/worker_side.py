@@ -31,6 +31,7 @@ import base64
 import functools
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,10 +45,21 @@ log = logging.getLogger("collab.jobs.worker")
 FINAL_ERRORS = (ValueError,)  # ImageError is a ValueError: bad input, retrying elsewhere won't help
 
 
+JOB_THREAD_NICE = 5  # job threads are this much nicer than the node's event loop (heartbeats, elections, fetches)
+
+
 def _one_cv_thread() -> None:
     """One OpenCV thread per pool thread: the pool provides the parallelism (imported lazily so an idle
     daemon stays small). The pool's threads start together: the import goes through `import_cv2`, which
-    makes the first import safe when several threads do it at once."""
+    makes the first import safe when several threads do it at once. Each job thread also runs at a lower
+    priority than the event loop (Linux nices threads one by one): a machine saturated with detection
+    (dlib and OpenCV let go of the GIL, so every job thread takes a core) still heartbeats on time, and
+    its peers do not take it for dead in the middle of a job."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + JOB_THREAD_NICE))
+    except (AttributeError, OSError):  # not Linux, or not allowed: the thread keeps the loop's priority
+        pass
     try:
         from ..ml.cvload import import_cv2
 
