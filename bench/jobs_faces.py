@@ -1,10 +1,12 @@
 """Face-detection corpus and the standalone single-thread baseline for the `jobs` group.
 
 `make_corpus` writes PNG variants of scikit-image's astronaut (one face) and cat (none); `standalone`
-runs `python -m bench.jobs_faces DIR` in fresh processes (one, or two at the same moment):
-``cv2.setNumThreads(1)``, all image bytes read first, a warm-up over a few images, then
-``collab_tui.ml.detectors.run_task("faces", bytes)`` over every image once, timed. Such a process is
-what one worker thread of the cluster does without the cluster around it.
+runs `python -m bench.jobs_faces DIR DETECTOR` in fresh processes (one, or two at the same moment):
+``cv2.setNumThreads(1)``, the bytes of every image file of DIR (``*.jpg``, ``*.jpeg``, ``*.png``, sorted
+by name) read first, a warm-up over a few images, then
+``collab_tui.ml.detectors.run_task("faces", bytes, detector=DETECTOR)`` over every image once, timed.
+Such a process is what one worker thread of the cluster does without the cluster around it. The `jobs`
+group uses it with ``haar``, the `recognition` group with ``dlib_hog``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 WARMUP = 5
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 def make_corpus(folder: Path, n: int) -> list[Path]:
@@ -42,10 +45,15 @@ def make_corpus(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def standalone(folder: Path, copies: int = 1, timeout: float = 300.0) -> list[dict]:
-    """One pass of the single-thread standalone loop in ``copies`` fresh processes started at the same
-    moment: one {"images", "seconds", "faces"} each."""
-    cmd = [sys.executable, "-m", "bench.jobs_faces", str(folder)]
+def image_files(folder: Path) -> list[Path]:
+    """Every image file (jpg/jpeg/png, any case) directly in ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def standalone(folder: Path, copies: int = 1, timeout: float = 300.0, *, detector: str) -> list[dict]:
+    """One pass of the single-thread standalone loop with face detector ``detector`` in ``copies`` fresh
+    processes started at the same moment: one {"images", "seconds", "faces", "detector"} each."""
+    cmd = [sys.executable, "-m", "bench.jobs_faces", str(folder), detector]
     procs = [
         subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]
@@ -72,22 +80,25 @@ def rate(runs: list[dict]) -> float:
     return sum(r["images"] / r["seconds"] for r in runs)
 
 
-def _main(folder: str) -> None:
+def _main(folder: str, detector: str) -> None:
     import cv2
 
     from collab_tui.ml import detectors
 
     cv2.setNumThreads(1)
-    blobs = [p.read_bytes() for p in sorted(Path(folder).glob("*.png"))]
+    detector = detectors.face_detector(detector)
+    blobs = [p.read_bytes() for p in image_files(Path(folder))]
     for b in blobs[:WARMUP]:
-        detectors.run_task("faces", b)
+        detectors.run_task("faces", b, detector=detector)
     faces = 0
     t0 = time.perf_counter()
     for b in blobs:
-        faces += len(detectors.run_task("faces", b)["detections"])
+        faces += len(detectors.run_task("faces", b, detector=detector)["detections"])
     dt = time.perf_counter() - t0
-    print(json.dumps({"images": len(blobs), "seconds": dt, "faces": faces}))
+    print(json.dumps({"images": len(blobs), "seconds": dt, "faces": faces, "detector": detector}))
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1])
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m bench.jobs_faces DIR DETECTOR   (DETECTOR: dlib_hog, dlib_cnn or haar)")
+    _main(sys.argv[1], sys.argv[2])
