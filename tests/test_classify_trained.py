@@ -137,6 +137,13 @@ def test_a_model_trained_on_two_folder_classes_labels_new_photos_with_them(tmp_p
         assert all(v and v[0] in ("circle", "square") for v in got.values()), job["items"]
         right = sum(got[f][0] == truth[f] for f in truth)
         assert right >= 10, (right, got)
+        # every node votes with its replica of the model: the ensemble names the same classes
+        job = c.call(0, "submit", paths=[str(fresh)], task="ensemble", options={"model": "shapes", "method": "mean"})
+        job = wait_job(c, 0, job["job_id"], 90)
+        results = [it.get("result") or {} for it in job["items"]]
+        assert all(len(r.get("voters", [])) == 2 for r in results), results
+        votes = {Path(it["path"]).name: (it.get("result") or {}).get("labels", [""])[0] for it in job["items"]}
+        assert sum(votes[f] == truth[f] for f in truth) >= 10, votes
 
         from skimage import data  # the digits demo model and a colour photo: an error, not a digit
 
