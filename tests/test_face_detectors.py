@@ -4,8 +4,6 @@ stored (fast, no TensorFlow)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -14,8 +12,7 @@ from skimage import data as skdata
 from collab_tui.jobs.types import get_type
 from collab_tui.ml import detectors
 from collab_tui.ml.detectors import TaskError, encode_png, run_task
-
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+from collab_tui.ml.face_eval_set import FACES_DIR as FACES
 
 
 def _bgr(rgb: np.ndarray) -> np.ndarray:

@@ -16,13 +16,13 @@ from fake_context import FakeContext
 from skimage import data as skdata
 from wire_audit import WireAudit
 
+from collab_tui.ml.face_eval_set import FACES_DIR as FACES
 from collab_tui.ml.images import decode_image
 from collab_tui.net.codec import encode_message
 from collab_tui.node.context import PeerView
 from collab_tui.people import gallery as gal
 from collab_tui.people.service import PeopleService, enrol_files
 
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 ME, MASTER, OTHER = "a" * 64, "b" * 64, "c" * 64
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, three_node_cluster, wait_for
 
+from collab_tui.ml.face_eval_set import FACES_DIR as FACES
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 PEOPLE = ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
 MASTER, ENROLLER, SUBMITTER = 2, 0, 1
 

@@ -30,12 +30,12 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
+from collab_tui.ml.face_eval_set import FACES_DIR as FACES
 from collab_tui.node.control import ControlClient
 from collab_tui.vlan import VirtualLan, available
 
 COLLAB = Path(sys.executable).parent / "collab"  # the venv's console script, as a user would run it
 N, PORT = 5, 7373
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 PARTITION_S = 10.0
 HEAL_BOUND_S = 2.0  # 8x the heal we measure (0.07-0.25 s); the 1 s target itself is checked by `bench net`
 
