@@ -17,6 +17,8 @@ from typing import Any
 from . import api
 from .node.control import AsyncControlClient, ControlClient, ControlError, NoNodeRunning
 
+ENROL_TIMEOUT = 600.0  # seconds `people_add` waits: a folder of big photos takes a while to embed
+
 __all__ = ["AsyncClient", "Client", "Commands", "ControlError", "NoNodeRunning"]
 
 
@@ -133,7 +135,9 @@ class Commands:
         return self._call(api.ModelsExport(ref=ref, path=path))
 
     def people_add(self, name: str, paths: list[str], detector: str | None = None) -> dict:
-        return self._call(api.PeopleAdd(name=name, paths=list(paths), detector=detector))
+        """Enrolment embeds every photo on the node first: a folder of big photos takes a while."""
+        request = api.PeopleAdd(name=name, paths=list(paths), detector=detector)
+        return self.using(max(self.timeout, ENROL_TIMEOUT))._call(request)
 
     def people_list(self) -> dict:
         return self._call(api.PeopleList())

@@ -44,6 +44,12 @@ def node_client(home: Path, out: Out):
         raise typer.Exit(EXIT_NO_NODE) from None
 
 
+def absolute_paths(paths: list[str]) -> list[str]:
+    """Paths as the node needs them (it runs elsewhere, in its own folder): ``~`` expanded and made
+    absolute; globs are left as typed (the node expands them)."""
+    return [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in paths]
+
+
 def call(home: Path, out_: Out, ask: Callable):
     """``ask(client)`` against the local node: a refusal exits 4 with the node's reason."""
     from ..client import ControlError

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..client import ControlError
-from .common import HomeOpt, JsonOpt, call, home_of, node_client, write_page
+from .common import HomeOpt, JsonOpt, absolute_paths, call, home_of, node_client, write_page
 from .output import EXIT_ERROR, EXIT_PARTIAL, Out
 
 job_app = typer.Typer(help="Inspect or cancel one job.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def submit(
 ) -> None:
     """Submit images (or other files) to the cluster; prints results as they arrive."""
     out_obj, h = Out(json_out), home_of(home)
-    abs_paths = [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in paths]
+    abs_paths = absolute_paths(paths)
     options: dict = {"method": method} if task == "ensemble" else {}
     if detector:
         options["detector"] = detector

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .common import HomeOpt, JsonOpt, call, home_of
+from .common import HomeOpt, JsonOpt, absolute_paths, call, home_of
 from .output import EXIT_PARTIAL, Out
 
 people_app = typer.Typer(
     help="The cluster's people gallery (face embeddings, never photos) for `submit --task identify`.",
     no_args_is_help=True,
 )
-ENROL_TIMEOUT = 600.0  # seconds: a folder of big photos takes a while to embed
 
 
 @people_app.command("add")
@@ -29,8 +27,7 @@ def people_add(
     """Enrol NAME from photos here: faces are found and embedded on this node; only the embeddings go to
     the cluster."""
     out = Out(json_out)
-    paths = [str(Path(p).expanduser().absolute()) if not any(c in p for c in "*?[") else p for p in photos]
-    rep = call(home_of(home), out, lambda c: c.using(ENROL_TIMEOUT).people_add(name, paths, detector))
+    rep = call(home_of(home), out, lambda c: c.people_add(name, absolute_paths(photos), detector))
     lines = [f"{rep['name']}: {rep['added']} photo(s) enrolled; gallery version {rep.get('version')}"]
     lines += [f"  skipped {p['source']}: {p['error']}" for p in rep.get("problems", [])]
     out.data(rep, "\n".join(lines))

@@ -20,6 +20,8 @@ import asyncio
 import logging
 import time
 
+import msgspec
+
 from ..net.transport import RemoteError
 from ..node.context import ServiceContext, fenced, handler, refusal, register_handlers
 from ..node.events import each_event
@@ -135,8 +137,6 @@ class PeopleService:
         """Send `g` to `peer`; True once the peer holds it."""
         if g.version == 0 or not self.ctx.connected(peer):
             return False
-        import msgspec
-
         msg = {"t": "people.commit", "term": self.ctx.term, "gallery": msgspec.to_builtins(g)}
         try:
             rep = await self.ctx.request(peer, msg, COMMIT_TIMEOUT)
@@ -238,8 +238,6 @@ class PeopleService:
     @handler(PeopleFetch)
     @fenced
     async def _on_fetch(self, sender: str, msg: dict) -> dict:
-        import msgspec
-
         return {"gallery": msgspec.to_builtins(self.store.current)}
 
     # ----------------------------------------------------------------- views

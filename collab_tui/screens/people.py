@@ -18,8 +18,6 @@ from ..widgets.topbar import TopBar
 from .base import CollabScreen
 from .confirm import ConfirmAction
 
-ENROL_TIMEOUT = 600.0  # seconds: a folder of big photos takes a while to embed
-
 
 class PeopleScreen(CollabScreen):
     CSS_PATH = "people.tcss"
@@ -90,7 +88,7 @@ class PeopleScreen(CollabScreen):
     async def _enrol(self, name: str, paths: list[str]) -> None:
         await self.ask(
             "enrolment refused",
-            lambda: self.client.using(ENROL_TIMEOUT).people_add(name, paths),
+            lambda: self.client.people_add(name, paths),
             lambda res: self.Changed("added", res),
         )
 
