@@ -158,6 +158,15 @@ def person(g: Gallery, name: str) -> dict:
     }
 
 
+def read(path: Path) -> Gallery:
+    """The gallery of a file (an empty one when there is no file), checked; ValueError when it is bad."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Gallery()
+    return check(json.loads(raw))
+
+
 class GalleryStore:
     """``home/state/people.json``: the newest gallery this node holds (written whole, atomically)."""
 
@@ -168,11 +177,7 @@ class GalleryStore:
 
     def _load(self) -> Gallery:
         try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return Gallery()
-        try:
-            return check(json.loads(raw))
+            return read(self.path)
         except ValueError as exc:  # GalleryError and JSON errors are ValueErrors
             set_aside(self.path, str(exc), "the people gallery (the master sends it again)", log)
             return Gallery()
@@ -214,7 +219,7 @@ class _FileCache:
         hit = self._seen.get(path)
         if hit and hit[0] == stamp:
             return hit[1]
-        g = check(json.loads(path.read_bytes()))
+        g = read(path)
         self._seen[path] = (stamp, g)
         return g
 
