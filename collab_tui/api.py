@@ -80,6 +80,33 @@ class SetPriority(Request):
     priority: int
 
 
+class InviteList(Request):
+    NAME = "invite_list"
+
+
+class InviteRevoke(Request):
+    NAME = "invite_revoke"
+    token_id: str
+
+
+class TrustLogGet(Request):
+    NAME = "trust_log"
+
+
+class TrustStatus(Request):
+    NAME = "trust_status"
+
+
+class AdminAdd(Request):
+    NAME = "admin_add"
+    node: str
+
+
+class AdminRemove(Request):
+    NAME = "admin_remove"
+    node: str
+
+
 class Logs(Request):
     """The node's last ``n`` log lines; with ``cluster`` (or ``node``) every live node's, merged by time through
     the master (n <= 1000). ``node``: only that node's (by name); ``level``: at that level or above."""

@@ -58,6 +58,24 @@ class Commands:
     def set_priority(self, node: str, priority: int) -> api.SetPriorityReply:
         return self._call(api.SetPriority(node=node, priority=priority))
 
+    def invite_list(self) -> list[dict]:
+        return self._call(api.InviteList())
+
+    def invite_revoke(self, token_id: str) -> dict:
+        return self._call(api.InviteRevoke(token_id=token_id))
+
+    def trust_log(self) -> list[dict]:
+        return self._call(api.TrustLogGet())
+
+    def trust_status(self) -> dict:
+        return self._call(api.TrustStatus())
+
+    def admin_add(self, node: str) -> dict:
+        return self._call(api.AdminAdd(node=node))
+
+    def admin_remove(self, node: str) -> dict:
+        return self._call(api.AdminRemove(node=node))
+
     def logs(
         self, n: int = 100, cluster: bool = False, node: str | None = None, level: str | None = None
     ) -> list[api.LogRecord]:

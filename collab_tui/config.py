@@ -69,6 +69,9 @@ class NodeConfig:
     # threads running distributed-job tasks on this node: 0 = one per CPU; -1 = none (the node still submits
     # jobs and, as master, schedules them, but is never given a task)
     job_threads: int = 0
+    # lifetime of the node certificates this node signs when it is the root or an admin (joins, renewals);
+    # every node renews its own while a third of it is left
+    cert_days: float = 30.0
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -132,6 +135,8 @@ def load_config(home: Path, overrides: dict | None = None, env: dict | None = No
         raise ConfigError(f"port out of range: {cfg.port}")
     if cfg.heartbeat_interval <= 0 or cfg.suspect_after < 1 or cfg.dead_after <= cfg.suspect_after:
         raise ConfigError("need heartbeat_interval > 0 and dead_after > suspect_after >= 1")
+    if not 0 < cfg.cert_days <= 3650:
+        raise ConfigError(f"cert_days: expected a lifetime in days within (0, 3650], got {cfg.cert_days}")
     if cfg.job_threads < -1:
         raise ConfigError(f"job_threads: expected -1 (none), 0 (one per CPU) or a count, got {cfg.job_threads}")
     return cfg

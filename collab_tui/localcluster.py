@@ -70,24 +70,31 @@ class LocalCluster:
     def sign_priorities_offline(self, node_ids: list[str]) -> None:
         """Provisioning with no node running: node0's CA key signs each node's priority into the member
         records (node ids in node order), and every home gets a copy."""
+        import time
+
         from .net.identity import load_identity
-        from .net.revocation import DenyListStore
+        from .net.trust_log import sign_entry
+        from .net.trust_store import TrustLogStore
 
         ca = load_identity(self.homes[0])
-        store = DenyListStore(self.homes[0] / "state" / "denylist.json")
-        for node_id, priority in zip(node_ids, self.priorities):
-            if priority:
-                store.set_priority(ca.ca_key, ca.ca_cert, node_id, priority)
+        store = TrustLogStore(self.homes[0] / "state" / "trust_log.json", ca.ca_cert)
+        store.merge(
+            [
+                sign_entry(ca.ca_key, ca.cluster_id, "priority", time.time(), node=node_id, priority=priority)
+                for node_id, priority in zip(node_ids, self.priorities)
+                if priority
+            ]
+        )
         self.share_records()
 
     def share_records(self) -> None:
-        """Copy node0's signed member records (priorities) into every other home, so each node starts with
-        them (they would reach it from its peers anyway, a little later)."""
-        records = self.homes[0] / "state" / "denylist.json"
+        """Copy node0's trust log (priorities) into every other home, so each node starts with it (it would
+        reach it from its peers anyway, a little later)."""
+        records = self.homes[0] / "state" / "trust_log.json"
         for i in range(1, self.n):
             if records.exists():
                 (self.homes[i] / "state").mkdir(parents=True, exist_ok=True)
-                shutil.copy(records, self.homes[i] / "state" / "denylist.json")
+                shutil.copy(records, self.homes[i] / "state" / "trust_log.json")
 
     def daemon_args(self, i: int, ready: Path, host: str, port: int, mdns_interface: str) -> list[str]:
         """`python -m collab_tui daemon` for node i, listening on host:port, mDNS pinned to one interface."""

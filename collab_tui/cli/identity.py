@@ -35,13 +35,24 @@ def init(
     )
 
 
+invite_app = typer.Typer(
+    help="Print a join token; `invite list` and `invite revoke TOKEN_ID` manage the unused ones.",
+    invoke_without_command=True,
+)
+
+
+@invite_app.callback()
 def invite(
+    ctx: typer.Context,
     ttl: Annotated[str, typer.Option(help="Token lifetime (e.g. 15m, 1h, 2d).")] = "1h",
     uses: Annotated[int, typer.Option(min=1, help="How many nodes may join with it.")] = 1,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Print a join token (pins the cluster CA, carries a secret). Needs the running node that holds the CA."""
+    """Print a join token (pins the cluster CA, carries a secret). Runs on the root (the node that ran
+    `collab init`) or an admin (`collab trust admin add`); the token is kept there."""
+    if ctx.invoked_subcommand:
+        return
     out = Out(json_out)
     try:
         seconds = parse_duration(ttl)
@@ -64,6 +75,9 @@ def join(
     mdns_interface: Annotated[list[str] | None, typer.Option(help="Interfaces for the mDNS search.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 5.0,
     search: Annotated[float, typer.Option(help="Seconds to look for members with mDNS.")] = 10.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace this home's identity (e.g. after its certificate expired).")
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -80,8 +94,8 @@ def join(
     from ..textfmt import short_id
 
     out, h = Out(json_out), home_of(home)
-    if identity_exists(h):
-        out.error(f"{h} already has an identity; use another --home")
+    if identity_exists(h) and not force:
+        out.error(f"{h} already has an identity; use another --home (or --force to replace it)")
         raise typer.Exit(EXIT_ERROR)
     try:
         tok = parse_token(token)
@@ -99,15 +113,17 @@ def join(
         discovery = partial(browser, tok.pin_hex[:16], interfaces=mdns_interface or None)
     node_name = name or socket.gethostname()[:64]
     try:
-        ident, members, blob = asyncio.run(join_cluster(h, token, addrs, node_name, timeout, discovery, search))
+        ident, members, entries = asyncio.run(
+            join_cluster(h, token, addrs, node_name, timeout, discovery, search, force=force)
+        )
     except JoinError as exc:
         out.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
     JsonState(h / "state" / "members.json").set("members", members)
-    if blob:
-        from ..net.revocation import DenyListStore
+    if entries:
+        from ..net.trust_store import TrustLogStore
 
-        DenyListStore(h / "state" / "denylist.json").accept(blob, ident.ca_cert)
+        TrustLogStore(h / "state" / "trust_log.json", ident.ca_cert).merge(entries)
     if not (h / "config.toml").exists():
         write_config(h, {"name": node_name})
     out.data(
@@ -121,6 +137,32 @@ def join(
     )
 
 
+@invite_app.command("list")
+def invite_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """The tokens this node issued: id, label, expiry, uses left, status (the secrets are not kept)."""
+    import time
+
+    out = Out(json_out)
+    rows = call(home_of(home), out, lambda c: c.invite_list())
+    now = time.time()
+    shown = [{**r, "expires": f"{max(0, r['expires_at'] - now) / 60:.0f} min"} for r in rows]
+    cols = [("token_id", "TOKEN"), ("status", "STATUS"), ("uses_left", "USES LEFT"), ("expires", "EXPIRES IN")]
+    out.data(rows, out.table(shown, cols) if rows else "no tokens on this node")
+
+
+@invite_app.command("revoke")
+def invite_revoke(
+    token: Annotated[str, typer.Argument(help="Token id (8 hex, from `invite list`) or the whole token.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Revoke a token before it is used: nobody can join with it any more."""
+    out = Out(json_out)
+    res = call(home_of(home), out, lambda c: c.invite_revoke(token))
+    out.data(res, f"token {res['revoked']} revoked")
+
+
 def register(app: typer.Typer) -> None:
-    for fn in (init, invite, join):
+    for fn in (init, join):
         app.command()(fn)
+    app.add_typer(invite_app, name="invite")

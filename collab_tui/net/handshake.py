@@ -2,7 +2,8 @@
 
 TLS has already checked that the certificate chains to the cluster CA. Here both sides also check that
 the node id claimed in the HELLO is the hash of the certificate's public key, that protocol version and
-cluster id match, and that the peer is not on the signed deny-list. With TLS 1.3 a client learns of a
+cluster id match, and that the trust log does not refuse the certificate (revoked, or issued by an admin
+after it lost its power to sign). With TLS 1.3 a client learns of a
 rejection late, so nobody counts as authenticated until the ACK has arrived.
 """
 
@@ -85,7 +86,10 @@ def make_hello(t: str, node_id: str, name: str, cluster: str, addr: str, **extra
     }
 
 
-def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, is_revoked: Callable[[str], bool]) -> str:
+Refuses = Callable[[x509.Certificate], "str | None | bool"]  # why a certificate is refused (falsy: it is not)
+
+
+def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, refuses: Refuses) -> str:
     """Validate a HELLO/ACK against the TLS certificate. Returns the peer's node id."""
     if cert is None:
         raise HandshakeError("peer presented no certificate")
@@ -102,14 +106,13 @@ def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, is_revok
         raise HandshakeError("node id in HELLO does not match the certificate key")
     if msg.get("cluster") != cluster:
         raise HandshakeError("peer belongs to another cluster")
-    if is_revoked(real_id):
-        raise HandshakeError("node is revoked")
+    why = refuses(cert)
+    if why:
+        raise HandshakeError(why if isinstance(why, str) else "node is revoked")
     return real_id
 
 
-async def client_hello(
-    conn: Connection, hello: dict, cluster: str, is_revoked: Callable[[str], bool], timeout: float
-) -> dict:
+async def client_hello(conn: Connection, hello: dict, cluster: str, refuses: Refuses, timeout: float) -> dict:
     """Dialer side: send HELLO, wait for ACK (or NAK), verify the server."""
     await conn.send(hello)
     reply = await conn.read_message(timeout)
@@ -121,20 +124,18 @@ async def client_hello(
         raise HandshakeError(f"refused by peer: {str(reply.get('error', 'no reason given'))[:200]}")
     if reply.get("t") != "hello_ack":
         raise HandshakeError(f"expected hello_ack, got {reply.get('t')!r}")
-    conn.peer_id = check_hello(reply, peer_certificate(conn), cluster, is_revoked)
+    conn.peer_id = check_hello(reply, peer_certificate(conn), cluster, refuses)
     conn.hello = reply
     conn.outbound = True
     return reply
 
 
-async def server_hello(
-    conn: Connection, first: dict, ack: dict, cluster: str, is_revoked: Callable[[str], bool]
-) -> dict:
+async def server_hello(conn: Connection, first: dict, ack: dict, cluster: str, refuses: Refuses) -> dict:
     """Listener side: ``first`` is the HELLO already read. Sends ACK, or NAK and raises."""
     try:
         if first.get("t") != "hello":
             raise HandshakeError(f"expected hello, got {first.get('t')!r}")
-        conn.peer_id = check_hello(first, peer_certificate(conn), cluster, is_revoked)
+        conn.peer_id = check_hello(first, peer_certificate(conn), cluster, refuses)
     except HandshakeError as exc:
         nak = {"t": "hello_nak", "error": str(exc)}
         if isinstance(exc, VersionMismatch):  # the dialer then words it from its side

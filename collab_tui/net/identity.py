@@ -11,7 +11,8 @@ from an identity are in :mod:`collab_tui.net.tls`.
 On-disk layout under ``<home>/identity/`` (directory mode 0700)::
 
     node.key  0600  this node's private key (PEM, PKCS#8, unencrypted)
-    node.crt  0644  this node's certificate
+    node.crt  0644  this node's certificate, followed by the signing certificate of the admin that issued
+                    it when an admin (not the root) did: the chain it presents in TLS
     ca.crt    0644  the cluster CA certificate (the only trust anchor)
     ca.key    0600  the CA private key -- only on the CA holder (the node that ran ``init``)
 """
@@ -35,7 +36,6 @@ from .pki import (
     check_key_pair,
     cluster_id_of,
     key_pem,
-    load_cert_pem,
     load_key_pem,
     make_ca,
     make_csr,
@@ -45,7 +45,7 @@ from .pki import (
     signed_by,
     subject_attr,
     validate_name,
-    verify_issued_by,
+    verify_chain,
 )
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "create_cluster",
     "install_joined_identity",
     "load_identity",
+    "replace_certificate",
 ]
 
 
@@ -99,6 +100,7 @@ class NodeIdentity:
     cert: x509.Certificate
     ca_cert: x509.Certificate
     ca_key: ec.EllipticCurvePrivateKey | None = None
+    issuer: x509.Certificate | None = None  # the admin signing certificate that issued ``cert`` (None: the root)
 
     @property
     def dir(self) -> Path:
@@ -133,13 +135,17 @@ class NodeIdentity:
     def is_ca(self) -> bool:
         return self.ca_key is not None
 
+    def chain_pem(self) -> bytes:
+        """The node certificate and, when an admin issued it, that admin's signing certificate."""
+        return cert_pem(self.cert) + (cert_pem(self.issuer) if self.issuer is not None else b"")
+
 
 def _save(ident: NodeIdentity) -> None:
     d = ident.dir
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     write_private(d / "node.key", key_pem(ident.key))
-    write_public(d / "node.crt", cert_pem(ident.cert))
+    write_public(d / "node.crt", ident.chain_pem())
     write_public(d / "ca.crt", cert_pem(ident.ca_cert))
     if ident.ca_key is not None:
         write_private(d / "ca.key", key_pem(ident.ca_key))
@@ -151,7 +157,12 @@ def _save(ident: NodeIdentity) -> None:
 
 
 def create_cluster(
-    home: Path | str, node_name: str, cluster_name: str = "collab", days: int = 3650, force: bool = False
+    home: Path | str,
+    node_name: str,
+    cluster_name: str = "collab",
+    days: int = 3650,
+    force: bool = False,
+    cert_days: float = 30,
 ) -> NodeIdentity:
     """``collab init``: new CA + this node's cert. The CA key stays on this node (``ca.key``)."""
     validate_name(node_name, "node name")
@@ -161,7 +172,7 @@ def create_cluster(
     ca_key = new_key()
     ca_cert = make_ca(ca_key, cluster_name, days)
     key = new_key()
-    cert = sign_csr(ca_key, ca_cert, make_csr(key, node_name), days=days)
+    cert = sign_csr(ca_key, ca_cert, make_csr(key, node_name), days=cert_days)
     ident = NodeIdentity(Path(home), key, cert, ca_cert, ca_key)
     _save(ident)
     return ident
@@ -173,15 +184,26 @@ def install_joined_identity(
     cert: x509.Certificate,
     ca_cert: x509.Certificate,
     force: bool = False,
+    issuer: x509.Certificate | None = None,
 ) -> NodeIdentity:
     """Store the result of a successful join (no CA key: a joined node is never the CA holder)."""
     if identity_exists(home) and not force:
         raise IdentityError(f"an identity already exists in {identity_dir(home)} (use force to replace it)")
-    verify_issued_by(cert, ca_cert)
+    verify_chain(cert, ca_cert, issuer)
     check_key_pair(key, cert, "node")
-    ident = NodeIdentity(Path(home), key, cert, ca_cert, None)
+    ident = NodeIdentity(Path(home), key, cert, ca_cert, None, issuer if cert.issuer != ca_cert.subject else None)
     _save(ident)
     return ident
+
+
+def replace_certificate(ident: NodeIdentity, cert: x509.Certificate, issuer: x509.Certificate | None) -> None:
+    """A renewed certificate for the same key: checked, then written in one atomic step (``node.crt``
+    holds the chain); ``ident`` is updated in place."""
+    verify_chain(cert, ident.ca_cert, issuer)
+    check_key_pair(ident.key, cert, "renewed")
+    ident.cert = cert
+    ident.issuer = issuer if cert.issuer != ident.ca_cert.subject else None
+    write_public(ident.dir / "node.crt", ident.chain_pem())
 
 
 def _read(path: Path) -> bytes:
@@ -202,12 +224,23 @@ def load_identity(home: Path | str) -> NodeIdentity:
         if not (d / n).exists():
             raise IdentityError(f"incomplete identity in {d}: {n} is missing")
     key = load_key_pem(_read(d / "node.key"), str(d / "node.key"))
-    cert = load_cert_pem(_read(d / "node.crt"), str(d / "node.crt"))
-    ca_cert = load_cert_pem(_read(d / "ca.crt"), str(d / "ca.crt"))
+    chain = _load_certs(_read(d / "node.crt"), str(d / "node.crt"))
+    cert, issuer = chain[0], (chain[1] if len(chain) > 1 else None)
+    ca_cert = _load_certs(_read(d / "ca.crt"), str(d / "ca.crt"))[0]
     ca_key = load_key_pem(_read(d / "ca.key"), str(d / "ca.key")) if (d / "ca.key").exists() else None
     check_key_pair(key, cert, "node")
     if ca_key is not None:
         check_key_pair(ca_key, ca_cert, "CA")
-    if not signed_by(cert, ca_cert):
-        raise IdentityError(f"{d / 'node.crt'} is not issued by {d / 'ca.crt'}")
-    return NodeIdentity(Path(home), key, cert, ca_cert, ca_key)
+    if not (
+        signed_by(cert, ca_cert) or (issuer is not None and signed_by(issuer, ca_cert) and signed_by(cert, issuer))
+    ):
+        raise IdentityError(f"{d / 'node.crt'} is not issued by {d / 'ca.crt'} (nor by an admin it made)")
+    return NodeIdentity(Path(home), key, cert, ca_cert, ca_key, issuer if cert.issuer != ca_cert.subject else None)
+
+
+def _load_certs(data: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as e:
+        raise IdentityError(f"bad certificate in {what}: {e}") from None
+    return certs

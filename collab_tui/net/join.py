@@ -3,15 +3,18 @@
 Joiner (no certificate yet) -> inviter, over TLS without a client certificate:
 
     join_hello                       ->
-                                     <-  join_ca {ca_pem, can_sign, signers}
+                                     <-  join_ca {ca_pem, issuer_pem, can_sign, signers}
     (joiner checks hash(CA key) == pin from the token, and that the TLS leaf is signed by that CA,
-     BEFORE it sends the secret or follows ``signers``)
+     directly or through the admin signing certificate issuer_pem, BEFORE it sends the secret or
+     follows ``signers``)
     join {token_id, secret, csr_pem, name} ->
-                                     <-  join_ok {cert_pem, members, denylist} | join_err {error}
+                                     <-  join_ok {cert_pem, issuer_pem, members, trust_log} | join_err {error}
 
-Only a node that holds the cluster CA key can sign (the node that ran `collab init`). Any other
-member answers ``can_sign: false`` with the addresses of the signers it knows, and the joiner goes
-there: it never sends its secret to a node that cannot sign. The joiner tries every address that
+Only the root (the node that ran `collab init`) and the admins it granted can sign; the signer records
+the join in the trust log (inviter and token id) before it answers. Any other member answers
+``can_sign: false`` with the addresses of the signers it knows, and the joiner goes there: it never
+sends its secret to a node that cannot sign. Join requests are limited per source address
+(net/join_limit.py). The joiner tries every address that
 mDNS (nodes that can sign first: their TXT record says ``ca=1``) or ``--peer`` offers, as they come,
 until one signs or the search time is up; the error then names each address and why it failed. A
 certless connection can do nothing but this exchange.
@@ -20,22 +23,26 @@ certless connection can do nothing but this exchange.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from ..textfmt import short_id
 from . import identity as ident_mod
 from . import pki
+from .join_limit import JoinLimiter
 from .tls import join_client_ssl_context
 from .tokens import TokenError, TokenStore, parse_token
 from .transport import Connection
+from .trust_log import Entry, TrustLogError
+from .trust_store import TrustLogStore
 
 log = logging.getLogger("collab.join")
 
@@ -60,34 +67,52 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+class JoinHost(Protocol):
+    """What the inviter side needs of the node (node/runtime.py and node/trust.py provide it)."""
+
+    ident: ident_mod.NodeIdentity
+    tokens: TokenStore
+    join_limiter: JoinLimiter
+    trust_store: TrustLogStore
+
+    def can_sign(self) -> bool: ...
+    def signer_addrs(self) -> list[str]: ...
+    def issuer_pem(self) -> str: ...
+    def issue(self, csr: x509.CertificateSigningRequest, kind: str, **fields) -> tuple[x509.Certificate, Entry]: ...
+    async def publish_entries(self, entries: list[Entry]) -> None: ...
+
+
 async def serve_join(
     conn: Connection,
     first: dict,
-    ident: ident_mod.NodeIdentity,
-    tokens: TokenStore,
+    host: JoinHost,
     members: Callable[[], list[dict]],
-    denylist_blob: Callable[[], bytes | None],
     timeout: float = 5.0,
-    signers: Callable[[], list[str]] = list,
+    source: str = "?",
 ) -> tuple[str | None, str | None]:
-    """Inviter side for a certless connection: ``(new node id, None)`` or ``(None, why it was refused)``.
-    ``signers()``: "host:port" of the members that can sign (asked only when this node cannot)."""
+    """Inviter side for a certless connection: ``(new node id, None)`` or ``(None, why it was refused)``."""
     if first.get("t") != "join_hello":
         await conn.send({"t": "join_err", "error": "a client certificate is required"})
         return None, f"certless connection sent {str(first.get('t'))[:32]!r}"
-    can_sign = ident.ca_key is not None
+    ident = host.ident
+    can_sign = host.can_sign()
     await conn.send(
         {
             "t": "join_ca",
             "ca_pem": _pem(ident.ca_cert),
+            "issuer_pem": _pem(ident.issuer) if ident.issuer is not None else "",
             "cluster": ident.cluster_id,
             "can_sign": can_sign,
-            "signers": [] if can_sign else signers()[:16],
+            "signers": [] if can_sign else host.signer_addrs()[:16],
         }
     )
     if not can_sign:
         return None, None  # the joiner goes to a signer; nothing was refused
     req = await conn.read_message(timeout)
+    wait = host.join_limiter.wait(source, time.monotonic())
+    if wait:
+        await conn.send({"t": "join_err", "error": f"too many join attempts from {source}: try again in {wait:.0f} s"})
+        return None, "join attempts rate-limited"
     try:
         if req.get("t") != "join":
             raise JoinError("expected a join request")
@@ -95,25 +120,29 @@ async def serve_join(
             csr = x509.load_pem_x509_csr(str(req.get("csr_pem", "")).encode())
         except ValueError:
             raise JoinError("malformed CSR") from None
-        name = str(req.get("name", ""))[:64]
+        token_id, secret = str(req.get("token_id", ""))[:16], str(req.get("secret", ""))[:64]
         # Check the CSR before consuming a use of the token.
-        tokens.check(str(req.get("token_id", "")), str(req.get("secret", "")))
-        cert = pki.sign_csr(ident.ca_key, ident.ca_cert, csr)
-        tokens.redeem(str(req.get("token_id", "")), str(req.get("secret", "")))
-    except (JoinError, TokenError, pki.IdentityError, ValueError) as exc:
+        host.tokens.check(token_id, secret)
+        name = pki.subject_attr(csr.subject, NameOID.ORGANIZATION_NAME) or ""
+        cert, entry = host.issue(csr, "join", name=name[:64], token=token_id)
+        host.tokens.redeem(token_id, secret)
+        issuer = host.issuer_pem()
+    except (JoinError, TokenError, pki.IdentityError, TrustLogError, ValueError, PermissionError) as exc:
+        host.join_limiter.failed(source, time.monotonic())
         await conn.send({"t": "join_err", "error": str(exc)})
         return None, f"join refused: {exc}"
+    await host.publish_entries([entry])  # the log records who admitted it before it can dial anyone
     node_id = pki.node_id_of(cert)
-    blob = denylist_blob()
     await conn.send(
         {
             "t": "join_ok",
             "cert_pem": _pem(cert),
+            "issuer_pem": issuer,
             "members": members(),
-            "denylist": base64.b64encode(blob).decode() if blob else None,
+            "trust_log": host.trust_store.wire(),
         }
     )
-    log.info("node %s (%s) joined with a token", short_id(node_id), name)
+    log.info("node %s (%s) joined with token %s", short_id(node_id), name, token_id)
     return node_id, None
 
 
@@ -151,7 +180,9 @@ async def _join_one(token, host: str, port: int, key, csr, name: str, timeout: f
         if not leaf_der:
             raise JoinError("inviter presented no certificate")
         try:
-            ca_cert = pki.verify_pinned_server(token.pin, str(hello.get("ca_pem", "")).encode(), leaf_der)
+            ca_cert = pki.verify_pinned_server(
+                token.pin, str(hello.get("ca_pem", "")).encode(), leaf_der, str(hello.get("issuer_pem", "")).encode()
+            )
         except pki.IdentityError as exc:
             raise JoinError(f"{exc} (the secret was not sent)") from None
         if hello.get("can_sign") is not True:  # a verified member: its hints are worth following
@@ -165,10 +196,12 @@ async def _join_one(token, host: str, port: int, key, csr, name: str, timeout: f
             raise JoinRefused(f"join refused: {reply.get('error', reply.get('t'))}")
         try:
             cert = x509.load_pem_x509_certificate(str(reply.get("cert_pem", "")).encode())
-            blob = base64.b64decode(str(reply["denylist"]), validate=True) if reply.get("denylist") else None
+            issuer_pem = str(reply.get("issuer_pem") or "")
+            issuer = x509.load_pem_x509_certificate(issuer_pem.encode()) if issuer_pem else None
         except ValueError as exc:
             raise JoinError(f"the inviter's answer is malformed: {exc}") from None
-        return ca_cert, cert, _members(reply.get("members")), blob
+        entries = reply.get("trust_log")
+        return ca_cert, (cert, issuer), _members(reply.get("members")), entries if isinstance(entries, list) else []
     finally:
         await conn.close()
 
@@ -228,6 +261,7 @@ async def join_cluster(
     timeout: float = 5.0,
     discovery: Callable[[Callable[[str, int, str, dict], None]], Discovery] | None = None,
     search: float = 10.0,
+    force: bool = False,
 ) -> tuple[ident_mod.NodeIdentity, list[dict], bytes | None]:
     """Try every address (``addrs``, and what ``discovery(propose)`` finds within ``search`` seconds)
     until a node that can sign admits us; install the identity then. ``timeout`` is per attempt."""
@@ -256,7 +290,7 @@ async def join_cluster(
                 break
             host, port = addr
             try:
-                ca_cert, cert, members, blob = await _join_one(token, host, port, key, csr, name, timeout)
+                ca_cert, (cert, issuer), members, entries = await _join_one(token, host, port, key, csr, name, timeout)
             except JoinRefused:
                 raise
             except NotASigner as exc:
@@ -271,10 +305,10 @@ async def join_cluster(
                 errors.append(f"{host}:{port}: {type(exc).__name__} {exc}".rstrip())
                 continue
             try:
-                ident = ident_mod.install_joined_identity(home, key, cert, ca_cert)
+                ident = ident_mod.install_joined_identity(home, key, cert, ca_cert, force=force, issuer=issuer)
             except pki.IdentityError as exc:
                 raise JoinError(f"{host}:{port} sent a certificate that cannot be used: {exc}") from None
-            return ident, members, blob
+            return ident, members, entries
     finally:
         if browser is not None:
             await browser.stop()

@@ -1,4 +1,4 @@
-"""The runtime's own peer messages (membership, election, member lists, deny-list), declared once.
+"""The runtime's own peer messages (membership, election, member lists, the trust log, renewals), declared once.
 
 Each type is a `PeerMessage` (net/schema.py): typed, bounded fields and who may send it. The node validates
 every incoming message against its type before anything handles it. The services declare theirs next to
@@ -7,7 +7,7 @@ their handlers (jobs/messages.py, training/messages.py).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -21,8 +21,9 @@ __all__ = [
     "ElLeave",
     "Peers",
     "Member",
-    "Deny",
-    "DenyGet",
+    "TrustLog",
+    "TrustGet",
+    "CertRenew",
     "Ping",
     "Hello",
     "BUILTIN",
@@ -30,7 +31,8 @@ __all__ = [
 ]
 
 MAX_MEMBERS = 256  # members in one `peers` message
-MAX_DENY_BLOB = 2 * 1024 * 1024  # base64 characters of one deny-list (member records) blob
+MAX_TRUST_ENTRIES = 50_000  # entries in one `trust_log` message (the frame cap bounds its bytes too)
+TrustHash = Annotated[str, msgspec.Meta(pattern="^([0-9a-f]{16})?$")]
 
 Capability = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 Reason = Annotated[str, msgspec.Meta(max_length=300)]
@@ -51,7 +53,8 @@ class Heartbeat(PeerMessage, tag="hb"):
     queue: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
     capabilities: Annotated[list[Capability], msgspec.Meta(max_length=64)] = []
     model_version: Annotated[str, msgspec.Meta(max_length=128)] | None = None
-    deny_v: Count = 0
+    deny_v: Count = 0  # entries in the sender's trust log
+    trust_h: TrustHash = ""  # digest of their ids: the same count with another digest is another set
     unhealthy: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=16)] = {}
     faults: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=8)] = {}  # background tasks that died
 
@@ -93,15 +96,22 @@ class Peers(PeerMessage, tag="peers"):
     members: Annotated[list[Member], msgspec.Meta(max_length=MAX_MEMBERS)] = []
 
 
-class Deny(PeerMessage, tag="deny"):
-    """The cluster's signed member records (deny-list and priorities); its signature is checked against
-    the cluster CA before it is kept, whoever sends it."""
+class TrustLog(PeerMessage, tag="trust_log"):
+    """Trust-log entries (net/trust_log.py): each is checked against its schema and its author's signature
+    (the root, or an admin the root granted) before it is kept, whoever relays it; the rest are dropped."""
 
-    blob: Annotated[str, msgspec.Meta(max_length=MAX_DENY_BLOB)]
+    entries: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_TRUST_ENTRIES)]
 
 
-class DenyGet(PeerMessage, tag="deny_get"):
-    """Ask for the sender's member records (after a heartbeat showed a newer version)."""
+class TrustGet(PeerMessage, tag="trust_get"):
+    """Ask for the sender's whole trust log (after a heartbeat showed a set we lack)."""
+
+
+class CertRenew(PeerMessage, tag="cert_renew"):
+    """A member asks a signer (the root or an admin) for a new certificate for its own key. The signer
+    checks that the CSR's key is the sender's (a member renews only itself) and that it is not revoked."""
+
+    csr_pem: Annotated[str, msgspec.Meta(max_length=4096)]
 
 
 class Ping(PeerMessage, tag="ping"):
@@ -117,8 +127,9 @@ class Hello(PeerMessage, tag="hello"):
     cluster: NodeId
     name: NodeName = ""
     addr: HostPort = ""
-    ca: bool = False
+    ca: bool = False  # the sender can sign joins (the root or an admin)
     deny_v: Count = 0
+    trust_h: TrustHash = ""
     term: Term = 0
 
 
@@ -129,7 +140,8 @@ BUILTIN: tuple[type[PeerMessage], ...] = (
     ElCoordinator,
     ElLeave,
     Peers,
-    Deny,
-    DenyGet,
+    TrustLog,
+    TrustGet,
+    CertRenew,
     Ping,
 )

@@ -56,9 +56,22 @@ __all__ = [
     "signed_by",
     "verify_issued_by",
     "verify_pinned_server",
+    "SIGNER_O",
+    "EXPIRED_HELP",
+    "make_signer_cert",
+    "verify_signer_cert",
+    "signer_node_of",
+    "verify_chain",
+    "renewal_due",
 ]
 
 CA_COMMON_NAME = "collab CA"
+EXPIRED_HELP = (
+    "this node's certificate has expired (it renews itself from the root or an admin while a third of its "
+    "lifetime is left, and none was reachable): get a token on an admin (`collab invite`) and run "
+    "`collab join --force TOKEN` on this node"
+)
+SIGNER_O = "collab signer"  # O of an admin's signing certificate; its CN is the admin's node id
 MAX_NAME_LEN = 64
 _CLOCK_SKEW = _dt.timedelta(minutes=5)
 
@@ -204,10 +217,12 @@ def sign_csr(
     ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
     csr: x509.CertificateSigningRequest,
-    days: int = 365,
+    days: float = 365,
     node_name: str | None = None,
 ) -> x509.Certificate:
-    """Issue a node certificate (serverAuth + clientAuth) for ``csr``; runs on the CA holder.
+    """Issue a node certificate (serverAuth + clientAuth) for ``csr``, valid ``days`` (fractions too) from
+    now and back-dated by the clock skew we tolerate; runs on the root holder or an admin, whose signing
+    certificate is then ``ca_cert``.
 
     CN is the node id computed here from the CSR public key; O is ``node_name`` or the CSR's O.
     """
@@ -217,6 +232,8 @@ def sign_csr(
     _check_p256(pub, "node key")
     if node_id_of(pub) == cluster_id_of(ca_cert):
         raise IdentityError("refusing to issue a node certificate for the CA key")
+    if not days > 0:
+        raise IdentityError("a certificate lifetime must be positive")
     if node_name is None:
         node_name = subject_attr(csr.subject, NameOID.ORGANIZATION_NAME) or ""
     validate_name(node_name, "node name")
@@ -272,7 +289,7 @@ def make_ca(ca_key: ec.EllipticCurvePrivateKey, cluster_name: str, days: int) ->
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _CLOCK_SKEW)
         .not_valid_after(now + _dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)  # root > admin > node
         .add_extension(
             _key_usage(signs_certificates=True),
             critical=True,
@@ -281,6 +298,95 @@ def make_ca(ca_key: ec.EllipticCurvePrivateKey, cluster_name: str, days: int) ->
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def make_signer_cert(
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, node_cert: x509.Certificate, days: float = 3650
+) -> x509.Certificate:
+    """An admin's signing certificate (root only): a CA certificate (path length 0) for the admin's own node
+    key, ``CN = <node id>``, ``O = "collab signer"``. Node certificates it issues chain node > admin > root."""
+    pub = node_cert.public_key()
+    _check_p256(pub, "admin key")
+    ca_until = ca_cert.not_valid_after_utc
+    if (bc := _basic_constraints(ca_cert)) is None or not bc.ca or bc.path_length == 0:
+        raise IdentityError(
+            "this cluster's CA was made before admins existed (path length 0): it cannot grant signing "
+            "certificates; make a new cluster with `collab init` to use admins"
+        )
+    now = _utcnow()
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, node_id_of(pub)),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIGNER_O),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(min(ca_until, now + _dt.timedelta(days=days)))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def signer_node_of(name: x509.Name) -> str | None:
+    """The admin node id named by an issuer name (an admin's signing certificate subject), or None."""
+    if subject_attr(name, NameOID.ORGANIZATION_NAME) != SIGNER_O:
+        return None
+    cn = subject_attr(name, NameOID.COMMON_NAME) or ""
+    return cn if len(cn) == 64 and all(c in "0123456789abcdef" for c in cn) else None
+
+
+def verify_signer_cert(cert: x509.Certificate, ca_cert: x509.Certificate, node_id: str) -> None:
+    """IdentityError unless ``cert`` is a signing certificate the root issued for ``node_id``'s key."""
+    if not signed_by(cert, ca_cert):
+        raise IdentityError("signing certificate not issued by the cluster CA")
+    bc = _basic_constraints(cert)
+    if bc is None or not bc.ca or bc.path_length != 0:
+        raise IdentityError("not a signing certificate (CA, path length 0)")
+    if node_id_of(cert) != node_id or signer_node_of(cert.subject) != node_id:
+        raise IdentityError("signing certificate is not for that node's key")
+
+
+def verify_chain(
+    cert: x509.Certificate,
+    ca_cert: x509.Certificate,
+    issuer: x509.Certificate | None = None,
+    now: _dt.datetime | None = None,
+) -> None:
+    """:func:`verify_issued_by` for a node certificate issued by the root or by an admin (``issuer``)."""
+    if issuer is None or cert.issuer == ca_cert.subject:
+        verify_issued_by(cert, ca_cert, now)
+        return
+    node = signer_node_of(issuer.subject)
+    if node is None:
+        raise IdentityError("the issuer is not an admin's signing certificate")
+    verify_signer_cert(issuer, ca_cert, node)
+    verify_issued_by(cert, issuer, now)
+
+
+def renewal_due(cert: x509.Certificate, now: _dt.datetime | None = None) -> bool:
+    """True once less than a third of the certificate's lifetime (back-dating aside) remains."""
+    now = now or _utcnow()
+    start = cert.not_valid_before_utc + _CLOCK_SKEW
+    life = cert.not_valid_after_utc - start
+    return cert.not_valid_after_utc - now < life / 3
 
 
 # --------------------------------------------------------------------------- verification
@@ -302,7 +408,7 @@ def verify_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate, now: _dt
     except (ValueError, TypeError, InvalidSignature) as e:
         raise IdentityError(f"certificate not issued by the cluster CA: {e or type(e).__name__}") from None
     now = now or _utcnow()
-    for c, what in ((cert, "certificate"), (ca_cert, "CA certificate")):
+    for c, what in ((cert, "certificate"), (ca_cert, "issuer certificate")):
         if now < c.not_valid_before_utc:
             raise IdentityError(f"{what} not valid before {c.not_valid_before_utc.isoformat()}")
         if now > c.not_valid_after_utc:
@@ -315,11 +421,12 @@ def verify_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate, now: _dt
         raise IdentityError("expected a node (end-entity) certificate, got a CA certificate")
 
 
-def verify_pinned_server(pin: str, ca_pem: bytes, leaf_der: bytes) -> x509.Certificate:
+def verify_pinned_server(pin: str, ca_pem: bytes, leaf_der: bytes, issuer_pem: bytes = b"") -> x509.Certificate:
     """Joiner side: trust the CA sent by the server only if it matches the token pin.
 
     Returns the CA cert when ``ca_pin(CA) == pin`` (constant-time), the CA is self-signed, and
-    ``leaf_der`` (the server's TLS cert) is directly issued by it and currently valid.
+    ``leaf_der`` (the server's TLS cert) is issued by it (or by the admin signing certificate
+    ``issuer_pem`` that the CA issued) and currently valid.
     """
     try:
         ca = x509.load_pem_x509_certificate(ca_pem)
@@ -335,7 +442,8 @@ def verify_pinned_server(pin: str, ca_pem: bytes, leaf_der: bytes) -> x509.Certi
     except (ValueError, TypeError) as e:
         raise IdentityError(f"CA pin mismatch: unreadable server certificate ({e})") from None
     try:
-        verify_issued_by(leaf, ca)
-    except IdentityError as e:
+        issuer = x509.load_pem_x509_certificate(issuer_pem) if issuer_pem else None
+        verify_chain(leaf, ca, issuer)
+    except (IdentityError, ValueError) as e:
         raise IdentityError(f"CA pin mismatch: server certificate rejected: {e}") from None
     return ca

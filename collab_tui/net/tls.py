@@ -24,7 +24,7 @@ def _load_chain(ctx: ssl.SSLContext, ident: NodeIdentity) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tls-", suffix=".pem", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(key_pem(ident.key) + cert_pem(ident.cert))
+            f.write(key_pem(ident.key) + ident.chain_pem())
         ctx.load_cert_chain(tmp)
     finally:
         os.unlink(tmp)

@@ -42,17 +42,44 @@ class NodeCommands:
     @command(api.Invite)
     async def invite(self, req: api.Invite) -> dict:
         node = self.node
-        if node.ident.ca_key is None:
-            raise PermissionError(
-                "this node does not hold the cluster CA key; invite from the node that ran `collab init`"
-            )
+        node.signing_key()  # PermissionError, saying where to go, unless this node is the root or an admin
         token = node.tokens.issue(ca_pin(node.ident.ca_cert), ttl_s=req.ttl, uses=req.uses)
         return {"token": token, "addr": node.addr, "addrs": node.addrs}
+
+    @command(api.InviteList)
+    async def invite_list(self, req: api.InviteList) -> list[dict]:
+        return [vars(t) for t in self.node.tokens.list()]
+
+    @command(api.InviteRevoke)
+    async def invite_revoke(self, req: api.InviteRevoke) -> dict:
+        tid = req.token_id.strip().lower()
+        if "." in tid:  # the whole token text: its id is the third part
+            parts = tid.split(".")
+            tid = parts[2] if len(parts) == 4 else tid
+        if not self.node.tokens.delete(tid):
+            raise LookupError(f"no token {tid!r} on this node (`collab invite list` shows them)")
+        return {"revoked": tid}
+
+    @command(api.TrustLogGet)
+    async def trust_log(self, req: api.TrustLogGet) -> list[dict]:
+        return self.node.trust_log()
+
+    @command(api.TrustStatus)
+    async def trust_status(self, req: api.TrustStatus) -> dict:
+        return self.node.trust_status()
+
+    @command(api.AdminAdd)
+    async def admin_add(self, req: api.AdminAdd) -> dict:
+        return await self.node.admin_add(resolve_node(self.node, req.node))
+
+    @command(api.AdminRemove)
+    async def admin_remove(self, req: api.AdminRemove) -> dict:
+        return await self.node.admin_remove(resolve_node(self.node, req.node))
 
     @command(api.TrustList)
     async def trust_list(self, req: api.TrustList) -> dict:
         node = self.node
-        revoked = node.deny.entries
+        revoked = node.trust.revoked
         rows = []
         for m in node._known.get("members", []) or node.member_list():
             row = {**m, "short_id": short_id(m["node_id"]), "revoked": m["node_id"] in revoked}
@@ -63,7 +90,7 @@ class NodeCommands:
                 rows.append(
                     {"node_id": nid, "short_id": short_id(nid), "name": "", "addr": "", "revoked": True, "priority": 0}
                 )
-        return {"members": rows, "denylist_version": node.deny.version}
+        return {"members": rows, "denylist_version": node.trust.version}
 
     @command(api.Revoke)
     async def revoke(self, req: api.Revoke) -> dict:

@@ -120,8 +120,9 @@ class PeerTable:
             n.ident.cluster_id,
             self.local_addr(conn),
             term=n.election.term,
-            deny_v=n.denylist_version(),
-            ca=n.ident.ca_key is not None,
+            deny_v=n.trust.version,
+            trust_h=n.trust.digest,
+            ca=n.can_sign(),
         )
 
     def refused(self, source: str, reason: str) -> None:
@@ -257,7 +258,7 @@ class PeerTable:
             if peer_certificate(conn) is None:
                 await n.serve_certless(conn, first, source)
                 return
-            await server_hello(conn, first, self._hello("hello_ack", conn), n.ident.cluster_id, n.is_revoked)
+            await server_hello(conn, first, self._hello("hello_ack", conn), n.ident.cluster_id, n.refuses_cert)
             if conn.peer_id == n.node_id:
                 raise HandshakeError("the connection came from this node itself")
         except (TimeoutError, HandshakeError, FrameError, ConnectionClosed, OSError, ssl.SSLError) as exc:
@@ -312,7 +313,7 @@ class PeerTable:
         conn = self._new_conn(reader, writer)
         try:
             await client_hello(
-                conn, self._hello("hello", conn), n.ident.cluster_id, n.is_revoked, n.cfg.handshake_timeout
+                conn, self._hello("hello", conn), n.ident.cluster_id, n.refuses_cert, n.cfg.handshake_timeout
             )
         except (TimeoutError, HandshakeError, FrameError, ConnectionClosed, OSError, ssl.SSLError) as exc:
             self.handshake_failures += 1

@@ -10,7 +10,6 @@ heartbeats. The composition root (`collab_tui/compose.py`) builds the node and `
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import random
@@ -23,20 +22,22 @@ from ..config import NodeConfig, parse_hostport
 from ..net import identity as ident_mod
 from ..net.addresses import advertised_hosts, join_hostport, split_hostport
 from ..net.election import Election, MasterChanged, MessageRefused, Outgoing, RoleChanged, TermChanged
+from ..net.join_limit import JoinLimiter
 from ..net.membership import Membership, PeerAlive, PeerDead, PeerJoined, PeerLeft, heartbeat_fields
 from ..net.messages import BUILTIN
-from ..net.revocation import DenyListStore
 from ..net.schema import PeerMessage, RefusalQuiet, Refused, admit, clip
 from ..net.tokens import TokenStore
 from ..net.transport import Connection
+from ..net.trust_store import TrustLogStore
 from ..textfmt import short_id
 from .cluster_logs import ClusterLogs
 from .context import Contributions, refusal
 from .events import EventBus
 from .peers import PeerTable
+from .renewal import CertRenewal
 from .resources import local_resources
 from .state import JsonState, MembersFile, NodeStateFile
-from .trust import MemberRecords
+from .trust import TrustRecords
 
 log = logging.getLogger("collab.node")
 
@@ -56,7 +57,7 @@ def health_fields(unhealthy, faults=None) -> dict:
     return {"health": "unhealthy" if bad else "ok", "unhealthy": bad, "faults": _bounded(faults, 8)}
 
 
-class Node(MemberRecords):
+class Node(TrustRecords, CertRenewal):
     def __init__(self, home: Path, cfg: NodeConfig, ident: ident_mod.NodeIdentity | None = None) -> None:
         self.home = home
         self.cfg = cfg
@@ -67,15 +68,15 @@ class Node(MemberRecords):
             home / "state" / "node.json", NodeStateFile, "the term starts again from 0 and is learnt from the peers"
         )
         self.tokens = TokenStore(home / "state" / "tokens.json")
-        self.denylist_store = DenyListStore(home / "state" / "denylist.json")
-        self.deny = self.denylist_store.load(self.ident.ca_cert)
+        self.trust_store = TrustLogStore(home / "state" / "trust_log.json", self.ident.ca_cert)
+        self.join_limiter = JoinLimiter()
         self.events = EventBus()
         self.membership = Membership(
             self.node_id, interval=cfg.heartbeat_interval, suspect_after=cfg.suspect_after, dead_after=cfg.dead_after
         )
         self.election = Election(
             self.node_id,
-            self.deny.priority_of(self.node_id),  # the signed member records say, never a flag or a peer
+            self.trust.priority_of(self.node_id),  # the signed trust log says, never a flag or a peer
             term=int(self.state.get("term", 0)),
             preempt=cfg.preempt,
             rng=random.Random(),
@@ -144,13 +145,14 @@ class Node(MemberRecords):
                 self.port,
                 lambda h, p, nid, txt: self._propose(join_hostport(h, p), nid),
                 self.cfg.mdns_interfaces or None,
-                can_sign=self.ident.ca_key is not None,
+                can_sign=self.can_sign(),
             )
             try:
                 await self.discovery.start()
             except Exception as exc:
                 log.warning("mDNS unavailable (%s); static peers only", exc)
                 self.discovery = None
+        self.migrate_denylist(self.home / "state" / "denylist.json")
         await self._sign_own_priority()
         now = time.monotonic()
         self.election.set_quorum_size(self.cluster_size())
@@ -160,6 +162,7 @@ class Node(MemberRecords):
             loop.create_task(self._supervised("ticker", self._ticker), name="ticker"),
             loop.create_task(self._supervised("heartbeats", self._heartbeats), name="heartbeats"),
             loop.create_task(self._supervised("addresses", self._watch_addresses), name="addresses"),
+            loop.create_task(self._supervised("renewal", self._renewals), name="renewal"),
         ]
         for svc in self.services:
             await svc.start()
@@ -246,20 +249,23 @@ class Node(MemberRecords):
 
         here = self.peers.local_addr(conn)
         new_id, refused = await serve_join(
-            conn,
-            first,
-            self.ident,
-            self.tokens,
-            lambda: self.member_list(here),
-            self.denylist_store.blob,
-            self.cfg.handshake_timeout,
-            self.signer_addrs,
+            conn, first, self, lambda: self.member_list(here), self.cfg.handshake_timeout, source
         )
         if refused:
             self.peers.refused(source, refused)
         if new_id:
             self.events.publish("member_joined", node_id=new_id)
         await conn.close()
+
+    def _trust_differs(self, report: dict) -> bool:
+        """A peer's HELLO or heartbeat shows a trust log with entries we lack (more of them, or as many
+        with another digest: then both ask, and both end with the union)."""
+        theirs, mine = report.get("deny_v"), self.trust.version
+        if not isinstance(theirs, int):
+            return False
+        return theirs > mine or (
+            theirs == mine and bool(report.get("trust_h")) and report["trust_h"] != self.trust.digest
+        )
 
     def signer_addrs(self) -> list[str]:
         alive = self.membership.alive_ids()
@@ -289,8 +295,8 @@ class Node(MemberRecords):
         if t == "hb":
             self.membership.on_heartbeat(peer, msg, now)
             self.election.on_report(peer, msg["role"], msg["term"], msg["master"], now)
-            if msg["deny_v"] > self.deny.version:
-                await conn.send({"t": "deny_get"})
+            if self._trust_differs(msg):
+                await conn.send({"t": "trust_get"})
         elif t.startswith("el."):
             if t == "el.leave":
                 self.membership.on_leave(peer, now)
@@ -310,18 +316,13 @@ class Node(MemberRecords):
                     if item["addr"] in self.peers.addrs:
                         self.peers.dial_now(nid)
                         self._wake.set()
-        elif t == "deny":
-            try:
-                blob = base64.b64decode(msg["blob"], validate=True)
-            except ValueError:
-                self._refused(peer, Refused("deny", "field blob", "field 'blob': not base64"))
-                return None
-            if self.accept_denylist(blob) and self.election.role == "master":
-                await self.peers.broadcast(msg)
-        elif t == "deny_get":
-            blob = self.denylist_store.blob()
-            if blob:
-                await conn.send({"t": "deny", "blob": base64.b64encode(blob).decode()})
+        elif t == "trust_log":
+            if self.accept_trust_entries(msg["entries"], peer) and self.election.role == "master":
+                await self.peers.broadcast(msg)  # the master relays what was new to it
+        elif t == "trust_get":
+            await conn.send({"t": "trust_log", "entries": self.trust_store.wire()})
+        elif t == "cert_renew":
+            return await self.serve_renewal(peer, msg["csr_pem"])
         elif t == "ping":
             return {"pong": time.time()}
         await self._flush_election()
@@ -330,7 +331,7 @@ class Node(MemberRecords):
     async def _peer_up(self, conn: Connection) -> None:
         h, now = conn.hello, time.monotonic()
         self.membership.on_hello(conn.peer_id, h.get("name", ""), conn.peer_addr, self.priority_of(conn.peer_id), now)
-        if h.get("ca") is True:
+        if h.get("ca") is True and not self.is_revoked(conn.peer_id):
             self.signers[conn.peer_id] = conn.peer_addr
         else:
             self.signers.pop(conn.peer_id, None)
@@ -339,8 +340,8 @@ class Node(MemberRecords):
         self.election.set_quorum_size(self.cluster_size())
         await conn.send({"t": "peers", "members": self.member_list(self.peers.local_addr(conn))})
         await conn.send(self._heartbeat())
-        if isinstance(h.get("deny_v"), int) and h["deny_v"] > self.deny.version:
-            await conn.send({"t": "deny_get"})
+        if self._trust_differs(h):
+            await conn.send({"t": "trust_get"})
         await self._flush_election()
 
     async def _peer_down(self, conn: Connection) -> None:
@@ -425,7 +426,8 @@ class Node(MemberRecords):
             capabilities=self.contributions.capabilities(),
             model_version=self.contributions.value("model_version"),
         )
-        msg["deny_v"] = self.deny.version
+        msg["deny_v"] = self.trust.version
+        msg["trust_h"] = self.trust.digest
         msg["unhealthy"] = self.contributions.value("unhealthy")
         msg["master"] = self.election.master_id  # a report: it grants nothing (net/election.py, rule 9)
         msg["faults"] = dict(self.faults)
@@ -503,6 +505,8 @@ class Node(MemberRecords):
             "protocol": PROTOCOL_VERSION,
             "uptime": round(time.time() - self.started_at, 1),
             "holds_ca": self.ident.ca_key is not None,
+            "admin": self.trust.is_admin(self.node_id),
+            "certificate": self.own_cert_state(),
             "mdns": self.discovery is not None,
             "refused_connections": self.peers.refusals.total,
             "refused_messages": self.refused_messages,
