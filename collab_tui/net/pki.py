@@ -63,6 +63,7 @@ __all__ = [
     "signer_node_of",
     "verify_chain",
     "renewal_due",
+    "lifetime",
 ]
 
 CA_COMMON_NAME = "collab CA"
@@ -381,12 +382,14 @@ def verify_chain(
     verify_issued_by(cert, issuer, now)
 
 
+def lifetime(cert: x509.Certificate) -> _dt.timedelta:
+    """How long a certificate was issued for (the back-dating for clock skew aside)."""
+    return cert.not_valid_after_utc - (cert.not_valid_before_utc + _CLOCK_SKEW)
+
+
 def renewal_due(cert: x509.Certificate, now: _dt.datetime | None = None) -> bool:
-    """True once less than a third of the certificate's lifetime (back-dating aside) remains."""
-    now = now or _utcnow()
-    start = cert.not_valid_before_utc + _CLOCK_SKEW
-    life = cert.not_valid_after_utc - start
-    return cert.not_valid_after_utc - now < life / 3
+    """True once less than a third of the certificate's lifetime remains."""
+    return cert.not_valid_after_utc - (now or _utcnow()) < lifetime(cert) / 3
 
 
 # --------------------------------------------------------------------------- verification

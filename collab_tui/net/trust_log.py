@@ -48,6 +48,7 @@ __all__ = ["TrustLogError", "Entry", "TrustState", "sign_entry", "parse_entry", 
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN = re.compile(r"^[0-9a-f]{8}$")
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n?")
 MAX_REASON_LEN = 200
 MAX_NAME_LEN = 64
 MAX_PRIORITY = 1_000_000
@@ -130,7 +131,10 @@ def check_body(body) -> dict:
     out["node"] = _node_id(body.get("node"))
     fields = {"kind", "at", "by", "node"}
     if kind == "admin_add":
-        out["cert"] = _text(body.get("cert"), "cert", MAX_CERT_PEM)
+        cert = body.get("cert")
+        if not isinstance(cert, str) or len(cert) > MAX_CERT_PEM or not _PEM.fullmatch(cert):
+            raise TrustLogError(f"cert must be one PEM certificate of at most {MAX_CERT_PEM} characters")
+        out["cert"] = cert
         fields |= {"cert"}
     elif kind in ("admin_remove", "revoke"):
         out["keep"] = _keep(body.get("keep"))

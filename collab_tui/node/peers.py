@@ -246,7 +246,10 @@ class PeerTable:
                 log.debug("connection from %s closed before the TLS handshake", source)
                 return
             self.handshake_failures += 1
-            self.refused(source, "TLS: " + str(reason or type(exc).__name__))
+            verify = getattr(exc, "verify_message", None)  # e.g. "certificate has expired"
+            if verify and "expired" in verify:
+                verify += " (the peer did not renew in time: it must re-join, see `collab status` on it)"
+            self.refused(source, "TLS: " + str(verify or reason or type(exc).__name__))
             return
         await self._accept(reader, writer, source)
 

@@ -59,9 +59,7 @@ class CertRenewal:
 
     # ----------------------------------------------------------------- member side
     def _check_every(self) -> float:
-        cert = self.ident.cert
-        life = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
-        return min(60.0, max(0.5, life / 40))
+        return min(60.0, max(0.5, pki.lifetime(self.ident.cert).total_seconds() / 40))
 
     async def _renewals(self) -> None:
         while not self._stop.is_set():
