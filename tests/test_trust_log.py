@@ -150,7 +150,9 @@ def test_one_set_gives_one_order_whatever_order_it_arrives_in(cluster):
     root, ((ka, ca, a), (_, _, b), (_, _, c)) = cluster
     _, grant = _grant(root, ca)
     entries = [grant] + [
-        sign_entry(ka if i % 2 else root.ca_key, a if i % 2 else root.cluster_id, "priority", T0 + i % 3, node=n, priority=i)
+        sign_entry(
+            ka if i % 2 else root.ca_key, a if i % 2 else root.cluster_id, "priority", T0 + i % 3, node=n, priority=i
+        )
         for i, n in enumerate([b, c, b, c, b, c], start=1)
     ]
     orders = set()
@@ -198,7 +200,9 @@ def test_admin_chain_verifies_and_a_pre_admin_ca_cannot_grant(cluster, tmp_path)
     builder = builder.public_key(root.ca_key.public_key()).serial_number(1)
     builder = builder.not_valid_before(old_ca.not_valid_before_utc).not_valid_after(old_ca.not_valid_after_utc)
     for ext in old_ca.extensions:
-        value = x509.BasicConstraints(ca=True, path_length=0) if isinstance(ext.value, x509.BasicConstraints) else ext.value
+        value = (
+            x509.BasicConstraints(ca=True, path_length=0) if isinstance(ext.value, x509.BasicConstraints) else ext.value
+        )
         builder = builder.add_extension(value, ext.critical)
     pathlen0 = builder.sign(root.ca_key, hashes.SHA256())
     with pytest.raises(pki.IdentityError, match="before admins existed"):
