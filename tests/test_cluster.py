@@ -109,9 +109,10 @@ def test_cli_status_nodes_logs_against_a_live_node(cluster, cli, cli_json):
 
     trust = cli_json("trust", "list", "--home", home)
     assert {m["name"] for m in trust["members"]} >= {"node0", "node1", "node2"}
-    # the priorities are trust-log entries (node1's and node2's), beside the two joins; none is revoked
+    # the priorities are trust-log entries (node1's and node2's), beside the three certificates (the root's
+    # own and two joins); none is revoked
     assert {m["name"]: m["priority"] for m in trust["members"]} == {"node0": 0, "node1": 1, "node2": 2}
-    assert trust["denylist_version"] == 4 and not any(m["revoked"] for m in trust["members"])
+    assert trust["denylist_version"] == 5 and not any(m["revoked"] for m in trust["members"])
 
 
 def test_diagnostics_commands_are_not_served_by_a_production_node(cluster):

@@ -144,6 +144,37 @@ def fake_data() -> dict:
         for i, n in enumerate(("node0", "node1", "node2"))
     ]
     members.append({"node_id": ID["gone"], "short_id": _short(ID["gone"]), "name": "", "addr": "", "revoked": True})
+    members[1]["admin"] = True
+    trust_log = [
+        {
+            "id": "a" * 64,
+            "at": T0,
+            "kind": "join",
+            "by": "root",
+            "node": ID["node1"],
+            "name": "node1",
+            "token": "0badc0de",
+        },
+        {"id": "b" * 64, "at": T0 + 1, "kind": "admin_add", "by": "root", "node": ID["node1"]},
+        {
+            "id": "c" * 64,
+            "at": T0 + 2,
+            "kind": "join",
+            "by": ID["node1"],
+            "node": ID["node2"],
+            "name": "node2",
+            "token": "12345678",
+        },
+        {
+            "id": "d" * 64,
+            "at": T0 + 3,
+            "kind": "revoke",
+            "by": ID["node1"],
+            "node": ID["gone"],
+            "reason": "lost laptop",
+            "kept": 0,
+        },
+    ]
     logs = [
         {"seq": i + 1, "ts": T0 + i, "level": lv, "logger": lg, "node": "node0", "msg": msg}
         for i, (lv, lg, msg) in enumerate(
@@ -189,7 +220,8 @@ def fake_data() -> dict:
             }
         ],
         "run_show": run,
-        "trust_list": {"members": members, "denylist_version": 1},
+        "trust_list": {"members": members, "denylist_version": 4},
+        "trust_log": trust_log,
         "invite": {"token": "collab1.PINPINPINPIN.TOKENID.SECRETSECRETSECRET", "addr": "127.0.0.1:7373"},
         "logs_follow": logs,
         "revoke": {"version": 2, "revoked": ID["node1"]},
@@ -334,7 +366,7 @@ READY = {
         and len(app.screen.query_one("#job-tree").root.children) == 4
     ),
     "training": lambda app: _rows(app, "#train-history") == 3 and _rows(app, "#train-runs") == 1,
-    "peers": lambda app: _rows(app, "#trust-table") == 4,
+    "peers": lambda app: _rows(app, "#trust-table") == 4 and _rows(app, "#trust-log") == 4,
     "logs": lambda app: len(app.screen.query_one("#log-view").lines) == 7,
     "people": lambda app: _rows(app, "#people-table") == 2,
 }

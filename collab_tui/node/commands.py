@@ -83,12 +83,21 @@ class NodeCommands:
         rows = []
         for m in node._known.get("members", []) or node.member_list():
             row = {**m, "short_id": short_id(m["node_id"]), "revoked": m["node_id"] in revoked}
+            row["admin"] = node.trust.is_admin(m["node_id"])
             rows.append({**row, "priority": node.priority_of(m["node_id"])})
         known = {r["node_id"] for r in rows}
         for nid in revoked:
             if nid not in known:
                 rows.append(
-                    {"node_id": nid, "short_id": short_id(nid), "name": "", "addr": "", "revoked": True, "priority": 0}
+                    {
+                        "node_id": nid,
+                        "short_id": short_id(nid),
+                        "name": "",
+                        "addr": "",
+                        "revoked": True,
+                        "admin": False,
+                        "priority": 0,
+                    }
                 )
         return {"members": rows, "denylist_version": node.trust.version}
 

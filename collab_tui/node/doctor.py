@@ -88,19 +88,25 @@ def skew_check(results: dict[str, tuple[float, float] | str], expected_peers: in
 
 
 # --------------------------------------------------------------------------- certificates
-def cert_check(name: str, what: str, not_after: dt.datetime, now: dt.datetime, fix: str) -> dict:
-    """WARN under `CERT_WARN_DAYS` days left, FAIL once expired."""
+def cert_check(
+    name: str, what: str, not_after: dt.datetime, now: dt.datetime, fix: str, warn_under: dt.timedelta | None = None
+) -> dict:
+    """WARN under ``warn_under`` left (`CERT_WARN_DAYS` days unless given), FAIL once expired."""
     left = not_after - now
     days = left.total_seconds() / 86400
     when = not_after.strftime("%Y-%m-%d %H:%M UTC")
     if left.total_seconds() <= 0:
         return check(name, FAIL, f"{what} expired on {when}", fix)
-    if days < CERT_WARN_DAYS:
+    if left < (warn_under if warn_under is not None else dt.timedelta(days=CERT_WARN_DAYS)):
         return check(name, WARN, f"{what} expires on {when} (in {days:.0f} days)", fix)
     return check(name, PASS, f"{what} valid until {when} ({days:.0f} days)")
 
 
 def cert_checks(ident, now: dt.datetime | None = None) -> list[dict]:
+    """The node certificate renews itself at a third of its lifetime left: a quarter left means renewal
+    keeps failing (no signer reachable)."""
+    from ..net.pki import lifetime
+
     now = now or dt.datetime.now(dt.UTC)
     return [
         cert_check(
@@ -108,7 +114,9 @@ def cert_checks(ident, now: dt.datetime | None = None) -> list[dict]:
             "this node's certificate",
             ident.cert.not_valid_after_utc,
             now,
-            "re-join: `collab invite` on the CA node, then `collab join TOKEN --home HOME` here",
+            "it renews from the root or an admin while a third of its lifetime is left: start one of them; "
+            "once expired, get a token on an admin (`collab invite`) and run `collab join --force TOKEN` here",
+            lifetime(ident.cert) / 4,
         ),
         cert_check(
             "ca_certificate",

@@ -153,6 +153,7 @@ class Node(TrustRecords, CertRenewal):
                 log.warning("mDNS unavailable (%s); static peers only", exc)
                 self.discovery = None
         self.migrate_denylist(self.home / "state" / "denylist.json")
+        await self.record_own_certificate()
         await self._sign_own_priority()
         now = time.monotonic()
         self.election.set_quorum_size(self.cluster_size())
@@ -268,8 +269,14 @@ class Node(TrustRecords, CertRenewal):
         )
 
     def signer_addrs(self) -> list[str]:
+        """Addresses of the live members that can sign joins: they said so in their HELLO (the root), or the
+        trust log made them admins since."""
         alive = self.membership.alive_ids()
-        return [addr for nid, addr in self.signers.items() if nid in alive and addr]
+        out = [addr for nid, addr in self.signers.items() if nid in alive and addr]
+        for p in self.membership.peers():
+            if p.node_id in alive and p.addr and p.addr not in out and self.trust.is_admin(p.node_id):
+                out.append(p.addr)
+        return out
 
     def member_list(self, self_addr: str | None = None) -> list[dict]:
         """Members as handed to a joiner or a peer; ``self_addr``: the address that one reached us on."""

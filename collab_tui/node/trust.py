@@ -267,6 +267,21 @@ class TrustRecords:
         log.info("carried %d entries of the old deny-list into the trust log", len(entries))
         path.rename(path.with_suffix(".json.migrated"))
 
+    async def record_own_certificate(self) -> None:
+        """The root's own certificate (made by `collab init`, not by a join) enters the log once, so that
+        every node's `collab trust status` shows when it expires."""
+        if self.ident.ca_key is None or self.node_id in self.trust.certs:
+            return
+        cert = self.ident.cert
+        await self.append(
+            "join",
+            node=self.node_id,
+            name=self.ident.name[:64],
+            token="",
+            serial=format(cert.serial_number, "x"),
+            not_after=cert.not_valid_after_utc.timestamp(),
+        )
+
     def own_cert_state(self) -> dict:
         """This node's certificate: when it expires, and what to do when it has."""
         cert, now = self.ident.cert, time.time()

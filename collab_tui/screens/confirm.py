@@ -26,10 +26,10 @@ class ConfirmRevoke(ModalScreen[str | None]):
             yield Label(f"Revoke {self.node_name or '(unnamed)'} {self.short_id}?", id="confirm-title")
             yield Static(
                 "The node is cut off at once and can never rejoin with its key. "
-                "This signs a new deny-list with the cluster CA.",
+                "This signs a revocation into the trust log (on the root or an admin).",
                 id="confirm-text",
             )
-            yield Input(placeholder="reason (optional, recorded in the deny-list)", id="confirm-reason")
+            yield Input(placeholder="reason (optional, recorded in the trust log)", id="confirm-reason")
             with Horizontal(id="confirm-buttons"):
                 yield Button("Revoke", id="confirm-yes", variant="error")
                 yield Button("Cancel", id="confirm-no")

@@ -1,4 +1,5 @@
-"""Peers & trust: make invite tokens, see joined and revoked nodes, revoke one (with confirmation)."""
+"""Peers & trust: make invite tokens, see members, admins and revoked nodes, revoke one (with confirmation),
+and read the trust log (who joined with whose token, renewals, admin changes, revocations)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Footer, Label, Static
 
-from ..widgets.peers import InviteForm, TrustTable
+from ..widgets.peers import InviteForm, TrustLogTable, TrustTable
 from ..widgets.topbar import TopBar
 from .base import CollabScreen
 from .confirm import ConfirmRevoke
 
-TRUST_KINDS = {"denylist", "member_joined", "peer"}
+TRUST_KINDS = {"denylist", "member_joined", "peer", "cert_renewed"}
 
 
 class PeersScreen(CollabScreen):
@@ -44,6 +45,10 @@ class PeersScreen(CollabScreen):
     class Revoked(Message):
         result: dict
 
+    @dataclass
+    class LogRead(Message):
+        rows: list
+
     def __init__(self) -> None:
         super().__init__()
         self.token: str | None = None
@@ -54,15 +59,16 @@ class PeersScreen(CollabScreen):
         with Vertical(id="invite-panel") as panel:
             panel.border_title = "Invite a node"
             yield InviteForm(id="invite-form")
-            yield Static(
-                "no token yet: press Make invite (needs the node that holds the cluster CA)", id="invite-token"
-            )
+            yield Static("no token yet: press Make invite (on the root or an admin)", id="invite-token")
         table = TrustTable(id="trust-table")
-        table.border_title = "Members and revoked nodes"
+        table.border_title = "Members, admins and revoked nodes"
         yield table
         with Horizontal(id="trust-actions"):
             yield Button("Revoke…", id="trust-revoke", variant="error", compact=True)
             yield Label("", id="trust-version")
+        log_table = TrustLogTable(id="trust-log")
+        log_table.border_title = "Trust log (newest first)"
+        yield log_table
         yield Footer(compact=True)
 
     # ----------------------------------------------------------------- trust list
@@ -76,12 +82,18 @@ class PeersScreen(CollabScreen):
             self.client.trust_list,
             lambda res: self.TrustListed(res.get("members", []), int(res.get("denylist_version", 0))),
         )
+        await self.ask("reading the trust log", self.client.trust_log, self.LogRead)
+
+    def on_peers_screen_log_read(self, message: LogRead) -> None:
+        names = {m["node_id"]: m.get("name", "") for m in self.members}
+        self.query_one(TrustLogTable).show(message.rows, names)
 
     def on_peers_screen_trust_listed(self, message: TrustListed) -> None:
         self.members = message.members
         self._show()
         self.query_one("#trust-version", Label).update(
-            f" deny-list version {message.version} · {sum(1 for m in self.members if m.get('revoked'))} revoked"
+            f" trust log: {message.version} entries · {sum(1 for m in self.members if m.get('admin'))} admin(s)"
+            f" · {sum(1 for m in self.members if m.get('revoked'))} revoked"
         )
 
     def _show(self) -> None:
@@ -150,7 +162,9 @@ class PeersScreen(CollabScreen):
         await self.ask("revoke refused", lambda: self.client.revoke(node=node_id, reason=reason), self.Revoked)
 
     def on_peers_screen_revoked(self, message: Revoked) -> None:
-        self.notify(f"revoked {message.result.get('revoked', '')[:12]} (deny-list v{message.result.get('version')})")
+        self.notify(
+            f"revoked {message.result.get('revoked', '')[:12]} (trust log: {message.result.get('version')} entries)"
+        )
         self._load()
 
     def failed(self, what: str, error: str) -> None:

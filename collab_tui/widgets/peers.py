@@ -1,4 +1,4 @@
-"""Widgets of the Peers & trust screen: the invite form and the trust table."""
+"""Widgets of the Peers & trust screen: the invite form, the trust table and the trust log."""
 
 from __future__ import annotations
 
@@ -55,10 +55,54 @@ class TrustTable(KeyedTable):
 
 def _member_cells(m: dict, states: dict[str, str]) -> list:
     revoked = bool(m.get("revoked"))
+    if revoked:
+        trust = Text("revoked", style="bold red")
+    elif m.get("admin"):
+        trust = Text("admin", style="bold cyan")
+    else:
+        trust = Text("member", style="green")
     return [
         m.get("short_id", ""),
         m.get("name", ""),
         m.get("addr", ""),
         states.get(m["node_id"], "unknown" if not revoked else "-"),
-        Text("revoked", style="bold red") if revoked else Text("member", style="green"),
+        trust,
+    ]
+
+
+EVENT_STYLE = {"revoke": "bold red", "admin_remove": "red", "admin_add": "bold cyan", "join": "green"}
+
+
+class TrustLogTable(KeyedTable):
+    """The trust log, newest first: joins (inviter, token), renewals, admin changes, revocations, priorities."""
+
+    COLUMNS = (
+        Col("at", "At (UTC)", 0),
+        Col("kind", "Event", 0),
+        Col("by", "By", 0),
+        Col("node", "Node", 0),
+        Col("detail", "Detail", 2, 40),
+    )
+
+    def show(self, rows: list[dict], names: dict[str, str]) -> None:
+        self.fill(((r["id"], _log_cells(r, names)) for r in reversed(rows)), keep_cursor=True)
+
+
+def _log_cells(r: dict, names: dict[str, str]) -> list:
+    import datetime as dt
+
+    from ..textfmt import short_id
+
+    def who(node_id: str) -> str:
+        return "root" if node_id == "root" else names.get(node_id) or short_id(node_id)
+
+    detail = " ".join(
+        f"{k}={r[k]}" for k in ("name", "token", "reason", "priority", "kept") if r.get(k) not in (None, "")
+    )
+    return [
+        dt.datetime.fromtimestamp(r["at"], dt.UTC).strftime("%m-%d %H:%M:%S"),
+        Text(r["kind"], style=EVENT_STYLE.get(r["kind"], "")),
+        who(r["by"]),
+        who(r["node"]),
+        detail,
     ]
