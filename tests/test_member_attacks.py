@@ -226,6 +226,38 @@ def test_forged_master_messages_are_refused(cluster, rogue):
     _unchanged(c, before, t0)
 
 
+def test_a_member_cannot_write_the_trust_log_nor_renew_another_key(cluster, rogue):
+    """Trust-log entries are checked against their author's key and right to author them, whoever relays
+    them; a renewal is only for the sender's own key."""
+    from collab_tui.net import pki
+    from collab_tui.net.trust_log import sign_entry
+
+    c = cluster
+    before, t0 = _view(c), time.time()
+    victim, me, root = c.node_id(MASTER), rogue.node_id, rogue.ident.cluster_id
+    key = rogue.ident.key
+    forged = [
+        sign_entry(key, me, "revoke", time.time(), node=victim, reason="forged", keep=[]),  # not an admin
+        sign_entry(key, root, "priority", time.time(), node=me, priority=10**6),  # says the root signed it
+        sign_entry(key, root, "admin_add", time.time(), node=me, cert=pki.cert_pem(rogue.ident.cert).decode()),
+    ]
+    for i in range(3):
+        rogue.send(i, {"t": "trust_log", "entries": [e.wire() for e in forged]})
+        rogue.send(i, {"t": "trust_log", "entries": [{"body": {"kind": "revoke"}, "sig": "x"}] * 50})
+    other = pki.make_csr(pki.new_key(), "someone")
+    csr_pem = other.public_bytes(pki.serialization.Encoding.PEM).decode()
+    r = rogue.request(0, {"t": "cert_renew", "csr_pem": csr_pem})
+    assert not r["ok"] and "only its own" in r["error"], r
+    _unchanged(c, before, t0)
+    for i in range(3):
+        st = c.call(i, "trust_status")
+        rows = {m["node_id"]: m for m in st["members"]}
+        assert not rows[victim]["revoked"] and not rows.get(me, {}).get("admin")
+        assert next(r for r in c.call(i, "nodes") if r["node_id"] == me)["priority"] == 0
+    dropped = _lines(c, t0, "dropped")
+    assert dropped and len(dropped) <= 12, dropped  # one line per batch per node, not one per entry
+
+
 def test_forged_results_for_another_users_job_are_not_recorded(cluster, rogue, tmp_path):
     c = cluster
     folder = tmp_path / "texts"

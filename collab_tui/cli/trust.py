@@ -18,7 +18,11 @@ def trust_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     out = Out(json_out)
     res = call(home_of(home), out, lambda c: c.trust_list())
     cols = [("short_id", "ID"), ("name", "NAME"), ("addr", "ADDRESS"), ("priority", "PRIORITY"), ("revoked", "REVOKED")]
-    out.data(res, out.table(res["members"], cols) + f"\n(deny-list version {res['denylist_version']})")
+    out.data(
+        res,
+        out.table(res["members"], cols)
+        + f"\n(trust log: {res['denylist_version']} entries; `collab trust log` shows them)",
+    )
 
 
 @trust_app.command("revoke")

@@ -1,4 +1,8 @@
-"""Member records: a deny-list of node ids and the members' election priorities, signed by the cluster CA key.
+"""The deny-list format from before the trust log: read once, by the root, to carry its revocations and
+priorities into the trust log (`node/trust.py`, ``migrate_denylist``). Nothing writes it any more but the
+tests of that step; the trust log (net/trust_log.py) replaced it.
+
+Member records: a deny-list of node ids and the members' election priorities, signed by the cluster CA key.
 
 Only the CA holder (the node that ran ``collab init``, the only one with ``ca.key``) can sign a
 deny-list.  The master spreads the latest blob; every node keeps the highest version it has
