@@ -7,5 +7,5 @@ services `jobs` and `training`, the composition root, and the frontends (`cli/`;
 stay fast (no TensorFlow, no Textual).
 """
 
-__version__ = "0.1.0"
-PROTOCOL_VERSION = 1
+__version__ = "0.2.0"
+PROTOCOL_VERSION = 2  # 2: the trust log replaced the deny-list on the wire (trust_log, trust_get, cert_renew)
