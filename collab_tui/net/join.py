@@ -262,9 +262,10 @@ async def join_cluster(
     discovery: Callable[[Callable[[str, int, str, dict], None]], Discovery] | None = None,
     search: float = 10.0,
     force: bool = False,
-) -> tuple[ident_mod.NodeIdentity, list[dict], bytes | None]:
+) -> tuple[ident_mod.NodeIdentity, list[dict], list]:
     """Try every address (``addrs``, and what ``discovery(propose)`` finds within ``search`` seconds)
-    until a node that can sign admits us; install the identity then. ``timeout`` is per attempt."""
+    until a node that can sign admits us; install the identity then (replacing one with ``force``).
+    Returns the identity, the members and the signer's trust-log entries. ``timeout`` is per attempt."""
     try:
         token = parse_token(token_text)
     except TokenError as exc:

@@ -25,7 +25,7 @@ log = logging.getLogger("collab.node")
 
 NOT_ADMIN = (
     "this node cannot sign: it is neither the root (the node that ran `collab init`) nor an admin; "
-    "run it on an admin (`collab trust status` lists them), or make this node one there: "
+    "run it on an admin (`collab trust status` lists them), or make this node one on the root: "
     "collab trust admin add {me}"
 )
 
