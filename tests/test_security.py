@@ -184,6 +184,18 @@ def test_oversized_frame_header_is_closed(cluster, tmp_path):
     _still_serving(cluster, tmp_path)
 
 
+def test_a_certless_client_may_send_only_small_frames(cluster, tmp_path):
+    """A connection without a certificate can only join: a frame past 64 KiB (well under the members' 4 MiB)
+    closes it before anything is answered."""
+    big = encode_message({"t": "join_hello", "pad": "A" * 200_000})
+    msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(None, tmp_path)), big, timeout=4.0)
+    assert msgs == [], msgs
+    small = encode_message({"t": "join_hello"})
+    msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(None, tmp_path)), small)
+    assert [m["t"] for m in msgs][:1] == ["join_ca"], msgs
+    _still_serving(cluster, tmp_path)
+
+
 def test_certless_client_sending_hello_is_refused(cluster, tmp_path):
     ident = idm.load_identity(cluster.homes[1])  # even with a real member's node id
     msgs, ended = _talk(_connect(_addr(cluster, 0), _tls_ctx(None, tmp_path)), _hello_bytes(ident))

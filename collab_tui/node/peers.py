@@ -42,6 +42,7 @@ from ..net.tls import client_ssl_context, server_ssl_context
 from ..net.transport import Connection, ConnectionClosed
 
 log = logging.getLogger("collab.peers")
+CERTLESS_MAX_FRAME = 64 * 1024  # bytes of one frame from a connection without a certificate (a join)
 
 REDIAL_EVERY = 0.25  # seconds between dials of an unreachable known member (+-40 % jitter)
 CONNECT_TIMEOUT = 0.75  # TCP connect; the TLS handshake then has cfg.handshake_timeout
@@ -256,6 +257,8 @@ class PeerTable:
     async def _accept(self, reader, writer, source: str) -> None:
         conn = self._new_conn(reader, writer)
         n = self.node
+        if peer_certificate(conn) is None:  # a joiner at most: the join exchange needs a few KiB
+            conn.decoder.max_frame = CERTLESS_MAX_FRAME
         try:
             first = await conn.read_message(n.cfg.handshake_timeout)
             if peer_certificate(conn) is None:
