@@ -220,3 +220,35 @@ def test_stop_then_resume_continues_at_the_last_committed_round(cluster):
     assert len({h["version"] for h in st["history"]}) == 6
     # the rounds committed before the stop are kept as they were
     assert _rounds(st)[: stopped["round"]] == _rounds(stopped)
+
+
+def test_differential_privacy_says_what_it_spends_and_when_noise_swamps_the_updates(cluster):
+    """`collab train --dp-clip 1 --dp-noise 0.5` on three nodes (the setting that drove the digits model to
+    chance without a word): the CLI says the epsilon before the first round and warns that the noise swamps
+    the updates; each round and each version record the epsilon spent. A mild noise gives no warning."""
+    from conftest import run_cli
+
+    from collab_tui.training.privacy import DEFAULT_DELTA, spent
+
+    c = cluster
+    args = ["train", "--model", "digits", "--rounds", "2", "--min-clients", "3", "--dp-clip", "1"]
+    loud = run_cli(*args, "--dp-noise", "0.5", "--home", c.homes[SUB], timeout=120)
+    assert loud.returncode == 0, loud.stderr
+    assert "differential privacy: epsilon" in loud.stderr and "after 2 round(s)" in loud.stderr, loud.stderr
+    assert "warning: differential privacy: the noise swamps the updates" in loud.stderr, loud.stderr
+    assert "epsilon " in loud.stdout  # on every round line
+    runs = sorted(c.call(SUB, "runs"), key=lambda r: r.get("created", 0))
+    run_id = runs[-1]["run_id"]
+    st = _wait_status(c, SUB, run_id, 10)
+    assert [h["privacy"]["epsilon"] for h in st["history"]] == [round(spent(0.5, r, DEFAULT_DELTA), 4) for r in (1, 2)]
+    assert st["warnings"] and "clients at this noise" in st["warnings"][0]
+    meta = ModelRegistry(c.homes[MASTER]).resolve("digits", st["version"])
+    assert meta["extra"]["dp"]["epsilon"] == st["history"][-1]["privacy"]["epsilon"]
+
+    mild = run_cli(*args, "--dp-noise", "0.001", "--home", c.homes[SUB], timeout=120)
+    assert mild.returncode == 0 and "differential privacy: epsilon" in mild.stderr, mild.stderr
+    assert "warning" not in mild.stderr, mild.stderr
+    runs = sorted(c.call(SUB, "runs"), key=lambda r: r.get("created", 0))
+    assert _wait_status(c, SUB, runs[-1]["run_id"], 10)["warnings"] == []
+    mem = c.call(MASTER, "status")["memory"]  # TensorFlow lives in the ML process only
+    assert mem["ml_rss"] > 200 * 2**20 and 0 < mem["node_rss"] < mem["ml_rss"], mem

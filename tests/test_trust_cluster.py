@@ -95,6 +95,7 @@ def test_admin_signs_joins_renewals_and_revocations_after_the_root_dies(cluster)
     renewals = [r for r in c.call(1, "trust_log") if r["kind"] == "renew" and r["node"] == node2]
     assert renewals and all(r["by"] == node1 for r in renewals)
     assert c.call(1, "status")["refused_connections"] == 0
+    assert c.call(1, "status")["memory"]["ml_rss"] is None  # no ML work here: no TensorFlow process
     peer_lines = [r["msg"] for r in c.call(1, "logs", n=1000) if f"peer {short_id(node2)}:" in r["msg"]]
     assert not any("dead" in m or "leave" in m for m in peer_lines), peer_lines
     status = run_cli_json("trust", "status", "--home", home(3))

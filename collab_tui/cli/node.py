@@ -75,7 +75,17 @@ def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     faults = shown.pop("faults", None) or {}
     if faults:  # background tasks that died and were restarted
         shown["faults"] = "; ".join(f"{task}: {why}" for task, why in faults.items())
+    if isinstance(cert := shown.get("certificate"), dict):
+        left = (cert.get("expires_in") or 0) / 86400
+        shown["certificate"] = cert.get("error") or f"issued by {cert.get('issued_by')}, expires in {left:.1f} days"
+    if isinstance(mem := shown.get("memory"), dict):
+        ml = mem.get("ml_rss")
+        shown["memory"] = f"node {_mib(mem.get('node_rss'))}, ML process " + (_mib(ml) if ml else "not started")
     out.data(shown)
+
+
+def _mib(n) -> str:
+    return f"{n / 2**20:.0f} MiB" if n else "?"
 
 
 def _health_cell(row: dict) -> str:

@@ -32,6 +32,9 @@ class Out:
     def error(self, text: str) -> None:
         sys.stderr.write(f"error: {text}\n")
 
+    def warn(self, text: str) -> None:
+        sys.stderr.write(f"warning: {text}\n")
+
     def table(self, rows: list[dict], columns: list[tuple[str, str]]) -> str:
         """Plain aligned table (no Rich import on the fast path)."""
         head = [title for _, title in columns]

@@ -35,6 +35,8 @@ def _fmt_round(ev: dict) -> str:
         parts.append(f"left out {len(ev['stragglers'])}")
     if ev.get("rejected"):
         parts.append(f"rejected {len(ev['rejected'])}")
+    if ev.get("privacy"):
+        parts.append(f"epsilon {ev['privacy']['epsilon']:.3g}")
     return "  ".join(parts)
 
 
@@ -62,6 +64,8 @@ def _show_run_events(out: Out, events) -> int:
                 f"run {ev['run_id']} {ev['status']} after {ev['round']} round(s); version {ev['version']}",
             )
             return 0 if ev["status"] == "done" else EXIT_ERROR
+        elif ev.get("what") == "warning":
+            out.warn(ev.get("text", ""))
         elif ev.get("what") in ("waiting", "round_failed"):
             out.info(f"[{ev['what']}] {ev.get('reason') or ev.get('stragglers') or ev.get('rejected') or ''}")
         elif ev.get("what") in ("stopped", "failed", "done") and ev.get("kind") == "fl":
@@ -130,7 +134,20 @@ def train(
         out.data(res, res["run_id"])
         return
     out.info(f"run {res['run_id']} started from version {res['version']}")
+    _say_privacy(out, res.get("privacy"), rounds)
     raise typer.Exit(_watch(h, out, res["run_id"]))
+
+
+def _say_privacy(out: Out, plan: dict | None, rounds: int) -> None:
+    """Before the first round: the privacy the run will spend, and the swamp warning."""
+    if not plan:
+        return
+    out.info(
+        f"differential privacy: epsilon {plan['epsilon']:.3g} at delta {plan['delta']:g} after {rounds} round(s)"
+        f" ({plan['epsilon_per_round']:.3g} for one), each client's whole dataset protected"
+    )
+    if plan.get("warning"):
+        out.warn(plan["warning"])
 
 
 @train_app.command("resume")
@@ -180,6 +197,10 @@ def run_show(
         f"strategy {st['config']['strategy']}  version {st['version']}"
     ]
     lines += ["  " + _fmt_round(e) for e in st["history"]]
+    if st["history"] and st["history"][-1].get("privacy"):
+        p = st["history"][-1]["privacy"]
+        lines.append(f"privacy spent: epsilon {p['epsilon']:.4g} at delta {p['delta']:g} over {p['rounds']} round(s)")
+    lines += [f"warning: {w}" for w in st.get("warnings") or []]
     lines.append("ledger:")
     for nid, e in sorted(st["ledger"].items()):
         lines.append(

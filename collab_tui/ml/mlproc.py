@@ -54,6 +54,11 @@ class MLProcess:
     def started(self) -> bool:
         return self._pool is not None
 
+    def pids(self) -> list[int]:
+        """The ML process's PID (none before the first call): for its memory in `collab status`."""
+        procs = getattr(self._pool, "_processes", None) or {}
+        return [pid for pid, proc in list(procs.items()) if proc.is_alive()]
+
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -35,3 +35,12 @@ def local_resources(max_age: float = 0.5) -> dict:
     value = {"cpus": os.cpu_count() or 1, "load": round(load, 2), "mem_free": _mem_available()}
     _cache.update(at=now, value=value)
     return value
+
+
+def process_rss(pid: int | None = None) -> int | None:
+    """Resident memory of a process in bytes (this one by default), from /proc; None if it is gone."""
+    try:
+        with open(f"/proc/{pid or 'self'}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

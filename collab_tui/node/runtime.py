@@ -35,7 +35,7 @@ from .context import Contributions, refusal
 from .events import EventBus
 from .peers import PeerTable
 from .renewal import CertRenewal
-from .resources import local_resources
+from .resources import local_resources, process_rss
 from .state import JsonState, MembersFile, NodeStateFile
 from .trust import TrustRecords
 
@@ -512,14 +512,23 @@ class Node(TrustRecords, CertRenewal):
             "protocol": PROTOCOL_VERSION,
             "uptime": round(time.time() - self.started_at, 1),
             "holds_ca": self.ident.ca_key is not None,
-            "admin": self.trust.is_admin(self.node_id),
+            "admin": self.can_sign(),  # the root or an admin: it can invite, renew and revoke
             "certificate": self.own_cert_state(),
+            "memory": self.memory(),
             "mdns": self.discovery is not None,
             "refused_connections": self.peers.refusals.total,
             "refused_messages": self.refused_messages,
             "known_addresses": len(self.peers.addrs),
             **health_fields(self.contributions.value("unhealthy"), self.faults),
         }
+
+    def memory(self) -> dict:
+        """Resident memory of this node's process and of its ML process (TensorFlow lives only there, started
+        on the first ML task: None until then)."""
+        from ..ml.mlproc import for_node
+
+        ml = [r for r in (process_rss(pid) for pid in for_node(self.home).pids()) if r]
+        return {"node_rss": process_rss(), "ml_rss": sum(ml) if ml else None}
 
     def _peer_role(self, p) -> str:
         """Heartbeats lag by up to one interval: the election's view of who is master wins."""

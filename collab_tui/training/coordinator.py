@@ -55,9 +55,24 @@ class RunCoordinator:
             self.svc.publish(self.state, "waiting", reason="no majority of the cluster is visible")
             await asyncio.sleep(0.5)
 
+    async def _privacy(self, entry: dict, clients: int, params: int) -> None:
+        """With differential privacy: the epsilon spent by the end of this round on the entry, and the swamp
+        warning (once per run) when this round's clients are too few for the noise."""
+        from .privacy import DEFAULT_DELTA, spent, swamp_warning
+
+        cfg, st = self.cfg, self.state
+        eps = await asyncio.to_thread(spent, cfg.dp_noise, entry["round"], DEFAULT_DELTA)
+        entry["privacy"] = {"epsilon": round(eps, 4), "delta": DEFAULT_DELTA, "rounds": entry["round"]}
+        warning = swamp_warning(cfg.dp_noise, cfg.dp_clip, clients, params)
+        if warning and st.warn(warning):
+            log.warning("run %s, round %d: %s", st.run_id[:8], entry["round"], warning)
+            self.svc.publish(st, "warning", text=warning)
+
     async def _commit(self, weights, contributors: list[str], entry: dict) -> None:
         await self._wait_quorum()
         st = self.state
+        if self.cfg.dp_noise > 0:
+            await self._privacy(entry, len(contributors), int(sum(w.size for w in weights)))
         if self.cfg.eval_dataset:
             entry["server_eval"] = await self.svc.evaluate_local(self.cfg, weights, self.cfg.eval_dataset)
         entry = check_entry(entry)  # what every replica checks: refused here, before anything is stored
@@ -71,7 +86,9 @@ class RunCoordinator:
             contributors=contributors,
             metrics=entry.get("metrics", {}),
             extra={
-                "dp": {"clip": self.cfg.dp_clip, "noise": self.cfg.dp_noise} if self.cfg.dp_noise else None,
+                "dp": {"clip": self.cfg.dp_clip, "noise": self.cfg.dp_noise, **entry.get("privacy", {})}
+                if self.cfg.dp_noise
+                else None,
                 "strategy": self.cfg.strategy,
                 "mode": self.cfg.mode,
                 **({"labels": list(self.cfg.labels)} if self.cfg.labels else {}),

@@ -78,6 +78,7 @@ __all__ = [
 MAX_ROUNDS = 10_000
 MAX_CLIENTS = 4096
 MAX_ERROR = 2000
+MAX_WARNINGS = 8  # what a run tells the operator (the differential-privacy swamp warning)
 STATUSES = ("running", "stopped", "done", "failed")
 
 RunId = Annotated[str, M(pattern="^[0-9a-f]{8,32}$")]  # secrets.token_hex(8); RunStore's file names
@@ -142,6 +143,14 @@ class Evaluation(msgspec.Struct, kw_only=True):
     n: Count
 
 
+class Privacy(msgspec.Struct, kw_only=True):
+    """The privacy spent by the end of a round (training/privacy.py): epsilon at delta, over the rounds so far."""
+
+    epsilon: Annotated[float, M(ge=0, le=1e9)]
+    delta: Annotated[float, M(gt=0, lt=1)]
+    rounds: Annotated[int, M(ge=0, le=10_000)] = 0
+
+
 class HistoryEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One committed round of a run (coordinator.py makes them). Fields left at their defaults are left
     out, so an entry reads back as it was made."""
@@ -159,6 +168,7 @@ class HistoryEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     metrics: Metrics = {}
     client_eval: Evaluation | None = None
     server_eval: Evaluation | None = None
+    privacy: Privacy | None = None
 
 
 class LedgerEntry(msgspec.Struct, kw_only=True):
@@ -193,6 +203,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     strategy_state: Annotated[dict[Key, StateValue], M(max_length=32)] = {}
     created: Timestamp
     error: Annotated[str, M(max_length=MAX_ERROR)] = ""
+    warnings: Annotated[list[Annotated[str, M(max_length=MAX_ERROR)]], M(max_length=MAX_WARNINGS)] = []
 
 
 # ----------------------------------------------------------------------------- replies the master checks

@@ -131,6 +131,14 @@ class RunState:
     strategy_state: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     error: str = ""
+    warnings: list[str] = field(default_factory=list)  # told the operator (`run show`, `train`), at most 8
+
+    def warn(self, text: str) -> bool:
+        """Keep a warning for the operator once; True if it is new."""
+        if text in self.warnings or len(self.warnings) >= 8:
+            return False
+        self.warnings.append(cut(text, 2000))
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

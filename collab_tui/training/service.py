@@ -251,11 +251,28 @@ class TrainingService:
         cfg.validate()
         cfg.arch, version = await self._initial_version(cfg.model, cfg.arch, cfg.seed, cfg.labels)
         st = RunState(run_id=secrets.token_hex(8), config=cfg.__dict__.copy(), version=version, term=self.ctx.term)
+        reply: dict = {"run_id": st.run_id, "version": version, "master": self.ctx.node_id}
+        if cfg.dp_noise > 0:
+            reply["privacy"] = await self._privacy_plan(cfg, version)
+            if reply["privacy"].get("warning"):
+                st.warn(reply["privacy"]["warning"])
+                log.warning("run %s: %s", st.run_id[:8], reply["privacy"]["warning"])
         self.runs.commit(st)
         await self.replicate(st, version)
         self._launch(st)
         self.publish(st, "started")
-        return {"run_id": st.run_id, "version": version, "master": self.ctx.node_id}
+        return reply
+
+    async def _privacy_plan(self, cfg: RunConfig, version: str) -> dict:
+        """Before a run with differential privacy: the epsilon it will spend, and whether the noise swamps the
+        updates with the clients a round will have (training/privacy.py)."""
+        from .privacy import plan
+
+        _, weights = self.registry.get(cfg.model, version)
+        params = int(sum(w.size for w in weights))
+        live = len(self.train_candidates(cfg.dataset))
+        clients = max(cfg.min_clients, min(live, max(1, round(cfg.fraction * live))))
+        return await asyncio.to_thread(plan, cfg.dp_noise, cfg.dp_clip, cfg.rounds, clients, params)
 
     async def _replica_of(self, run_id: str, timeout: float = 5.0) -> None:
         """Wait (a little) until the master's replica of a run it just started is here: it is checked off the
