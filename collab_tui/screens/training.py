@@ -190,8 +190,13 @@ class TrainingScreen(CollabScreen):
             style={"running": "yellow", "done": "green", "failed": "bold red", "stopped": "magenta"}.get(status, ""),
         )
         line.append(f" · round {st.get('round', 0)}/{cfg.get('rounds', '?')}")
+        privacy = ((st.get("history") or [{}])[-1] or {}).get("privacy")
+        if privacy:
+            line.append(f" · ε {privacy['epsilon']:.3g} (δ {privacy['delta']:g})")
         if st.get("error"):
             line.append(f"\n{st['error']}", style="red")
+        for warning in st.get("warnings") or []:
+            line.append(f"\n⚠ {warning}", style="yellow")
         self.query_one("#train-run", Static).update(line)
         history = st.get("history") or []
         self.query_one(MetricsPlot).show(history)
