@@ -32,7 +32,7 @@ def cluster():
     from collab_tui.net.join import join_cluster
     from collab_tui.node.state import JsonState
 
-    c = LocalCluster(5, heartbeat=0.2, env={"COLLAB_CERT_DAYS": str(LIFETIME_S / 86400)})
+    c = LocalCluster(6, heartbeat=0.2, env={"COLLAB_CERT_DAYS": str(LIFETIME_S / 86400)})
     try:
         create_cluster(c.homes[0], c.names[0])
         c.start(0)
@@ -113,11 +113,36 @@ def test_admin_signs_joins_renewals_and_revocations_after_the_root_dies(cluster)
     kinds = [r["kind"] for r in c.call(3, "trust_log")]
     assert {"join", "admin_add", "renew", "revoke"} <= set(kinds)
 
+    # a node that missed the admin's grant (here: it has no trust log at all) still gets in through the admin,
+    # whose certificate it issued itself by now: the admin's HELLO carries the root's grant
+    _joined_by_admin_with_no_log(c, node1)
+
     # the root takes the admin's power away: node1 can no longer sign
     run_cli_json("trust", "admin", "remove", "node1", "--home", home(0))
     wait_for(lambda: not c.call(1, "status")["admin"], 10, "node1 to learn it is no longer an admin")
     res = run_cli("invite", "--home", home(1))
     assert res.returncode != 0 and "cannot sign" in res.stderr
+
+
+def _joined_by_admin_with_no_log(c: LocalCluster, admin: str) -> None:
+    from collab_tui.net import pki
+    from collab_tui.net.identity import install_joined_identity, load_identity
+    from collab_tui.net.trust_store import TrustLogStore
+
+    wait_for(
+        lambda: c.call(1, "status")["certificate"]["issued_by"] == short_id(admin),
+        LIFETIME_S,
+        "the admin to renew its own certificate",
+        poll=0.5,
+    )
+    ident = load_identity(c.homes[1])
+    signer = TrustLogStore(c.homes[1] / "state" / "trust_log.json", ident.ca_cert).current.signer_cert(admin)
+    key = pki.new_key()
+    cert = pki.sign_csr(ident.key, signer, pki.make_csr(key, "node5"), days=1)
+    install_joined_identity(c.homes[5], key, cert, ident.ca_cert, issuer=signer)
+    c.start(5, extra=["--no-mdns", "--peer", c.info[1]["addr"]])
+    wait_for(lambda: "node1" in _alive(c, 5), 15, "node5 to reach the admin")
+    wait_for(lambda: _log_ids(c, 5) == _log_ids(c, 1), 15, "node5 to have the whole trust log")
 
 
 def test_an_expired_certificate_is_refused_with_what_to_do(cluster):

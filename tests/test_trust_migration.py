@@ -26,3 +26,23 @@ def test_an_old_deny_list_becomes_root_entries(tmp_path):
     assert not old.exists() and old.with_suffix(".json.migrated").exists()
     again = Node(tmp_path, NodeConfig(mdns=False))  # read back from the trust log file
     assert again.is_revoked(LOST) and again.priority_of(FAST) == 4
+
+
+def test_the_log_goes_out_in_batches_with_what_checks_certificates_first(tmp_path):
+    import time
+
+    from collab_tui.net.trust_log import sign_entry
+
+    ident = create_cluster(tmp_path, "root")
+    node = Node(tmp_path, NodeConfig(mdns=False))
+    root, now = ident.cluster_id, time.time()
+    entries = [sign_entry(ident.ca_key, root, "priority", now + i, node=FAST, priority=i + 1) for i in range(7)]
+    entries.append(sign_entry(ident.ca_key, root, "revoke", now + 8, node=LOST, reason="", keep=[]))
+    node.accept_trust_entries(entries)
+    batches = node.trust_batches(size=3)
+    assert [len(b) for b in batches] == [3, 3, 2]
+    assert batches[0][0]["body"]["kind"] == "revoke"  # before the priorities it comes after in time
+    assert sorted(e["sig"] for b in batches for e in b) == sorted(e.sig for e in entries)
+    joiner = node.trust_for_joiner(limit=3)
+    assert [e["body"]["kind"] for e in joiner] == ["revoke", "priority", "priority"]
+    assert [e["body"]["priority"] for e in joiner[1:]] == [6, 7]  # the newest others

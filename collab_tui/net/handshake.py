@@ -87,10 +87,16 @@ def make_hello(t: str, node_id: str, name: str, cluster: str, addr: str, **extra
 
 
 Refuses = Callable[[x509.Certificate], "str | None | bool"]  # why a certificate is refused (falsy: it is not)
+Learn = Callable[[object], None]  # takes the HELLO's ``grant`` (the root-signed grant of its issuer) first
 
 
-def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, refuses: Refuses) -> str:
-    """Validate a HELLO/ACK against the TLS certificate. Returns the peer's node id."""
+def check_hello(
+    msg: dict, cert: x509.Certificate | None, cluster: str, refuses: Refuses, learn: Learn | None = None
+) -> str:
+    """Validate a HELLO/ACK against the TLS certificate. Returns the peer's node id. A HELLO may carry
+    ``grant``: the trust-log entry in which the root made the peer's certificate issuer an admin, so that a
+    node that missed it (offline at the time) can still check the certificate; ``learn`` verifies it
+    against the root like any entry before ``refuses`` looks at the certificate."""
     if cert is None:
         raise HandshakeError("peer presented no certificate")
     real_id = node_id_of(cert)
@@ -106,13 +112,17 @@ def check_hello(msg: dict, cert: x509.Certificate | None, cluster: str, refuses:
         raise HandshakeError("node id in HELLO does not match the certificate key")
     if msg.get("cluster") != cluster:
         raise HandshakeError("peer belongs to another cluster")
+    if learn is not None and msg.get("grant") is not None:
+        learn(msg["grant"])
     why = refuses(cert)
     if why:
         raise HandshakeError(why if isinstance(why, str) else "node is revoked")
     return real_id
 
 
-async def client_hello(conn: Connection, hello: dict, cluster: str, refuses: Refuses, timeout: float) -> dict:
+async def client_hello(
+    conn: Connection, hello: dict, cluster: str, refuses: Refuses, timeout: float, learn: Learn | None = None
+) -> dict:
     """Dialer side: send HELLO, wait for ACK (or NAK), verify the server."""
     await conn.send(hello)
     reply = await conn.read_message(timeout)
@@ -124,18 +134,20 @@ async def client_hello(conn: Connection, hello: dict, cluster: str, refuses: Ref
         raise HandshakeError(f"refused by peer: {str(reply.get('error', 'no reason given'))[:200]}")
     if reply.get("t") != "hello_ack":
         raise HandshakeError(f"expected hello_ack, got {reply.get('t')!r}")
-    conn.peer_id = check_hello(reply, peer_certificate(conn), cluster, refuses)
+    conn.peer_id = check_hello(reply, peer_certificate(conn), cluster, refuses, learn)
     conn.hello = reply
     conn.outbound = True
     return reply
 
 
-async def server_hello(conn: Connection, first: dict, ack: dict, cluster: str, refuses: Refuses) -> dict:
+async def server_hello(
+    conn: Connection, first: dict, ack: dict, cluster: str, refuses: Refuses, learn: Learn | None = None
+) -> dict:
     """Listener side: ``first`` is the HELLO already read. Sends ACK, or NAK and raises."""
     try:
         if first.get("t") != "hello":
             raise HandshakeError(f"expected hello, got {first.get('t')!r}")
-        conn.peer_id = check_hello(first, peer_certificate(conn), cluster, refuses)
+        conn.peer_id = check_hello(first, peer_certificate(conn), cluster, refuses, learn)
     except HandshakeError as exc:
         nak = {"t": "hello_nak", "error": str(exc)}
         if isinstance(exc, VersionMismatch):  # the dialer then words it from its side

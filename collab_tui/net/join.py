@@ -42,7 +42,6 @@ from .tls import join_client_ssl_context
 from .tokens import TokenError, TokenStore, parse_token
 from .transport import Connection
 from .trust_log import Entry, TrustLogError
-from .trust_store import TrustLogStore
 
 log = logging.getLogger("collab.join")
 
@@ -73,9 +72,9 @@ class JoinHost(Protocol):
     ident: ident_mod.NodeIdentity
     tokens: TokenStore
     join_limiter: JoinLimiter
-    trust_store: TrustLogStore
 
     def can_sign(self) -> bool: ...
+    def trust_for_joiner(self) -> list[dict]: ...
     def signer_addrs(self) -> list[str]: ...
     def issuer_pem(self) -> str: ...
     def issue(self, csr: x509.CertificateSigningRequest, kind: str, **fields) -> tuple[x509.Certificate, Entry]: ...
@@ -139,7 +138,7 @@ async def serve_join(
             "cert_pem": _pem(cert),
             "issuer_pem": issuer,
             "members": members(),
-            "trust_log": host.trust_store.wire(),
+            "trust_log": host.trust_for_joiner(),
         }
     )
     log.info("node %s (%s) joined with token %s", short_id(node_id), name, token_id)

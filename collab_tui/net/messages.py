@@ -130,6 +130,7 @@ class Hello(PeerMessage, tag="hello"):
     ca: bool = False  # the sender can sign joins (the root or an admin)
     deny_v: Count = 0
     trust_h: TrustHash = ""
+    grant: dict[str, Any] | None = None  # the root's admin_add entry for the issuer of the sender's certificate
     term: Term = 0
 
 

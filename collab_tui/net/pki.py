@@ -231,7 +231,8 @@ def sign_csr(
         raise IdentityError("CSR signature is invalid")
     pub = csr.public_key()
     _check_p256(pub, "node key")
-    if node_id_of(pub) == cluster_id_of(ca_cert):
+    if node_id_of(pub) == cluster_id_of(ca_cert) and ca_cert.subject == ca_cert.issuer:
+        # (an admin's signing certificate is for the admin's own node key: it may renew its own certificate)
         raise IdentityError("refusing to issue a node certificate for the CA key")
     if not days > 0:
         raise IdentityError("a certificate lifetime must be positive")

@@ -124,6 +124,7 @@ class PeerTable:
             deny_v=n.trust.version,
             trust_h=n.trust.digest,
             ca=n.can_sign(),
+            grant=n.hello_grant(),
         )
 
     def refused(self, source: str, reason: str) -> None:
@@ -264,7 +265,9 @@ class PeerTable:
             if peer_certificate(conn) is None:
                 await n.serve_certless(conn, first, source)
                 return
-            await server_hello(conn, first, self._hello("hello_ack", conn), n.ident.cluster_id, n.refuses_cert)
+            await server_hello(
+                conn, first, self._hello("hello_ack", conn), n.ident.cluster_id, n.refuses_cert, n.learn_grant
+            )
             if conn.peer_id == n.node_id:
                 raise HandshakeError("the connection came from this node itself")
         except (TimeoutError, HandshakeError, FrameError, ConnectionClosed, OSError, ssl.SSLError) as exc:
@@ -319,7 +322,12 @@ class PeerTable:
         conn = self._new_conn(reader, writer)
         try:
             await client_hello(
-                conn, self._hello("hello", conn), n.ident.cluster_id, n.refuses_cert, n.cfg.handshake_timeout
+                conn,
+                self._hello("hello", conn),
+                n.ident.cluster_id,
+                n.refuses_cert,
+                n.cfg.handshake_timeout,
+                n.learn_grant,
             )
         except (TimeoutError, HandshakeError, FrameError, ConnectionClosed, OSError, ssl.SSLError) as exc:
             self.handshake_failures += 1

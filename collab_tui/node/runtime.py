@@ -327,7 +327,8 @@ class Node(TrustRecords, CertRenewal):
             if self.accept_trust_entries(msg["entries"], peer) and self.election.role == "master":
                 await self.peers.broadcast(msg)  # the master relays what was new to it
         elif t == "trust_get":
-            await conn.send({"t": "trust_log", "entries": self.trust_store.wire()})
+            for batch in self.trust_batches():
+                await conn.send({"t": "trust_log", "entries": batch})
         elif t == "cert_renew":
             return await self.serve_renewal(peer, msg["csr_pem"])
         elif t == "ping":

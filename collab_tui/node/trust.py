@@ -23,6 +23,10 @@ from ..textfmt import short_id
 
 log = logging.getLogger("collab.node")
 
+ESSENTIAL = {"admin_add", "admin_remove", "revoke"}
+TRUST_BATCH = 500  # entries per `trust_log` message (a frame holds about 8 times as many)
+JOINER_ENTRIES = 2000
+
 NOT_ADMIN = (
     "this node cannot sign: it is neither the root (the node that ran `collab init`) nor an admin; "
     "run it on an admin (`collab trust status` lists them), or make this node one on the root: "
@@ -121,6 +125,41 @@ class TrustRecords:
     async def publish_entries(self, entries: list[Entry]) -> None:
         self.accept_trust_entries(entries)
         await self.peers.broadcast({"t": "trust_log", "entries": [e.wire() for e in entries]})
+
+    def hello_grant(self) -> dict | None:
+        """The root's grant of the admin that issued this node's certificate (None when the root did): sent in
+        the HELLO, so a peer that missed that grant can still check the certificate."""
+        admin = pki.signer_node_of(self.ident.cert.issuer)
+        if admin is None:
+            return None
+        for e in self.trust.stored:
+            if e.kind == "admin_add" and e.node == admin and e.by == self.ident.cluster_id:
+                return e.wire()
+        return None
+
+    def learn_grant(self, raw: object) -> None:
+        """A peer's HELLO ``grant``: only a root-signed admin_add counts (checked like any entry)."""
+        if not (isinstance(raw, dict) and isinstance(raw.get("body"), dict) and raw["body"].get("kind") == "admin_add"):
+            return
+        if raw["body"].get("node") in self.trust.admins:
+            return  # known already
+        self.accept_trust_entries([raw], "a HELLO")
+
+    def trust_batches(self, size: int = TRUST_BATCH) -> list[list[dict]]:
+        """The whole log for a peer that asked, in messages of ``size`` entries: grants, removals and
+        revocations first (what checking certificates needs), then the rest."""
+        first = [e for e in self.trust.stored if e.kind in ESSENTIAL]
+        rest = [e for e in self.trust.stored if e.kind not in ESSENTIAL]
+        wire = [e.wire() for e in first + rest]
+        return [wire[i : i + size] for i in range(0, len(wire), size)] or [[]]
+
+    def trust_for_joiner(self, limit: int = JOINER_ENTRIES) -> list[dict]:
+        """What a joiner gets with its certificate: grants, removals and revocations, then the newest other
+        entries up to ``limit`` in all (the rest reaches it by gossip once it runs)."""
+        first = [e for e in self.trust.stored if e.kind in ESSENTIAL]
+        rest = [e for e in self.trust.stored if e.kind not in ESSENTIAL]
+        room = max(0, limit - len(first))
+        return [e.wire() for e in first + (rest[-room:] if room else [])]
 
     def trust_log(self) -> list[dict]:
         cluster = self.ident.cluster_id
