@@ -8,6 +8,7 @@ service is added to `service_factories` and nowhere else: a class taking a `Serv
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,12 @@ class Composed:
     services: list[Service] = field(default_factory=list)
 
     async def start(self) -> None:
-        """The control socket first (a client may ask for `status` while the node starts), then the node,
-        which starts its services."""
+        """The services' slow set-up (before anything answers: a node that says it runs has its addresses),
+        the control socket (a client may ask for `status` while the node starts), then the node, which starts
+        its services."""
+        for svc in self.services:  # slow set-up that would stall the event loop once peers are connected
+            if (prepare := getattr(svc, "prepare", None)) is not None:
+                await asyncio.to_thread(prepare)
         await self.control.start()
         await self.node.start()
 

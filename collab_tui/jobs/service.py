@@ -64,6 +64,14 @@ def _split_results(msg: dict) -> tuple[list[dict], list[bytes | None]]:
 
 
 class JobService:
+    def prepare(self) -> None:
+        """Before the node connects (blocking, in a thread): build the face models a first task would build
+        while holding the GIL (ml/dlib_faces.py), on nodes that run tasks."""
+        if self.worker.enabled:
+            from ..ml import dlib_faces
+
+            dlib_faces.prepare()
+
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.submitter = JobSubmitter(self)
