@@ -87,3 +87,36 @@ def test_the_job_type_passes_the_detector_and_annotates() -> None:
     out = get_type("faces").run(encode_png(_bgr(skdata.astronaut())), {"detector": "haar"})
     assert out.result["detector"] == "haar"
     assert out.attachment and out.attachment.startswith(b"\x89PNG")
+
+
+def test_slow_models_are_built_once_per_process_and_each_thread_gets_its_own_copy(monkeypatch) -> None:
+    """Building dlib's HOG detector holds the GIL ~0.5 s (the node's heartbeats wait): once per process, then
+    copies; every thread's copy is its own object and finds the astronaut's face."""
+    import threading
+
+    from collab_tui.ml import dlib_faces
+
+    built = []
+    real = dlib_faces._make_hog
+
+    def counting():
+        built.append(1)
+        return real()
+
+    counting.__name__ = real.__name__
+    monkeypatch.setattr(dlib_faces, "_protos", {})
+    monkeypatch.setattr(dlib_faces, "SLOW_TO_BUILD", (counting, dlib_faces._make_shape5))
+    dlib_faces.prepare()
+    got = []
+
+    def worker():
+        det = dlib_faces._copy_of(counting)
+        rects, _, _ = det.run(cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY), 0, 0.0)
+        got.append((det, len(rects)))  # kept alive: their ids stay distinct
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(built) == 1 and len({id(d) for d, _ in got}) == 3 and all(n >= 1 for _, n in got), got
