@@ -39,3 +39,11 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+TRUST_DETAIL_KEYS = ("name", "token", "reason", "priority", "kept")
+
+
+def trust_detail(row: dict[str, object]) -> str:
+    """The detail of a trust-log row (`collab trust log`, the TUI's trust log): ``name=... token=...``."""
+    return " ".join(f"{k}={row[k]}" for k in TRUST_DETAIL_KEYS if row.get(k) not in (None, ""))

@@ -218,16 +218,21 @@ def machines(lan, request):
     try:
         yield ms
     finally:
-        for m in ms:
-            m.kill(signal.SIGTERM)
-        for m in ms:
-            if m.proc is not None and not m.wait_exit(10):
-                m.kill(signal.SIGKILL)
-                m.wait_exit(10)
+        stop_machines(ms)
         if request.session.testsfailed > failures:
             print(f"\nthe machines' homes are kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_machines(machines: list[Machine]) -> None:
+    """End every daemon the test started (SIGTERM, then SIGKILL after 10 s), by its PID."""
+    for m in machines:
+        m.kill(signal.SIGTERM)
+    for m in machines:
+        if m.proc is not None and not m.wait_exit(10):
+            m.kill(signal.SIGKILL)
+            m.wait_exit(10)
 
 
 @contextmanager

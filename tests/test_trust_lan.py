@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from test_quickstart_lan import Machine, cli_view, step, wait_agreement
+from test_quickstart_lan import Machine, cli_view, step, stop_machines, wait_agreement
 
 from collab_tui.vlan import VirtualLan, available
 
@@ -35,12 +35,7 @@ def machines(request):
         try:
             yield ms
         finally:
-            for m in ms:
-                m.kill(signal.SIGTERM)
-            for m in ms:
-                if m.proc is not None and not m.wait_exit(10):
-                    m.kill(signal.SIGKILL)
-                    m.wait_exit(10)
+            stop_machines(ms)
     if request.session.testsfailed == failures:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -74,17 +74,15 @@ def _left(seconds) -> str:
 def trust_log(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """The trust log: joins (with inviter and token), renewals, admin changes, revocations, priorities, in
     the same order on every node."""
-    from ..textfmt import short_id
+    from ..textfmt import short_id, trust_detail
 
     out = Out(json_out)
     rows = call(home_of(home), out, lambda c: c.trust_log())
     shown = []
     for r in rows:
-        detail = " ".join(
-            f"{k}={r[k]}" for k in ("name", "token", "reason", "priority", "kept") if r.get(k) not in (None, "")
-        )
         by = r["by"] if r["by"] == "root" else short_id(r["by"])
-        shown.append({"at": _when(r["at"]), "kind": r["kind"], "by": by, "node": short_id(r["node"]), "detail": detail})
+        row = {"at": _when(r["at"]), "kind": r["kind"], "by": by, "node": short_id(r["node"])}
+        shown.append({**row, "detail": trust_detail(r)})
     cols = [("at", "AT"), ("kind", "EVENT"), ("by", "BY"), ("node", "NODE"), ("detail", "DETAIL")]
     out.data(rows, out.table(shown, cols) if rows else "the trust log is empty")
 

@@ -36,6 +36,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -228,9 +229,10 @@ class TrustState:
         """How many entries this node holds: a peer that shows more has some we lack."""
         return len(self.stored)
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """Short digest of the set of entry ids: two nodes with the same set have the same digest."""
+        """Short digest of the set of entry ids: two nodes with the same set have the same digest. Sent in
+        every heartbeat: computed once per state (a merge builds a new one)."""
         return hashlib.sha256("".join(sorted(e.id for e in self.stored)).encode()).hexdigest()[:16]
 
     def authored_by(self, node_id: str) -> list[str]:

@@ -42,9 +42,6 @@ class TrustLogStore:
             raise TrustLogError(f"corrupt trust log {self.path}: expected {{entries: [...]}}")
         return raw["entries"]
 
-    def wire(self) -> list[dict]:
-        return [e.wire() for e in self.state.stored]
-
     def merge(self, raw_entries) -> tuple[bool, list[str]]:
         """Add the entries that verify and are new; ``(whether the set grew, why others were dropped)``."""
         parsed: list[Entry] = []

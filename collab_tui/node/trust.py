@@ -145,19 +145,23 @@ class TrustRecords:
             return  # known already
         self.accept_trust_entries([raw], "a HELLO")
 
+    def _essential_first(self) -> tuple[list[Entry], list[Entry]]:
+        """The stored entries split: grants, removals and revocations (what checking certificates needs),
+        and the rest, each in log order."""
+        stored = self.trust.stored
+        return [e for e in stored if e.kind in ESSENTIAL], [e for e in stored if e.kind not in ESSENTIAL]
+
     def trust_batches(self, size: int = TRUST_BATCH) -> list[list[dict]]:
         """The whole log for a peer that asked, in messages of ``size`` entries: grants, removals and
         revocations first (what checking certificates needs), then the rest."""
-        first = [e for e in self.trust.stored if e.kind in ESSENTIAL]
-        rest = [e for e in self.trust.stored if e.kind not in ESSENTIAL]
+        first, rest = self._essential_first()
         wire = [e.wire() for e in first + rest]
         return [wire[i : i + size] for i in range(0, len(wire), size)] or [[]]
 
     def trust_for_joiner(self, limit: int = JOINER_ENTRIES) -> list[dict]:
         """What a joiner gets with its certificate: grants, removals and revocations, then the newest other
         entries up to ``limit`` in all (the rest reaches it by gossip once it runs)."""
-        first = [e for e in self.trust.stored if e.kind in ESSENTIAL]
-        rest = [e for e in self.trust.stored if e.kind not in ESSENTIAL]
+        first, rest = self._essential_first()
         room = max(0, limit - len(first))
         return [e.wire() for e in first + (rest[-room:] if room else [])]
 

@@ -39,7 +39,7 @@ from ..ml.datasets import MAX_CLASSES, MAX_PART_BYTES
 from ..ml.registry import MAX_WEIGHTS_BYTES, Arch, Finite, Int, Key, ModelMeta, ModelName
 from ..ml.strategy_specs import NAMES as STRATEGIES
 from ..net.schema import MASTER, Count, Name, PeerMessage, Term
-from .rounds import MAX_REASON, RunConfig, cut
+from .rounds import MAX_ERROR, MAX_REASON, MAX_WARNINGS, RunConfig, cut
 
 M = msgspec.Meta
 
@@ -77,8 +77,6 @@ __all__ = [
 
 MAX_ROUNDS = 10_000
 MAX_CLIENTS = 4096
-MAX_ERROR = 2000
-MAX_WARNINGS = 8  # what a run tells the operator (the differential-privacy swamp warning)
 STATUSES = ("running", "stopped", "done", "failed")
 
 RunId = Annotated[str, M(pattern="^[0-9a-f]{8,32}$")]  # secrets.token_hex(8); RunStore's file names

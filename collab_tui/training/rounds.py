@@ -27,6 +27,8 @@ from .rounds_events import RoundFailed, RoundReady, RoundVerdict, RoundWaiting
 OUTLIER_MIN_RATIO = 3.0  # a norm outlier must also be this many times the round's median norm
 STRATEGIES = strategy_specs.NAMES
 MAX_REASON = 300  # characters of why a client is left out of a round (a run state carries them to every node)
+MAX_ERROR = 2000  # characters of a run's error, or of one of its warnings
+MAX_WARNINGS = 8  # what a run tells the operator (the differential-privacy swamp warning)
 
 
 def cut(text: object, n: int = MAX_REASON) -> str:
@@ -131,13 +133,13 @@ class RunState:
     strategy_state: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     error: str = ""
-    warnings: list[str] = field(default_factory=list)  # told the operator (`run show`, `train`), at most 8
+    warnings: list[str] = field(default_factory=list)  # told the operator (`run show`, `train`)
 
     def warn(self, text: str) -> bool:
         """Keep a warning for the operator once; True if it is new."""
-        if text in self.warnings or len(self.warnings) >= 8:
+        if text in self.warnings or len(self.warnings) >= MAX_WARNINGS:
             return False
-        self.warnings.append(cut(text, 2000))
+        self.warnings.append(cut(text, MAX_ERROR))
         return True
 
     def to_dict(self) -> dict[str, Any]:

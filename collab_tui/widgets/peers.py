@@ -91,18 +91,15 @@ class TrustLogTable(KeyedTable):
 def _log_cells(r: dict, names: dict[str, str]) -> list:
     import datetime as dt
 
-    from ..textfmt import short_id
+    from ..textfmt import short_id, trust_detail
 
     def who(node_id: str) -> str:
         return "root" if node_id == "root" else names.get(node_id) or short_id(node_id)
 
-    detail = " ".join(
-        f"{k}={r[k]}" for k in ("name", "token", "reason", "priority", "kept") if r.get(k) not in (None, "")
-    )
     return [
         dt.datetime.fromtimestamp(r["at"], dt.UTC).strftime("%m-%d %H:%M:%S"),
         Text(r["kind"], style=EVENT_STYLE.get(r["kind"], "")),
         who(r["by"]),
         who(r["node"]),
-        detail,
+        trust_detail(r),
     ]
