@@ -329,6 +329,7 @@ class Train(Request):
     eval_dataset: str | None = None
     holdout: float | None = None
     augment: bool | None = None
+    secure: bool | None = None
 
 
 class Runs(Request):

@@ -139,3 +139,12 @@ class FakeContext:
 
     def capabilities(self) -> list[str]:
         return self.contributions.capabilities()
+
+    def node_signer(self) -> tuple[bytes, Callable[[bytes], bytes]]:
+        """A key made for this context (its node id does not match it: tests that sign set both)."""
+        from collab_tui.net import pki
+        from collab_tui.training.secagg import sign_with
+
+        if not hasattr(self, "_key"):
+            self._key = pki.new_key()
+        return sign_with(self._key)

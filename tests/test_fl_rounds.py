@@ -395,7 +395,7 @@ class FakeService:
     async def replicate(self, st, version):
         self.replicated.append((st.round, version))
 
-    async def client_train(self, node, st, cfg, r, payload):
+    async def client_train(self, node, st, cfg, r, payload, participants=None):
         self.asked.append((r, node))
         _, ref = self.registry.get(cfg.model, st.version)
         return await self.clients[node](node, ref, st.version), 100, {"accuracy": 0.5, "loss": 1.0, "n": 10}

@@ -134,8 +134,11 @@ def test_the_records_declare_exactly_the_fields_of_the_run_config_and_state():
 
 
 def test_every_handler_of_the_service_is_registered_with_its_schema(svc):
-    assert set(svc.ctx.schemas) == {m.type_name() for m in messages.TRAINING_MESSAGES}
-    assert all(svc.ctx.schemas[m.type_name()] is m for m in messages.TRAINING_MESSAGES)
+    from collab_tui.training.secure_messages import SECURE_MESSAGES
+
+    every = messages.TRAINING_MESSAGES + SECURE_MESSAGES
+    assert set(svc.ctx.schemas) == {m.type_name() for m in every}
+    assert all(svc.ctx.schemas[m.type_name()] is m for m in every)
 
 
 def test_a_committed_round_entry_reads_back_as_it_was_made():
@@ -508,7 +511,43 @@ def _seeds(version) -> list[dict]:
         {"t": "fl.stop", "run_id": RUN_ID},
         {"t": "fl.start", "rounds": 2, "arch": dict(ARCH)},
         {"t": "fl.train", "term": TERM, "run_id": RUN_ID, "round": 1, "config": version.run["config"], "data": b""},
+        {"t": "fl.sa.keys", "term": TERM, "run_id": RUN_ID, "round": 1},
+        {"t": "fl.sa.shares", "term": TERM, "run_id": RUN_ID, "round": 1, "adverts": [_ADVERT]},
+        {
+            "t": "fl.sa.unmask",
+            "term": TERM,
+            "run_id": RUN_ID,
+            "round": 1,
+            "survivors": [W, M, R],
+            "dropped": [],
+            "sealed": [{"from": W, "sealed": "ab" * 148}],
+        },
     ]
+
+
+_ADVERT = {"node": W, "c_pk": "01" * 32, "s_pk": "02" * 32, "commit": "03" * 32, "spki": "30" * 91, "sig": "30" * 70}
+
+
+async def test_secure_aggregation_steps_come_from_the_master_only_and_refuse_what_they_cannot_check(svc):
+    keys = {"t": "fl.sa.keys", "term": TERM, "run_id": RUN_ID, "round": 1}
+    with pytest.raises(Refused):
+        admit(svc.ctx.schemas["fl.sa.keys"], R, keys, M, TERM)  # a member that is not the master
+    advert = await svc.ctx.deliver(M, keys)
+    assert advert["node"] == svc.ctx.node_id and len(bytes.fromhex(advert["sig"])) > 60
+    shares = {"t": "fl.sa.shares", "term": TERM, "run_id": RUN_ID, "round": 1, "adverts": [_ADVERT, advert]}
+    refused = await svc.ctx.deliver(M, shares)
+    assert refused["ok"] is False and "not a member" in refused["error"]
+    late = {
+        "t": "fl.sa.unmask",
+        "term": TERM,
+        "run_id": RUN_ID,
+        "round": 2,
+        "survivors": [],
+        "dropped": [],
+        "sealed": [],
+    }
+    refused = await svc.ctx.deliver(M, late)
+    assert refused["ok"] is False and "no secure-aggregation keys" in refused["error"]
 
 
 def _paths(value, at: tuple = ()):

@@ -37,6 +37,10 @@ def _fmt_round(ev: dict) -> str:
         parts.append(f"rejected {len(ev['rejected'])}")
     if ev.get("privacy"):
         parts.append(f"epsilon {ev['privacy']['epsilon']:.3g}")
+    if sec := ev.get("secure"):
+        parts.append(f"secure sum of {sec['participants']} ({sec['seconds']:.3f}s)")
+        if sec.get("recovered"):
+            parts.append(f"masks recovered for {len(sec['recovered'])} dropped")
     return "  ".join(parts)
 
 
@@ -99,6 +103,13 @@ def train(
     augment: Annotated[bool, typer.Option(help="Clients flip and shift their images at random each round.")] = False,
     dp_clip: Annotated[float, typer.Option(help="Differential privacy: clip norm.")] = 0.0,
     dp_noise: Annotated[float, typer.Option(help="Differential privacy: noise multiplier.")] = 0.0,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            help="Secure aggregation: updates leave each client masked, the master learns only their sum"
+            " (fedavg, fedprox, fedavgm, fedadam; at least 3 clients a round)."
+        ),
+    ] = False,
     eval_dataset: Annotated[str, typer.Option(help="Dataset on the master to evaluate every version on.")] = "",
     seed: Annotated[int, typer.Option()] = 0,
     no_wait: Annotated[bool, typer.Option("--no-wait")] = False,
@@ -126,6 +137,7 @@ def train(
         augment=augment,
         dp_clip=dp_clip,
         dp_noise=dp_noise,
+        secure=secure,
         eval_dataset=eval_dataset,
         seed=seed,
     )
@@ -134,6 +146,8 @@ def train(
         out.data(res, res["run_id"])
         return
     out.info(f"run {res['run_id']} started from version {res['version']}")
+    if secure:
+        out.info("secure aggregation: every update leaves its node masked; the master sees only the sum")
     _say_privacy(out, res.get("privacy"), rounds)
     raise typer.Exit(_watch(h, out, res["run_id"]))
 
@@ -195,6 +209,7 @@ def run_show(
     lines = [
         f"run {st['run_id']}  status {st['status']}  round {st['round']}/{st['config']['rounds']}  "
         f"strategy {st['config']['strategy']}  version {st['version']}"
+        + ("  secure aggregation" if st["config"].get("secure") else "")
     ]
     lines += ["  " + _fmt_round(e) for e in st["history"]]
     if st["history"] and st["history"][-1].get("privacy"):

@@ -131,6 +131,8 @@ class ServiceContext(Protocol):
     def provide_capabilities(self, fn: Callable[[], Iterable[str]]) -> None: ...
     def capabilities(self) -> list[str]: ...
 
+    def node_signer(self) -> tuple[bytes, Callable[[bytes], bytes]]: ...
+
 
 # ----------------------------------------------------------------------------- heartbeat contributions
 # the heartbeat fields a service may provide, with their values when none does
@@ -355,3 +357,10 @@ class NodeContext:
 
     def capabilities(self) -> list[str]:
         return self._node.contributions.capabilities()
+
+    def node_signer(self) -> tuple[bytes, Callable[[bytes], bytes]]:
+        """(this node's public key as SubjectPublicKeyInfo DER, a function that signs with its node key):
+        its node id is the SHA-256 of that public key, so anyone can check a signature's author."""
+        from ..training.secagg import sign_with
+
+        return sign_with(self._node.ident.key)

@@ -190,6 +190,8 @@ class TrainingScreen(CollabScreen):
             style={"running": "yellow", "done": "green", "failed": "bold red", "stopped": "magenta"}.get(status, ""),
         )
         line.append(f" · round {st.get('round', 0)}/{cfg.get('rounds', '?')}")
+        if cfg.get("secure"):
+            line.append(" · secure sum")
         privacy = ((st.get("history") or [{}])[-1] or {}).get("privacy")
         if privacy:
             line.append(f" · ε {privacy['epsilon']:.3g} (δ {privacy['delta']:g})")

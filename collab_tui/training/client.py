@@ -7,6 +7,7 @@ which has no network code; this module only passes weights in and the update out
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..ml import mltasks
@@ -33,7 +34,6 @@ class TrainingClient:
 
     def warm_up(self) -> None:
         """Start the ML process and import TensorFlow there in the background."""
-        import asyncio
 
         async def go():
             try:
@@ -46,11 +46,19 @@ class TrainingClient:
 
     async def train(self, msg: dict) -> tuple[dict, bytes]:
         """Handle `fl.train` (as its schema admitted it, training/messages.py): returns (fields, update bytes)."""
-        RunConfig.from_dict(msg["config"])  # refuse a bad config before any work
+        cfg = RunConfig.from_dict(msg["config"])  # refuse a bad config before any work
+        participants = msg.get("participants") or []
+        if cfg.secure and not participants:
+            raise ValueError("a secure run's round must name its participants: this node sends no unmasked update")
         self.svc.phase(msg, "train")
         fields, payload = await self.ml.call(
             mltasks.train, msg["config"], msg["round"], msg["data"], msg.get("version", ""), self.client_index()
         )
+        if cfg.secure:  # the update leaves this node only masked (training/secagg.py)
+            mask = self.svc.secure_client.mask
+            args = (msg["run_id"], msg["round"], msg["data"], payload, fields["num_examples"], participants)
+            payload = await asyncio.to_thread(mask, *args)
+            fields["masked"] = True
         self.svc.phase(msg, "upload")
         return fields, payload
 

@@ -16,10 +16,15 @@ import logging
 import random
 import time
 
-from ..ml.updates import ClientUpdate, from_bytes, to_bytes
+import numpy as np
+
+from ..ml.updates import ClientUpdate, UpdateRejected, from_bytes, to_bytes, validate_update
 from .messages import MAX_ERROR, check_entry
 from .rounds import RoundTracker, RunConfig, RunState, aggregate, cut, select_clients
 from .rounds_events import RoundFailed, RoundReady, RoundWaiting
+from .secagg import SecAggError
+
+AGGREGATE = "(secure sum)"  # the name a secure round's aggregate is checked under
 
 log = logging.getLogger("collab.training")
 
@@ -41,6 +46,7 @@ class RunCoordinator:
         self.rng = random.Random(self.cfg.seed + state.round)
         self.version_index: dict[str, int] = {}
         self.clients: set[str] = set()  # every node this run has asked to train (its fl.phase is taken)
+        self._recovered: list[str] = []  # a secure round's dropped clients whose masks were taken off
 
     # ----------------------------------------------------------------- helpers
     def _check_role(self) -> None:
@@ -91,6 +97,7 @@ class RunCoordinator:
                 else None,
                 "strategy": self.cfg.strategy,
                 "mode": self.cfg.mode,
+                **({"secure": True} if self.cfg.secure else {}),
                 **({"labels": list(self.cfg.labels)} if self.cfg.labels else {}),
             },
         )
@@ -142,11 +149,29 @@ class RunCoordinator:
             selected = select_clients(candidates, cfg.fraction, cfg.min_clients, self.rng)
             self.clients.update(selected)
             t0 = time.monotonic()
-            tracker = RoundTracker(r, selected, t0, cfg.round_timeout, cfg.min_clients)
+            secure, need = None, cfg.min_clients
+            if cfg.secure:
+                try:
+                    secure = await self.svc.secure_master.setup(st.run_id, r, selected)
+                except SecAggError as exc:
+                    failures += 1
+                    log.warning("round %d: secure aggregation could not start (%s); retrying", r, exc)
+                    self.svc.publish(st, "round_failed", round=r, reason=cut(exc))
+                    if failures >= 3:
+                        raise RuntimeError(f"round {r}: secure aggregation could not start 3 times: {exc}") from None
+                    await asyncio.sleep(0.5)
+                    self._check_role()
+                    continue
+                selected, need = secure.participants, max(need, secure.needed())
+            left_out = secure.left_out if secure else {}  # no keys or shares: recorded as a dropped client is
+            tracker = RoundTracker(r, selected + sorted(left_out), t0, cfg.round_timeout, need)
+            for node, why in left_out.items():
+                tracker.drop(node, why)
             _, weights = self.svc.registry.get(cfg.model, st.version)
             payload = to_bytes(weights)
             self.svc.publish(st, "round_started", round=r, clients=selected)
-            tasks = {asyncio.ensure_future(self.svc.client_train(n, st, cfg, r, payload)): n for n in selected}
+            parts = secure.participants if secure else None
+            tasks = {asyncio.ensure_future(self.svc.client_train(n, st, cfg, r, payload, parts)): n for n in selected}
             bytes_moved = 0
             evals = []
             while isinstance(verdict := tracker.decide(time.monotonic()), RoundWaiting):
@@ -179,7 +204,10 @@ class RunCoordinator:
                 case RoundReady(stragglers=stragglers):
                     pass  # aggregated below
             updates = list(tracker.updates.values())
-            new, kept, rejected = aggregate(self.strategy, weights, updates, cfg)
+            if secure:
+                new, kept, rejected = await self._secure_aggregate(secure, weights, updates)
+            else:
+                new, kept, rejected = aggregate(self.strategy, weights, updates, cfg)
             for u in updates:
                 st.credit(u.node_id, u.node_id not in rejected, u.num_examples)
             if new is None:
@@ -200,10 +228,35 @@ class RunCoordinator:
                 "fit_seconds_max": round(fit_max, 3),
                 "metrics": _weighted_fit_metrics(kept),
             }
+            if secure:
+                entry["secure"] = self.svc.secure_master.record(secure, self._recovered)
             if st.history and (ev := _weighted_eval(evals)):
                 st.history[-1]["client_eval"] = ev
             await self._commit(new, [u.node_id for u in kept], entry)
             return
+
+    async def _secure_aggregate(self, secure, weights, updates: list[ClientUpdate]):
+        """Unmask the sum of a secure round's updates and apply the strategy to it as one update: the master
+        never holds a client's own update, so the checks that need one (norm outliers) cannot run; the sum is
+        checked as an update is (finite, its delta norm within bounds)."""
+        from .secagg import unflatten
+
+        size = int(sum(w.size for w in weights))
+        try:
+            delta, n, self._recovered = await self.svc.secure_master.aggregate(secure, updates, size)
+        except SecAggError as exc:
+            log.warning("round of run %s: secure aggregation failed: %s", self.state.run_id[:8], exc)
+            return None, [], {u.node_id: cut(f"secure sum: {exc}") for u in updates}
+        mean = [
+            np.asarray(w, np.float64) + d
+            for w, d in zip(weights, unflatten(delta, [np.asarray(w, np.float64) for w in weights]))
+        ]
+        total = ClientUpdate(AGGREGATE, [m.astype(w.dtype) for m, w in zip(mean, weights)], n, self.state.version)
+        try:
+            validate_update(total, weights, max_norm_ratio=self.cfg.max_norm_ratio)
+        except UpdateRejected as exc:
+            return None, [], {u.node_id: cut(f"secure sum: {exc.reason}") for u in updates}
+        return self.strategy.aggregate(weights, [total]), updates, {}
 
     async def _final_eval(self) -> None:
         st = self.state

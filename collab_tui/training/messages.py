@@ -38,7 +38,7 @@ import msgspec
 from ..ml.datasets import MAX_CLASSES, MAX_PART_BYTES
 from ..ml.registry import MAX_WEIGHTS_BYTES, Arch, Finite, Int, Key, ModelMeta, ModelName
 from ..ml.strategy_specs import NAMES as STRATEGIES
-from ..net.schema import MASTER, Count, Name, PeerMessage, Term
+from ..net.schema import MASTER, Count, Name, NodeId, PeerMessage, Term
 from .rounds import MAX_ERROR, MAX_REASON, MAX_WARNINGS, RunConfig, cut
 
 M = msgspec.Meta
@@ -131,6 +131,7 @@ class RunConfigRecord(msgspec.Struct, kw_only=True):
     holdout: Annotated[float, M(ge=0, lt=1)] = _D.holdout
     labels: Annotated[list[ClassName], M(max_length=MAX_CLASSES)] = []
     augment: bool = _D.augment
+    secure: bool = _D.secure
 
 
 class Evaluation(msgspec.Struct, kw_only=True):
@@ -147,6 +148,16 @@ class Privacy(msgspec.Struct, kw_only=True):
     epsilon: Annotated[float, M(ge=0, le=1e9)]
     delta: Annotated[float, M(gt=0, lt=1)]
     rounds: Annotated[int, M(ge=0, le=10_000)] = 0
+
+
+class SecureRound(msgspec.Struct, kw_only=True):
+    """How a round with secure aggregation went (training/secure_rounds.py): who took part, the shares a
+    secret needed, the dropped clients whose masks were taken off, and the protocol's own seconds."""
+
+    participants: Count
+    threshold: Count
+    recovered: NodeList = []
+    seconds: Seconds = 0.0
 
 
 class HistoryEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -167,6 +178,7 @@ class HistoryEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     client_eval: Evaluation | None = None
     server_eval: Evaluation | None = None
     privacy: Privacy | None = None
+    secure: SecureRound | None = None
 
 
 class LedgerEntry(msgspec.Struct, kw_only=True):
@@ -214,6 +226,7 @@ class UpdateReply(msgspec.Struct, kw_only=True):
     compressed: bool = False
     eval: Evaluation | None = None
     seconds: Seconds = 0.0
+    masked: bool = False  # a secure round's update: masked fixed-point words, not weights
 
 
 class DatasetShape(msgspec.Struct, kw_only=True):
@@ -266,6 +279,7 @@ class FlTrain(PeerMessage, tag="fl.train"):
     config: RunConfigRecord
     data: Weights
     version: VersionOrNone = ""  # the version the weights are (the client names it in its update)
+    participants: Annotated[list[NodeId], M(max_length=MAX_CLIENTS)] = []  # a secure round's U2 (secagg.py)
 
 
 class FlEval(PeerMessage, tag="fl.eval"):

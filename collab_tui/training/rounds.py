@@ -81,6 +81,7 @@ class RunConfig:
     holdout: float = 0.2  # fraction of each client's data kept back for client-side eval (0 = train on all)
     labels: list[str] = field(default_factory=list)  # class names, output order (a model made for a dataset)
     augment: bool = False  # clients flip and shift their images at random each epoch
+    secure: bool = False  # secure aggregation (training/secagg.py): the master learns only the sum of the updates
 
     def validate(self) -> RunConfig:
         _check_arch(self.arch)
@@ -103,10 +104,27 @@ class RunConfig:
             raise ValueError("labels must be distinct, one per output of the model")
         if self.dp_clip < 0 or self.dp_noise < 0 or (self.dp_noise > 0 and self.dp_clip <= 0):
             raise ValueError("differential privacy needs dp_clip > 0 when dp_noise > 0")
+        if self.secure:
+            self._check_secure()
         if self.strategy == "fedprox" and self.mu == 0:
             self.mu = float(self.strategy_options.get("mu", 0.01))
         self.make_strategy()  # bad strategy options must fail here, not when a coordinator is launched
         return self
+
+    def _check_secure(self) -> None:
+        from .secagg import MIN_CLIENTS
+        from .secagg import STRATEGIES as SUMS
+
+        if self.strategy not in SUMS:
+            raise ValueError(
+                f"secure aggregation gives the master only the sum of the updates, and {self.strategy} needs"
+                f" each client's own update: choose {', '.join(SUMS)}"
+            )
+        if self.mode != "sync":
+            raise ValueError("secure aggregation needs sync rounds (every round masks its own set of clients)")
+        if self.compress:
+            raise ValueError("secure aggregation sends masked fixed-point words: --compress does not apply")
+        self.min_clients = max(self.min_clients, MIN_CLIENTS)  # the sum of two updates tells each the other's
 
     def make_strategy(self) -> Strategy:
         opts = dict(self.strategy_options)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,9 @@ from .secagg_math import SecAggError
 MIN_CLIENTS = 3  # the sum of two updates tells each client the other's
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")  # those that need only the weighted sum
 _TAG = b"collab secagg v1\0"
+
+Wire = dict[str, str]  # an advert, a sealed share or a share answer as the wire carries it (hex strings)
+Signer = Callable[[bytes], bytes]
 
 
 def threshold(n: int) -> int:
@@ -83,11 +87,11 @@ class Advert:
     spki: bytes  # the node key's public key (SubjectPublicKeyInfo DER): its hash is the node id
     sig: bytes
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> Wire:
         return {k: (v if isinstance(v, str) else v.hex()) for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_wire(cls, d: dict) -> Advert:
+    def from_wire(cls, d: Wire) -> Advert:
         return cls(d["node"], *(bytes.fromhex(d[k]) for k in ("c_pk", "s_pk", "commit", "spki", "sig")))
 
     def verify(self, run_id: str, round_no: int) -> None:
@@ -103,7 +107,7 @@ class Advert:
             raise SecAggError(f"the keys of {self.node[:12]} carry a bad signature") from None
 
 
-def sign_with(key: ec.EllipticCurvePrivateKey):
+def sign_with(key: ec.EllipticCurvePrivateKey) -> tuple[bytes, Signer]:
     """A signer for `ClientRound` from a node's private key: (spki, sign(data))."""
     spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return spki, lambda data: key.sign(data, ec.ECDSA(hashes.SHA256()))
@@ -129,7 +133,7 @@ def _pair_sign(u: str, v: str) -> int:
 class ClientRound:
     """One client's part in one secure round. Every step refuses what the protocol does not allow."""
 
-    def __init__(self, run_id: str, round_no: int, node_id: str, spki: bytes, sign) -> None:
+    def __init__(self, run_id: str, round_no: int, node_id: str, spki: bytes, sign: Signer) -> None:
         self.run_id, self.round, self.node = run_id, round_no, node_id
         self._c, self._s = sm.new_key(), sm.new_key()
         self._b = secrets.token_bytes(sm.SECRET_BYTES)
@@ -142,7 +146,7 @@ class ClientRound:
         self.masked_with: tuple[str, ...] = ()  # U2, once the update is masked
         self.unmasked = False
 
-    def share_keys(self, adverts: list[dict], members: set[str]) -> list[dict]:
+    def share_keys(self, adverts: list[Wire], members: set[str]) -> list[Wire]:
         """Check U1's keys; the sealed shares of this client's secrets, one per other participant."""
         if self.adverts:
             raise SecAggError("the shares of this round were already made")
@@ -198,7 +202,7 @@ class ClientRound:
         self.masked_with = tuple(sorted(members))
         return y
 
-    def unmask(self, survivors: list[str], dropped: list[str], sealed: list[dict]) -> list[dict]:
+    def unmask(self, survivors: list[str], dropped: list[str], sealed: list[Wire]) -> list[Wire]:
         """This client's shares: of b for each survivor, of the s key for each dropped node."""
         if self.unmasked:
             raise SecAggError("this round was already unmasked")
@@ -243,7 +247,7 @@ class MasterRound:
     counts: dict[str, int] = field(default_factory=dict)
     answers: dict[str, dict[str, tuple[str, bytes]]] = field(default_factory=dict)  # answerer -> {of: (kind, share)}
 
-    def add_advert(self, d: dict) -> None:
+    def add_advert(self, d: Wire) -> None:
         a = Advert.from_wire(d)
         a.verify(self.run_id, self.round)
         self.adverts[a.node] = a
@@ -251,7 +255,7 @@ class MasterRound:
     def u1(self) -> list[str]:
         return sorted(self.adverts)
 
-    def add_shares(self, node: str, shares: list[dict]) -> None:
+    def add_shares(self, node: str, shares: list[Wire]) -> None:
         want = set(self.adverts) - {node}
         got = {d["to"]: d["sealed"] for d in shares}
         if node not in self.adverts or set(got) != want or len(got) != len(shares):
@@ -268,7 +272,7 @@ class MasterRound:
             raise SecAggError(f"the masked update of {node[:12]} is not {size} uint64 words")
         self.masked[node], self.counts[node] = words, int(num_examples)
 
-    def unmask_request(self, node: str) -> dict:
+    def unmask_request(self, node: str) -> dict[str, list[str] | list[Wire]]:
         """What survivor ``node`` needs to answer `unmask`."""
         alive = sorted(self.masked)
         return {
@@ -277,7 +281,7 @@ class MasterRound:
             "sealed": [{"from": u, "sealed": s[node]} for u, s in sorted(self.sealed.items()) if u != node],
         }
 
-    def add_answer(self, node: str, shares: list[dict]) -> None:
+    def add_answer(self, node: str, shares: list[Wire]) -> None:
         if node not in self.masked:
             raise SecAggError(f"unmask shares from {node[:12]}, which is no survivor")
         alive = set(self.masked)

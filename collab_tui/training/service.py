@@ -50,6 +50,9 @@ from .messages import (
 )
 from .rounds import RunConfig, RunState, cut
 from .runstore import RunStore
+from .secagg import SecAggError
+from .secure_messages import FlSaKeys, FlSaShares, FlSaUnmask
+from .secure_rounds import SecureClient, SecureMaster
 
 log = logging.getLogger("collab.training")
 
@@ -69,6 +72,8 @@ class TrainingService:
         self.datasets = DatasetRegistry(ctx.home)
         self.runs = RunStore(ctx.home)
         self.client = TrainingClient(self)
+        self.secure_client = SecureClient(ctx)
+        self.secure_master = SecureMaster(self)
         self.coordinators: dict[str, tuple[RunCoordinator, asyncio.Task]] = {}
         self._task: asyncio.Task | None = None
         self._sub = None
@@ -166,7 +171,9 @@ class TrainingService:
         self.ctx.publish("fl_phase", node_id=self.ctx.node_id, **{k: v for k, v in info.items() if k != "t"})
 
     # ----------------------------------------------------------------- talking to clients
-    async def client_train(self, node: str, st: RunState, cfg: RunConfig, r: int, payload: bytes):
+    async def client_train(
+        self, node: str, st: RunState, cfg: RunConfig, r: int, payload: bytes, participants: list[str] | None = None
+    ):
         fields = {
             "kind": "fl.train",
             "run_id": st.run_id,
@@ -174,6 +181,7 @@ class TrainingService:
             "version": st.version,
             "config": st.config,
             "term": self.ctx.term,
+            "participants": participants or [],
         }
         if node == self.ctx.node_id:
             reply, data = await self.client.train({**fields, "data": payload})
@@ -181,8 +189,10 @@ class TrainingService:
             reply = await self.ctx.request_blob(node, fields, payload, timeout=cfg.round_timeout)
             data = reply.get("data", b"")
         reply = check_update(reply)  # ValueError: the round records the client as left out, with why
+        if reply["masked"] != bool(cfg.secure):
+            raise ValueError("a secure round's update must be masked, and only a secure round's")
         weights = from_bytes(data)
-        if reply["compressed"]:
+        if reply["compressed"] and not reply["masked"]:
             weights = decompress_delta(weights, from_bytes(payload))
         upd = ClientUpdate(node, weights, reply["num_examples"], reply["base_version"], reply["metrics"])
         return upd, len(payload) + len(data), reply["eval"]
@@ -431,6 +441,32 @@ class TrainingService:
     async def _on_state(self, sender: str, msg: dict) -> None:
         if self.runs.accept_replica(msg["run"]):
             self._publish_replica(msg["run"], None)
+
+    # secure aggregation's steps (secure_rounds.py): from the master, in its term; a refused step says why
+    @handler(FlSaKeys)
+    @fenced
+    async def _on_sa_keys(self, sender: str, msg: dict) -> dict:
+        return await self._secure_step(self.secure_client.keys, msg["run_id"], msg["round"])
+
+    @handler(FlSaShares)
+    @fenced
+    async def _on_sa_shares(self, sender: str, msg: dict) -> dict:
+        return await self._secure_step(self.secure_client.shares, msg["run_id"], msg["round"], msg["adverts"])
+
+    @handler(FlSaUnmask)
+    @fenced
+    async def _on_sa_unmask(self, sender: str, msg: dict) -> dict:
+        step = self.secure_client.unmask
+        return await self._secure_step(
+            step, msg["run_id"], msg["round"], msg["survivors"], msg["dropped"], msg["sealed"]
+        )
+
+    async def _secure_step(self, fn, *args) -> dict:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except SecAggError as exc:
+            log.info("secure aggregation: refused a step of run %s round %s: %s", args[0][:8], args[1], exc)
+            return refusal(cut(exc, 300))
 
     @handler(FlPhase)
     async def _on_phase(self, sender: str, msg: dict) -> dict | None:
