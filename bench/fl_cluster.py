@@ -163,11 +163,11 @@ class Watch(threading.Thread):
                     r = int(ev["round"])
                     self.rounds_at[r] = time.monotonic()
                     self.events.append(ev)
-                    acc = (ev.get("server_eval") or {}).get("accuracy")
                     progress(
-                        f"fl:   round {r:2d}  acc {acc if acc is None else f'{acc:.4f}'}  "
-                        f"wall {ev.get('wall_seconds')} s  fit_max {ev.get('fit_seconds_max')} s"
+                        f"fl:   round {r:2d}  wall {ev.get('wall_seconds')} s  fit_max {ev.get('fit_seconds_max')} s"
                     )
+                if ev.get("kind") == "fl" and ev.get("what") == "server_eval":  # during the next round's fits
+                    progress(f"fl:   round {int(ev['round']):2d}  eval acc {ev['server_eval']['accuracy']:.4f}")
                     if r >= self.rounds and self.rss is None:
                         self.rss = tree_rss(self.roots)
                 if ev.get("kind") == "fl" and ev.get("what") in ("final", "failed", "stopped", "done"):
@@ -185,11 +185,17 @@ class Watch(threading.Thread):
         self.client.close()
 
 
-NO_SCREEN = 1e9  # outlier_z: the protocol aggregates every client's update (see fl_bench.py)
+NO_SCREEN = 1000.0  # outlier_z: the protocol aggregates every client's update (see fl_bench.py)
 
 
 def run_federated(
-    fc: FLCluster, name: str, strategy: str, options: dict, deadline: float, outlier_z: float = NO_SCREEN
+    fc: FLCluster,
+    name: str,
+    strategy: str,
+    options: dict,
+    deadline: float,
+    outlier_z: float = NO_SCREEN,
+    secure: bool = False,
 ) -> dict:
     """One protocol run; returns history, round timestamps, RSS at the end of training, timings."""
     proto, c = fc.proto, fc.cluster
@@ -212,6 +218,7 @@ def run_federated(
         "seed": int(tr["base_seed"]),
         "round_timeout": 120.0,
         "outlier_z": float(outlier_z),
+        "secure": secure,
     }
     if strategy == "fedprox":
         args["mu"] = float(options.get("mu", 0.01))

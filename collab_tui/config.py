@@ -72,6 +72,10 @@ class NodeConfig:
     # lifetime of the node certificates this node signs when it is the root or an admin (joins, renewals);
     # every node renews its own while a third of it is left
     cert_days: float = 30.0
+    # TensorFlow threads of this node's ML process (each of its intra-op and inter-op pools): 0 = TensorFlow's
+    # default, every core. Nodes that share one machine (`collab demo`, the local cluster) split its cores:
+    # several processes each with a thread per core on the same cores run slower than one thread each
+    ml_threads: int = 0
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -137,6 +141,8 @@ def load_config(home: Path, overrides: dict | None = None, env: dict | None = No
         raise ConfigError("need heartbeat_interval > 0 and dead_after > suspect_after >= 1")
     if not 0 < cfg.cert_days <= 3650:
         raise ConfigError(f"cert_days: expected a lifetime in days within (0, 3650], got {cfg.cert_days}")
+    if cfg.ml_threads < 0:
+        raise ConfigError(f"ml_threads: expected 0 (every core) or a count, got {cfg.ml_threads}")
     if cfg.job_threads < -1:
         raise ConfigError(f"job_threads: expected -1 (none), 0 (one per CPU) or a count, got {cfg.job_threads}")
     return cfg

@@ -44,6 +44,8 @@ class LocalCluster:
         self.priorities = priorities or [0] * n
         self.extra_args = extra_args or []
         self.env = {**os.environ, **(env or {})}
+        # n nodes on this machine's cores: each ML process gets its share of them (config ml_threads)
+        self.env.setdefault("COLLAB_ML_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, self.n))))
         self.cwd: str | None = None
         self.procs: dict[int, subprocess.Popen] = {}
         self.info: dict[int, dict] = {}

@@ -234,3 +234,36 @@ def test_imports_stay_light():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_folder_stats_report_classes_balance_sizes_and_what_was_skipped(tmp_path):
+    import cv2
+
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for lab, n in (("cat", 4), ("dog", 2)):
+        (root / lab).mkdir(parents=True)
+        for i in range(n):
+            img = rng.integers(0, 255, (30 + 10 * i, 50 + 20 * i, 3), dtype=np.uint8)
+            assert cv2.imwrite(str(root / lab / f"{i}.{('jpg', 'png', 'webp')[i % 3]}"), img)
+    (root / "cat" / "torn.jpg").write_bytes((root / "cat" / "0.jpg").read_bytes()[:100])  # a corrupt JPEG
+    (root / "dog" / "notes.jpg").write_text("this is not a photo")  # a non-image named like one
+    (root / "dog" / "README.txt").write_text("neither is this")  # not an image suffix: not a photo at all
+    reg = DatasetRegistry(tmp_path / "home")
+    reg.add("pets", {"kind": "folder", "path": str(root), "input_shape": [16, 16, 3]})
+    st = reg.stats("pets")
+    assert st["count"] == 6 and st["per_label"] == {"cat": 4, "dog": 2} and st["balance"] == 0.5
+    assert st["skipped"] == 2 and sorted(f.split(":")[0] for f in st["skipped_files"]) == ["notes.jpg", "torn.jpg"]
+    assert st["image_sizes"]["min"] == "50x30" and st["image_sizes"]["max"] == "110x60"
+    assert set(st["image_sizes"]["formats"]) == {"JPEG", "PNG", "WEBP"}
+    assert st["input_shape"] == [16, 16, 3]
+
+
+def test_colour_jitter_changes_colours_within_range_and_is_seeded():
+    from collab_tui.ml.datasets import augment_images
+
+    x = np.random.default_rng(0).random((8, 10, 10, 3)).astype(np.float32)
+    a = augment_images(x, np.random.default_rng(3), jitter=0.3)
+    assert a.shape == x.shape and a.dtype == np.float32 and 0.0 <= a.min() and a.max() <= 1.0
+    assert not set(np.unique(a)) <= set(np.unique(x))  # new colours, unlike a flip or a shift
+    assert np.array_equal(a, augment_images(x, np.random.default_rng(3), jitter=0.3))

@@ -403,6 +403,21 @@ class FakeService:
     async def collect_evals(self, st, cfg):
         return [{"accuracy": 0.9, "loss": 0.1, "n": 10}]
 
+    # the master's evaluation of each version: started at its commit, collected at the next
+    evaluated: list[tuple[str, str]] = []
+    eval_fails = False
+
+    async def start_evaluation(self, key, cfg, weights, dataset):
+        self.evaluated.append(("start", key))
+        self._pending = getattr(self, "_pending", {})
+        self._pending[key] = float(np.asarray(weights[0]).ravel()[0])
+
+    async def evaluation_result(self, key):
+        self.evaluated.append(("result", key))
+        if self.eval_fails:
+            raise KeyError(f"no evaluation {key!r} in this ML process (it may have restarted)")
+        return {"accuracy": min(1.0, self._pending.pop(key) / 10), "loss": 0.5, "n": 7, "seconds": 0.01}
+
 
 def _client(step: float, n: int = 10):
     async def train(node, ref, version):
@@ -479,3 +494,37 @@ async def test_coordinator_fails_the_run_after_three_rounds_without_quorum(tmp_p
     st = svc.runs.get("feedfacecafebeef")
     assert st.status == "failed" and st.round == 0 and "round 1 failed 3 times" in st.error
     assert [w for w, _ in svc.events].count("round_failed") == 3
+
+
+async def test_server_evaluation_of_each_version_lands_on_its_entry_at_the_next_commit(tmp_path):
+    svc = FakeService(tmp_path, {"m": _client(0.125), "a": _client(0.375)}, {"m": DATA, "a": DATA})
+    svc.evaluated = []
+    coord = _start(svc, rounds=3, min_clients=2, round_timeout=30, eval_dataset="held")
+    await asyncio.wait_for(coord.run(), 10)
+    st = svc.runs.get("feedfacecafebeef")
+    assert st.status == "done", st.error
+    keys = [f"feedfacecafebeef:{r}" for r in (1, 2, 3)]
+    # round r's evaluation starts at its commit and is collected at round r+1's (the last one at the end)
+    assert svc.evaluated == [
+        ("start", keys[0]),
+        ("result", keys[0]),
+        ("start", keys[1]),
+        ("result", keys[1]),
+        ("start", keys[2]),
+        ("result", keys[2]),
+    ]
+    assert [h["server_eval"]["accuracy"] for h in st.history] == [0.125, 0.15, 0.175]  # each of its own version
+    assert all(h["timing"]["server_eval"] == 0.01 for h in st.history)
+    landed = [d["round"] for what, d in svc.events if what == "server_eval"]
+    assert landed == [1, 2, 3]
+
+
+async def test_a_server_evaluation_that_fails_is_told_once_and_the_run_goes_on(tmp_path):
+    svc = FakeService(tmp_path, {"m": _client(0.125), "a": _client(0.375)}, {"m": DATA, "a": DATA})
+    svc.evaluated, svc.eval_fails = [], True
+    coord = _start(svc, rounds=2, min_clients=2, round_timeout=30, eval_dataset="held")
+    await asyncio.wait_for(coord.run(), 10)
+    st = svc.runs.get("feedfacecafebeef")
+    assert st.status == "done" and all("server_eval" not in h for h in st.history)
+    assert len(st.warnings) == 1 and "server evaluation on 'held' failed" in st.warnings[0]
+    assert [d["text"] for what, d in svc.events if what == "warning"] == st.warnings

@@ -68,6 +68,9 @@ def _show_run_events(out: Out, events) -> int:
                 f"run {ev['run_id']} {ev['status']} after {ev['round']} round(s); version {ev['version']}",
             )
             return 0 if ev["status"] == "done" else EXIT_ERROR
+        elif ev.get("what") == "server_eval":  # the master's evaluation of a version, done during the next round
+            acc = ev["server_eval"]["accuracy"]
+            out.data(ev, f"round {ev['round']:>3}  eval acc {acc:.4f}  (version {ev.get('version', '')})")
         elif ev.get("what") == "warning":
             out.warn(ev.get("text", ""))
         elif ev.get("what") in ("waiting", "round_failed"):

@@ -330,9 +330,28 @@ def relabel(x: np.ndarray, y: np.ndarray, own: Sequence[str], labels: Sequence[s
     return x[keep], new[keep]
 
 
-def augment_images(x: np.ndarray, rng: np.random.Generator, shift: float = 0.1) -> np.ndarray:
+def augment_images(x: np.ndarray, rng: np.random.Generator, shift: float = 0.1, jitter: float = 0.0) -> np.ndarray:
     """A randomly flipped (left-right, half of them) and shifted (up to ``shift`` of the side, edges
-    repeated) copy of a batch (N, H, W, C)."""
+    repeated: a random crop of the same size) copy of a batch (N, H, W, C) of pixels in [0, 1]; with
+    ``jitter`` each image's brightness, contrast and (colour images) saturation are also scaled by factors
+    drawn from [1 - jitter, 1 + jitter], clipped to [0, 1]."""
+    out = _flip_shift(x, rng, shift)
+    return _colour_jitter(out, rng, jitter) if jitter > 0 else out
+
+
+def _colour_jitter(x: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    n = x.shape[0]
+    factors = rng.uniform(1 - jitter, 1 + jitter, (3, n, 1, 1, 1)).astype(np.float32)
+    out = x * factors[0]  # brightness
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    out = (out - mean) * factors[1] + mean  # contrast
+    if x.shape[3] == 3:
+        gray = out.mean(axis=3, keepdims=True)
+        out = (out - gray) * factors[2] + gray  # saturation
+    return np.clip(out, 0.0, 1.0).astype(x.dtype)
+
+
+def _flip_shift(x: np.ndarray, rng: np.random.Generator, shift: float) -> np.ndarray:
     out = np.empty_like(x)
     n, h, w = x.shape[:3]
     flips = rng.random(n) < 0.5
@@ -343,6 +362,31 @@ def augment_images(x: np.ndarray, rng: np.random.Generator, shift: float = 0.1) 
         img = x[i, :, ::-1] if flips[i] else x[i]
         out[i] = img[np.clip(rows - dy[i], 0, h - 1)][:, np.clip(cols - dx[i], 0, w - 1)]
     return out
+
+
+def image_sizes(files: Sequence[Path]) -> dict[str, Any]:
+    """The photos' own sizes (from their headers, before resizing): smallest, median and largest area as
+    "WxH", and how many formats."""
+    from PIL import Image
+
+    sizes, formats = [], set()
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                sizes.append(im.size)
+                formats.add(str(im.format))
+        except (OSError, ValueError):
+            continue
+    if not sizes:
+        return {}
+    by_area = sorted(sizes, key=lambda s: s[0] * s[1])
+    fmt = "{}x{}".format
+    return {
+        "min": fmt(*by_area[0]),
+        "median": fmt(*by_area[len(by_area) // 2]),
+        "max": fmt(*by_area[-1]),
+        "formats": sorted(formats),
+    }
 
 
 def dataset_stats(y: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -519,8 +563,21 @@ class DatasetRegistry:
         return {"input_shape": st["input_shape"], "labels": list(st["per_label"])}
 
     def stats(self, name: str) -> dict[str, Any]:
-        x, y, labels = self.load(name)
+        """Per-class counts and balance; for a folder also the photos' own sizes and the files skipped."""
+        spec = self.get(name)
+        skipped: list[tuple[str, str]] = []
+        if spec["kind"] == "folder":
+            x, y, labels = load_folder(spec["path"], tuple(spec.get("input_shape", (28, 28, 1))), skipped)
+        else:
+            x, y, labels = self.load(name)
         out = dataset_stats(y, labels)
         out["input_shape"] = list(x.shape[1:])
         out["name"] = name
+        counts = [c for c in out["per_label"].values() if c]
+        out["balance"] = round(min(counts) / max(counts), 3) if counts else 0.0  # smallest class / largest
+        if spec["kind"] == "folder":
+            bad = {p for p, _ in skipped}
+            out["image_sizes"] = image_sizes([f for f in _folder_files(Path(spec["path"])) if str(f) not in bad])
+            out["skipped"] = len(skipped)
+            out["skipped_files"] = [f"{Path(p).name}: {why[:120]}" for p, why in skipped[:20]]
         return out

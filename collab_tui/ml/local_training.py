@@ -92,10 +92,11 @@ def _new_optimizer(name: str, lr: float) -> Any:
     raise ValueError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
 
 
-def _entry(arch: dict, optimizer: str | None = None) -> _Entry:
+def _entry(arch: dict, optimizer: str | None = None, slot: str = "") -> _Entry:
+    """The cached model of ``arch``; a ``slot`` ("eval") has a model of its own, used by another thread."""
     from collab_tui.ml.architectures import build_from_spec
 
-    key = _key(arch)
+    key = _key(arch) + (f"#{slot}" if slot else "")
     with _cache_lock:
         e = _cache.get(key)
         if e is not None and (optimizer is None or e.optimizer == optimizer):
@@ -196,11 +197,12 @@ def fit(
 
 
 def evaluate(
-    arch: dict, weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, batch_size: int = 256
+    arch: dict, weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, batch_size: int = 256, slot: str = ""
 ) -> dict[str, float]:
-    """{"loss", "accuracy", "n"} of ``weights`` on (x, y) (sparse categorical cross-entropy)."""
+    """{"loss", "accuracy", "n"} of ``weights`` on (x, y) (sparse categorical cross-entropy); ``slot``
+    picks a model of its own (an evaluation thread running beside a fit)."""
     _check_xy(x, y)
-    e = _entry(arch)
+    e = _entry(arch, slot=slot)
     with e.lock:
         e.model.set_weights([np.asarray(w, np.float32) for w in weights])
         res = e.trainer.evaluate(

@@ -24,9 +24,10 @@ class MLProcessError(RuntimeError):
 
 
 class MLProcess:
-    def __init__(self, home: Path, nice: int = 5) -> None:
+    def __init__(self, home: Path, nice: int = 5, threads: int = 0) -> None:
         self.home = home
         self.nice = nice
+        self.threads = threads  # TensorFlow's intra-op and inter-op threads (0 = its default: every core)
         self._pool: ProcessPoolExecutor | None = None
         self.calls = 0
 
@@ -36,7 +37,7 @@ class MLProcess:
 
             ctx = mp.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                1, mp_context=ctx, initializer=mltasks.init, initargs=(str(self.home), self.nice)
+                1, mp_context=ctx, initializer=mltasks.init, initargs=(str(self.home), self.nice, self.threads)
             )
         return self._pool
 
@@ -68,9 +69,12 @@ class MLProcess:
 _shared: dict[str, MLProcess] = {}
 
 
-def for_node(home: Path) -> MLProcess:
-    """One ML process per node home (shared by the jobs and training services)."""
+def for_node(home: Path, threads: int | None = None) -> MLProcess:
+    """One ML process per node home (shared by the jobs and training services); ``threads`` (the node's
+    ``ml_threads``) applies when the process starts."""
     key = str(home)
     if key not in _shared:
         _shared[key] = MLProcess(home)
+    if threads is not None:
+        _shared[key].threads = int(threads)
     return _shared[key]

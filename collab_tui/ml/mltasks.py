@@ -9,9 +9,12 @@ import time
 _state: dict = {"home": None, "data": {}}
 
 
-def init(home: str, nice: int = 5) -> None:
-    """Child set-up: die with the node (PR_SET_PDEATHSIG), yield the CPU to the control plane."""
+def init(home: str, nice: int = 5, threads: int = 0) -> None:
+    """Child set-up: die with the node (PR_SET_PDEATHSIG), yield the CPU to the control plane, size
+    TensorFlow's thread pools (read when TensorFlow starts, so before it is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if threads > 0:
+        os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(int(threads))
     try:
         import ctypes
         import signal
@@ -79,7 +82,7 @@ def train(cfg: dict, r: int, weights_bytes: bytes, version: str, client_index: i
     if c.augment:
         from .datasets import augment_images
 
-        x = augment_images(x, np.random.default_rng(seed))
+        x = augment_images(x, np.random.default_rng(seed), jitter=0.2)
     new, n, metrics = fit(c.arch, weights, x, y, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=seed, mu=c.mu)
     if c.dp_noise > 0 or c.dp_clip > 0:
         new = dp_privatize(new, weights, c.dp_clip, c.dp_noise, np.random.default_rng(seed))
@@ -106,7 +109,9 @@ def evaluate_holdout(cfg: dict, weights_bytes: bytes) -> dict | None:
     return evaluate(c.arch, from_bytes(weights_bytes), x_ho, y_ho) if len(x_ho) else None
 
 
-def evaluate_dataset(arch: dict, weights_bytes: bytes, dataset: str, labels: tuple[str, ...] = ()) -> dict:
+def evaluate_dataset(
+    arch: dict, weights_bytes: bytes, dataset: str, labels: tuple[str, ...] = (), slot: str = ""
+) -> dict:
     from .datasets import relabel
     from .local_training import evaluate
     from .updates import from_bytes
@@ -116,7 +121,42 @@ def evaluate_dataset(arch: dict, weights_bytes: bytes, dataset: str, labels: tup
         x, y, own = _datasets().load(dataset)
         _state["data"][key] = relabel(x, y, own, list(labels)) if labels else (x, y)
     x, y = _state["data"][key]
-    return evaluate(arch, from_bytes(weights_bytes), x, y)
+    return evaluate(arch, from_bytes(weights_bytes), x, y, slot=slot)
+
+
+MAX_EVALUATIONS = 8  # started and not yet collected (a master that died leaves its own behind)
+_evaluations: dict = {}  # key -> Future of an evaluation running in this process's evaluation thread
+_eval_pool: list = []
+
+
+def evaluate_dataset_start(
+    key: str, arch: dict, weights_bytes: bytes, dataset: str, labels: tuple[str, ...] = ()
+) -> None:
+    """Start `evaluate_dataset` in this process's evaluation thread, on a model of its own: it runs while
+    the next calls (the master's own fit of the next round) run in the main thread; TensorFlow releases the
+    GIL in its kernels, so the two use two cores. `evaluate_dataset_result` collects it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _eval_pool:
+        _eval_pool.append(ThreadPoolExecutor(1, thread_name_prefix="collab-eval"))
+    while len(_evaluations) >= MAX_EVALUATIONS:
+        _evaluations.pop(next(iter(_evaluations)))
+    _evaluations[key] = _eval_pool[0].submit(_timed_evaluation, arch, weights_bytes, dataset, tuple(labels))
+
+
+def _timed_evaluation(arch: dict, weights_bytes: bytes, dataset: str, labels: tuple[str, ...]) -> dict:
+    t0 = time.perf_counter()
+    out = evaluate_dataset(arch, weights_bytes, dataset, labels, "eval")
+    return {**out, "seconds": round(time.perf_counter() - t0, 4)}
+
+
+def evaluate_dataset_result(key: str) -> dict:
+    """The result of an evaluation `evaluate_dataset_start` started, with the ``seconds`` it took (waits for
+    it); KeyError if there is none."""
+    fut = _evaluations.pop(key, None)
+    if fut is None:
+        raise KeyError(f"no evaluation {key!r} in this ML process (it may have restarted)")
+    return fut.result()
 
 
 def initial_weights(arch: dict, seed: int) -> bytes:

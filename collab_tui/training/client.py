@@ -21,7 +21,7 @@ class TrainingClient:
     def __init__(self, svc) -> None:
         self.svc = svc
         self.ctx = svc.ctx
-        self.ml = for_node(self.ctx.home)
+        self.ml = for_node(self.ctx.home, self.ctx.config.ml_threads)
 
     def client_index(self) -> int:
         """Stable index of this node among the members it knows (the protocol's per-client seed offset)."""

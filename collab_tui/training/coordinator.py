@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from ..ml.updates import ClientUpdate, UpdateRejected, from_bytes, to_bytes, validate_update
-from .messages import MAX_ERROR, check_entry
+from .messages import MAX_ERROR, check_entry, check_eval
 from .rounds import RoundTracker, RunConfig, RunState, aggregate, cut, select_clients
 from .rounds_events import RoundFailed, RoundReady, RoundWaiting
 from .secagg import SecAggError
@@ -47,6 +47,8 @@ class RunCoordinator:
         self.version_index: dict[str, int] = {}
         self.clients: set[str] = set()  # every node this run has asked to train (its fl.phase is taken)
         self._recovered: list[str] = []  # a secure round's dropped clients whose masks were taken off
+        self._evals: dict[str, tuple[dict, float]] = {}  # evaluations started: key -> (round entry, when)
+        self._eval_warned = False
 
     # ----------------------------------------------------------------- helpers
     def _check_role(self) -> None:
@@ -79,8 +81,8 @@ class RunCoordinator:
         st = self.state
         if self.cfg.dp_noise > 0:
             await self._privacy(entry, len(contributors), int(sum(w.size for w in weights)))
-        if self.cfg.eval_dataset:
-            entry["server_eval"] = await self.svc.evaluate_local(self.cfg, weights, self.cfg.eval_dataset)
+        await self._attach_evals()  # the previous versions' evaluations go into this commit
+        t_store = time.monotonic()
         entry = check_entry(entry)  # what every replica checks: refused here, before anything is stored
         version = self.svc.registry.put(
             self.cfg.model,
@@ -108,8 +110,46 @@ class RunCoordinator:
         if hasattr(self.strategy, "state_dict"):
             st.strategy_state = _encode_state(self.strategy.state_dict())
         self.svc.runs.commit(st)
+        entry["timing"] = {**entry.get("timing", {}), "store": round(time.monotonic() - t_store, 4)}
+        if self.cfg.eval_dataset:  # in the ML process's own thread, beside the next round's fits
+            await self._start_eval(entry, weights)
         await self.svc.replicate(st, version)
         self.svc.publish(st, "round", **entry)
+
+    async def _start_eval(self, entry: dict, weights) -> None:
+        key = f"{self.state.run_id}:{entry['round']}"
+        try:
+            await self.svc.start_evaluation(key, self.cfg, weights, self.cfg.eval_dataset)
+            self._evals[key] = (entry, time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - told once; never fails the run
+            self._eval_failed(exc)
+
+    def _eval_failed(self, exc: Exception) -> None:
+        """Told the operator once per coordinator (the first failure says why); the rounds go on."""
+        if self._eval_warned:
+            log.debug("run %s: server evaluation failed again: %s", self.state.run_id[:8], exc)
+            return
+        self._eval_warned = True
+        text = cut(f"server evaluation on {self.cfg.eval_dataset!r} failed: {type(exc).__name__}: {exc}", 300)
+        if self.state.warn(text):
+            log.warning("run %s: %s", self.state.run_id[:8], text)
+            self.svc.publish(self.state, "warning", text=text)
+
+    async def _attach_evals(self) -> None:
+        """Collect the server evaluations started at earlier commits (done during this round's fits) onto
+        their round entries, before the state is committed; each is published for the UIs as it lands."""
+        pending, self._evals = self._evals, {}
+        for key, (entry, t0) in pending.items():
+            try:
+                got = await self.svc.evaluation_result(key)
+                ev = check_eval({"eval": got})
+            except Exception as exc:  # noqa: BLE001 - the ML process restarted, the dataset went away, ...
+                self._eval_failed(exc)
+                continue
+            entry["server_eval"] = ev
+            own = float(got.get("seconds", time.monotonic() - t0))  # its own time, beside the fits
+            entry["timing"] = {**entry.get("timing", {}), "server_eval": round(own, 4)}
+            self.svc.publish(self.state, "server_eval", round=entry["round"], version=entry["version"], server_eval=ev)
 
     # ----------------------------------------------------------------- sync rounds
     async def run(self) -> None:
@@ -121,6 +161,7 @@ class RunCoordinator:
                 while st.round < self.cfg.rounds:
                     self._check_role()
                     await self._one_round(st.round + 1)
+            await self._attach_evals()
             await self._final_eval()
             st.status = "done"
         except RunStopped as exc:
@@ -204,6 +245,7 @@ class RunCoordinator:
                 case RoundReady(stragglers=stragglers):
                     pass  # aggregated below
             updates = list(tracker.updates.values())
+            t_agg = time.monotonic()
             if secure:
                 new, kept, rejected = await self._secure_aggregate(secure, weights, updates)
             else:
@@ -227,6 +269,7 @@ class RunCoordinator:
                 "wall_seconds": round(time.monotonic() - t0, 3),
                 "fit_seconds_max": round(fit_max, 3),
                 "metrics": _weighted_fit_metrics(kept),
+                "timing": {"aggregate": round(time.monotonic() - t_agg, 4)},
             }
             if secure:
                 entry["secure"] = self.svc.secure_master.record(secure, self._recovered)

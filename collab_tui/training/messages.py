@@ -179,6 +179,7 @@ class HistoryEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     server_eval: Evaluation | None = None
     privacy: Privacy | None = None
     secure: SecureRound | None = None
+    timing: Annotated[dict[Key, Seconds], M(max_length=16)] = {}  # seconds of the master's own steps
 
 
 class LedgerEntry(msgspec.Struct, kw_only=True):

@@ -155,9 +155,22 @@ class TrainingService:
         }
         self.ctx.publish("fl", **event)
 
-    def _publish_replica(self, data: dict, what: str | None) -> None:
-        """Followers publish what the master published, so UIs attached to any node see the run."""
+    def _evaluated(self, run_id: str) -> set[int]:
+        """Rounds of a run (as this node holds it) whose version the master has evaluated."""
+        try:
+            return {h["round"] for h in self.runs.get(run_id).history if h.get("server_eval")}
+        except (LookupError, ValueError):
+            return set()
+
+    def _publish_replica(self, data: dict, what: str | None, evaluated: set[int] = frozenset()) -> None:
+        """Followers publish what the master published, so UIs attached to any node see the run: its new
+        round or status, and the master's evaluations that came with it (of earlier versions)."""
         st = RunState.from_dict(data)
+        for h in st.history:
+            if h.get("server_eval") and h["round"] not in evaluated:
+                self.publish(
+                    st, "server_eval", round=h["round"], version=h.get("version", ""), server_eval=h["server_eval"]
+                )
         if what == "round" and st.history:
             self.publish(st, "round", **st.history[-1])
         elif st.status != "running":
@@ -223,6 +236,20 @@ class TrainingService:
         return await self.client.ml.call(
             mltasks.evaluate_dataset, cfg.arch, to_bytes(weights), dataset, tuple(cfg.labels)
         )
+
+    async def start_evaluation(self, key: str, cfg: RunConfig, weights, dataset: str) -> None:
+        """Start the evaluation of ``weights`` on ``dataset`` in the ML process's evaluation thread: it runs
+        beside the next round's fit on this node (`evaluation_result` collects it)."""
+        from ..ml import mltasks
+        from ..ml.updates import to_bytes
+
+        args = (key, cfg.arch, to_bytes(weights), dataset, tuple(cfg.labels))
+        await self.client.ml.call(mltasks.evaluate_dataset_start, *args)
+
+    async def evaluation_result(self, key: str) -> dict:
+        from ..ml import mltasks
+
+        return await self.client.ml.call(mltasks.evaluate_dataset_result, key)
 
     # ----------------------------------------------------------------- replication
     async def replicate(self, st: RunState, version: str | None) -> None:
@@ -433,14 +460,16 @@ class TrainingService:
     async def _on_commit(self, sender: str, msg: dict) -> None:
         # the weights are checked and hashed off the event loop (a model can be large)
         await asyncio.to_thread(self.registry.put_raw, msg["meta"], msg["data"])
+        evaluated = self._evaluated(msg["run"]["run_id"])
         if self.runs.accept_replica(msg["run"]):
-            self._publish_replica(msg["run"], "round")
+            self._publish_replica(msg["run"], "round", evaluated)
 
     @handler(FlState)
     @fenced
     async def _on_state(self, sender: str, msg: dict) -> None:
+        evaluated = self._evaluated(msg["run"]["run_id"])
         if self.runs.accept_replica(msg["run"]):
-            self._publish_replica(msg["run"], None)
+            self._publish_replica(msg["run"], None, evaluated)
 
     # secure aggregation's steps (secure_rounds.py): from the master, in its term; a refused step says why
     @handler(FlSaKeys)
