@@ -21,9 +21,10 @@ from .. import PROTOCOL_VERSION, __version__
 from ..config import NodeConfig, parse_hostport
 from ..net import identity as ident_mod
 from ..net.addresses import advertised_hosts, join_hostport, split_hostport
-from ..net.election import Election, MasterChanged, MessageRefused, Outgoing, RoleChanged, TermChanged
+from ..net.control import ControlCore
+from ..net.election import MasterChanged, MessageRefused, Outgoing, RoleChanged, TermChanged
 from ..net.join_limit import JoinLimiter
-from ..net.membership import Membership, PeerAlive, PeerDead, PeerJoined, PeerLeft, heartbeat_fields
+from ..net.membership import heartbeat_fields
 from ..net.messages import BUILTIN
 from ..net.schema import PeerMessage, RefusalQuiet, Refused, admit, clip
 from ..net.tokens import TokenStore
@@ -71,18 +72,17 @@ class Node(TrustRecords, CertRenewal):
         self.trust_store = TrustLogStore(home / "state" / "trust_log.json", self.ident.ca_cert)
         self.join_limiter = JoinLimiter()
         self.events = EventBus()
-        self.membership = Membership(
-            self.node_id, interval=cfg.heartbeat_interval, suspect_after=cfg.suspect_after, dead_after=cfg.dead_after
-        )
-        self.election = Election(
+        self.control = ControlCore(  # membership and election, glued by rules the simulator runs too
             self.node_id,
             self.trust.priority_of(self.node_id),  # the signed trust log says, never a flag or a peer
             term=int(self.state.get("term", 0)),
+            interval=cfg.heartbeat_interval,
+            suspect_after=cfg.suspect_after,
+            dead_after=cfg.dead_after,
             preempt=cfg.preempt,
             rng=random.Random(),
-            answer_timeout=max(0.15, cfg.heartbeat_interval),
-            coordinator_timeout=max(0.5, 3 * cfg.heartbeat_interval),
         )
+        self.membership, self.election = self.control.membership, self.control.election
         self.peers = PeerTable(self)
         self.peers.on_up = self._peer_up
         self.peers.on_down = self._peer_down
@@ -157,7 +157,7 @@ class Node(TrustRecords, CertRenewal):
         await self._sign_own_priority()
         now = time.monotonic()
         self.election.set_quorum_size(self.cluster_size())
-        self.election.start(now)
+        self.control.start(now)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._supervised("ticker", self._ticker), name="ticker"),
@@ -300,15 +300,12 @@ class Node(TrustRecords, CertRenewal):
     async def _builtin(self, conn: Connection, msg: dict) -> dict | None:
         t, now, peer = msg["t"], time.monotonic(), conn.peer_id
         if t == "hb":
-            self.membership.on_heartbeat(peer, msg, now)
-            self.election.on_report(peer, msg["role"], msg["term"], msg["master"], now)
+            self.control.heartbeat_in(peer, msg, now)
             if self._trust_differs(msg):
                 await conn.send({"t": "trust_get"})
         elif t.startswith("el."):
-            if t == "el.leave":
-                self.membership.on_leave(peer, now)
-                self._pump_membership()
-            self.election.on_message(peer, msg, now)
+            self.control.election_in(peer, msg, now)
+            self._pump_membership()
         elif t == "peers":
             for item in msg["members"]:
                 if item["addr"] and item["node_id"] != self.node_id:
@@ -338,7 +335,7 @@ class Node(TrustRecords, CertRenewal):
 
     async def _peer_up(self, conn: Connection) -> None:
         h, now = conn.hello, time.monotonic()
-        self.membership.on_hello(conn.peer_id, h.get("name", ""), conn.peer_addr, self.priority_of(conn.peer_id), now)
+        self.control.hello(conn.peer_id, h.get("name", ""), conn.peer_addr, self.priority_of(conn.peer_id), now)
         if h.get("ca") is True and not self.is_revoked(conn.peer_id):
             self.signers[conn.peer_id] = conn.peer_addr
         else:
@@ -354,34 +351,28 @@ class Node(TrustRecords, CertRenewal):
 
     async def _peer_down(self, conn: Connection) -> None:
         now = time.monotonic()
-        self.membership.on_disconnect(conn.peer_id, now)
+        self.control.disconnected(conn.peer_id, now)
         self._pump_membership()
         addr = conn.peer_addr
         gone = addr and not self._stop.is_set() and not await self.peers.probe(addr)
         if gone and conn.peer_id not in self.peers.conns:  # (it may have reconnected during the probe)
             # Nothing listens there any more: the process is gone. Don't wait for heartbeats to age out.
-            self.membership.on_gone(conn.peer_id, time.monotonic())
+            self.control.gone(conn.peer_id, time.monotonic())
             self._pump_membership()
         await self._flush_election()
         self._wake.set()
 
     # ----------------------------------------------------------------- membership & election glue
     def _pump_membership(self) -> None:
-        now = time.monotonic()
-        for ev in self.membership.take_events():
+        """Publish what the control core's membership saw, and drop the connections of peers it found dead."""
+        for peer_id in self.control.take_drops():
+            if peer_id in self.peers.conns:
+                # silent, yet its connection looks open (a cut cable, a partition): TCP would take many seconds
+                # to notice. Drop it, so that the redial gets through when the link is back.
+                self.peers.drop(peer_id, "silent for too long")
+        for ev in self.control.take_peer_events():
             peer_id = ev.node_id
             info = self.membership.get(peer_id)
-            match ev:
-                case PeerJoined() | PeerAlive() if info is not None:
-                    self.election.peer_up(peer_id, info.priority, now)
-                case PeerDead():
-                    self.election.peer_down(peer_id, now)
-                    if peer_id in self.peers.conns:
-                        # silent, yet its connection looks open (a cut cable, a partition): TCP would take
-                        # many seconds to notice. Drop it, so that the redial gets through when the link is back.
-                        self.peers.drop(peer_id, "silent for too long")
-                case PeerLeft():
-                    self.election.peer_down(peer_id, now)
             # ev.change: "join" | "suspect" | "dead" | "alive" | "leave", the strings the UIs know
             self.events.publish("peer", change=ev.change, node_id=peer_id, name=info.name if info else "")
             log.info("peer %s: %s", short_id(peer_id), ev.change)
@@ -410,9 +401,8 @@ class Node(TrustRecords, CertRenewal):
     async def _ticker(self) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
-            self.membership.tick(now)
+            self.control.tick(now)
             self._pump_membership()
-            self.election.tick(now)
             await self._flush_election()
             self.peers.dial_due(now)
             self.peers.flush_refusals()
@@ -437,7 +427,7 @@ class Node(TrustRecords, CertRenewal):
         msg["deny_v"] = self.trust.version
         msg["trust_h"] = self.trust.digest
         msg["unhealthy"] = self.contributions.value("unhealthy")
-        msg["master"] = self.election.master_id  # a report: it grants nothing (net/election.py, rule 9)
+        msg["master"] = self.control.heartbeat()["master"]  # a report: it grants nothing (net/election.py, rule 9)
         msg["faults"] = dict(self.faults)
         return msg
 
@@ -491,7 +481,7 @@ class Node(TrustRecords, CertRenewal):
         return self.election.role == "master"
 
     def can_commit(self) -> bool:
-        return self.election.can_commit(len(self.membership.alive_ids()) + 1)
+        return self.control.can_commit()
 
     def status(self) -> dict:
         return {
