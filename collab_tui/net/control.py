@@ -11,7 +11,8 @@ Rules (they used to live in the runtime's asyncio driver):
 - a closed connection makes the peer SUSPECT; a peer whose address refuses connections is DEAD at once;
 - a peer found DEAD while its connection still looks open is to be dropped by the driver (``take_drops``):
   a cut cable or a partition, which TCP would take many seconds to notice;
-- ``tick`` ages the membership first, then fires the election's timers.
+- ``tick`` ages the membership first, then fires the election's timers;
+- the master may commit only while it sees a majority alive and a majority granted it its term.
 
 Outputs: ``take_peer_events()`` (membership events, for the UIs), ``take_events()`` (election events: persist
 a `TermChanged` before sending anything), ``take_outbox()`` (election messages, ``dest=None`` broadcast),
@@ -67,7 +68,10 @@ class ControlCore:
 
     def heartbeat_in(self, peer: str, msg: dict[str, Any], now: float) -> None:
         self.membership.on_heartbeat(peer, msg, now)
-        self.election.on_report(peer, msg["role"], msg["term"], msg.get("master"), now)
+        grant = msg.get("grant")
+        self.election.on_report(
+            peer, msg["role"], msg["term"], msg.get("master"), now, tuple(grant) if grant is not None else None
+        )
 
     def election_in(self, peer: str, msg: dict[str, Any], now: float) -> None:
         if msg.get("t") == "el.leave":
@@ -114,10 +118,13 @@ class ControlCore:
 
     def heartbeat(self) -> dict[str, Any]:
         """What this node reports of the election in its heartbeat (a report: it grants nothing)."""
-        return {"role": self.election.role, "term": self.election.term, "master": self.election.master_id}
+        e = self.election
+        return {"role": e.role, "term": e.term, "master": e.master_id, "grant": list(e.grant)}
 
     def can_commit(self) -> bool:
-        return self.election.can_commit(len(self.membership.alive_ids()) + 1)
+        """The master may commit cluster state: it sees a strict majority alive, and a strict majority
+        granted it its term (net/election.py, rules 10 and 11)."""
+        return self.election.can_commit(len(self.membership.alive_ids()) + 1) and self.election.granted_majority()
 
     def take_peer_events(self) -> list[PeerEvent]:
         out, self._peer_events = self._peer_events, []

@@ -68,6 +68,14 @@ Rules:
    ``set_quorum_size``. In a 2-node cluster the survivor of a failure becomes master and keeps
    serving work, but cannot commit cluster state alone (1 of 2 is not a majority) unless
    ``quorum_size`` is configured as 1. In a partition only the majority side can commit.
+11. Grants. The bully lets two nodes take the same term for a moment (rule 2: concurrent elections in a
+   partition, a node that restarts before it hears the others). So that at most one of them may commit, a
+   node grants each term once: to the first master it accepts in that term, or to itself when it becomes
+   master in it (a persisted term counts as granted: a restarted node grants only higher ones). Heartbeats
+   report the grant (``on_report(grant=(term, node))``); ``granted_majority()`` is True only for a master
+   whose own term a strict majority of ``quorum_size`` granted to it (its own grant included). Grants are
+   exclusive, so two masters of one term never both have a majority; a report from a peer that moved to a
+   higher term no longer counts, so a master cut off one way (it hears them, they do not hear it) loses it.
 """
 
 from __future__ import annotations
@@ -150,6 +158,8 @@ class Election:
         self._seen = term  # the highest term seen within the step (refused claims too): a new reign is above it
         self._reassert_at = float("-inf")  # a master re-asserts over an outranked claim at most once a second
         self._quorum: int | None = None
+        self._granted, self._grant_to = term, None  # the highest term this node granted, and to whom
+        self._grants: dict[str, tuple[int, str | None]] = {}  # live peer -> the grant it reports
         self._election_at: float | None = None  # scheduled (jittered) election
         self._answer_deadline: float | None = None  # candidate waiting for el.answer
         self._coord_deadline: float | None = None  # waiting for el.coordinator
@@ -195,6 +205,19 @@ class Election:
         """True only for the master with a strict majority (``alive_count`` incl. self)."""
         return self.role == MASTER and alive_count > self.quorum_size // 2
 
+    @property
+    def grant(self) -> tuple[int, str | None]:
+        """(term, node): the highest term this node granted and to whom (rule 11), for its heartbeat."""
+        return self._granted, self._grant_to
+
+    def granted_majority(self) -> bool:
+        """The master's own term is granted to it by a strict majority of the cluster (rule 11)."""
+        mine = (self.term, self.self_id)
+        if self.role != MASTER or self.grant != mine:
+            return False
+        votes = 1 + sum(1 for p in self._alive if self._grants.get(p) == mine)
+        return votes > self.quorum_size // 2
+
     def next_deadline(self) -> float | None:
         """Earliest pending timer (call :meth:`tick` then), or ``None``."""
         if self._left:
@@ -238,7 +261,15 @@ class Election:
             self._prio[node_id] = int(priority)
         self._recheck_pending(now)
 
-    def on_report(self, peer_id: str, role: str, term: int, master: str | None, now: float) -> None:
+    def on_report(
+        self,
+        peer_id: str,
+        role: str,
+        term: int,
+        master: str | None,
+        now: float,
+        grant: tuple[int, str | None] | None = None,
+    ) -> None:
         """A heartbeat: what ``peer_id`` believes (its role, term and master), counted as one voice for
         `_backed` / `_majority_for`. Its ``role`` grants nothing by itself: a heartbeat saying "master" is
         held to exactly the checks of an ``el.coordinator`` (rank in our view, term step), so it refreshes
@@ -249,6 +280,11 @@ class Election:
             return
         if peer_id in self._alive:
             self._reports[peer_id] = (term, master if isinstance(master, str) else None)
+            if grant is not None:
+                g_term, g_to = grant
+                if not _is_term(g_term) or not (g_to is None or isinstance(g_to, str)):
+                    raise ElectionError(f"heartbeat grant must be (term, node), got {grant!r}")
+                self._grants[peer_id] = (g_term, g_to)
         if role == MASTER:
             if self._term_ok(term):
                 self._seen = max(self._seen, term)
@@ -262,6 +298,7 @@ class Election:
         """Membership says ``peer_id`` is dead; if it was our master, elect after jitter."""
         self._alive.discard(peer_id)
         self._reports.pop(peer_id, None)
+        self._grants.pop(peer_id, None)
         self._pending.pop(peer_id, None)
         if peer_id == self.master_id:
             self._lost_master = peer_id
@@ -419,12 +456,14 @@ class Election:
         self._clear_timers()
         self._lost_master = None
         self._set_term(max(self.term, self._seen) + 1)
+        self._give_grant(self.term, self.self_id)
         self._set_role(MASTER)
         self._set_master(self.self_id, force=True)
         self._send(None, EL_COORDINATOR)
 
     def _accept_master(self, peer_id: str, term: int, now: float) -> None:
         self._adopt(term)
+        self._give_grant(term, peer_id)
         self._clear_timers()
         self._set_role(FOLLOWER)
         self._set_master(peer_id)
@@ -491,6 +530,10 @@ class Election:
             self.term = term
             self._become_master(now)
         return True
+
+    def _give_grant(self, term: int, node: str) -> None:
+        if term > self._granted:  # each term once: the first master accepted in it, or ourselves
+            self._granted, self._grant_to = term, node
 
     def _adopt(self, term: int) -> None:
         if term > self.term:

@@ -57,6 +57,7 @@ class Heartbeat(PeerMessage, tag="hb"):
     trust_h: TrustHash = ""  # digest of their ids: the same count with another digest is another set
     unhealthy: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=16)] = {}
     faults: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=8)] = {}  # background tasks that died
+    grant: tuple[Term, NodeId | None] | None = None  # the highest term the sender granted, and to whom
 
 
 class ElElection(PeerMessage, tag="el.election"):

@@ -427,7 +427,9 @@ class Node(TrustRecords, CertRenewal):
         msg["deny_v"] = self.trust.version
         msg["trust_h"] = self.trust.digest
         msg["unhealthy"] = self.contributions.value("unhealthy")
-        msg["master"] = self.control.heartbeat()["master"]  # a report: it grants nothing (net/election.py, rule 9)
+        report = self.control.heartbeat()
+        msg["master"] = report["master"]  # a report: it grants nothing (net/election.py, rule 9) ...
+        msg["grant"] = report["grant"]  # ... but the grant of a term is one vote for its master (rule 11)
         msg["faults"] = dict(self.faults)
         return msg
 

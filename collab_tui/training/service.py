@@ -56,6 +56,8 @@ from .secure_rounds import SecureClient, SecureMaster
 
 log = logging.getLogger("collab.training")
 
+QUORUM_WAIT = 3.0  # seconds start_run waits for the master to be able to commit (just elected: a heartbeat)
+
 BUILTIN_MODELS = {
     "digits": {"name": "small-cnn", "input_shape": [8, 8, 1], "num_classes": 10},
     "mnist": {"name": "small-cnn", "input_shape": [28, 28, 1], "num_classes": 10},
@@ -274,8 +276,11 @@ class TrainingService:
             reply = await self._forward("fl.start", args)
             await self._replica_of(str(reply.get("run_id", "")))
             return reply
-        if not self.ctx.can_commit():
-            raise PermissionError("no majority of the cluster is visible: cannot start a run")
+        deadline = time.monotonic() + QUORUM_WAIT  # a new master's grants come with the next heartbeats
+        while not self.ctx.can_commit():
+            if time.monotonic() >= deadline:
+                raise PermissionError("no majority of the cluster is visible: cannot start a run")
+            await asyncio.sleep(0.05)
         cfg = RunConfig.from_dict({k: v for k, v in args.items() if v is not None})
         check_config(cfg.__dict__)  # the bounds every replica checks, before anything is made
         if not self.train_candidates(cfg.dataset):
