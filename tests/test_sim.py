@@ -21,7 +21,7 @@ def test_the_seed_set_keeps_every_invariant():
     assert not failed, "\n\n".join(failed[:3])
 
 
-@pytest.mark.parametrize("plant", ["skip-quorum", "same-term"])
+@pytest.mark.parametrize("plant", ["skip-quorum", "no-grants", "same-term"])
 def test_a_planted_bug_is_caught_within_the_seed_set(plant):
     caught = [s for s in SEEDS if not run(s, plant=plant).ok]
     assert caught, f"no seed of {len(SEEDS)} caught the planted bug {plant}"

@@ -58,6 +58,7 @@ class Heartbeat(PeerMessage, tag="hb"):
     unhealthy: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=16)] = {}
     faults: Annotated[dict[Capability, Reason], msgspec.Meta(max_length=8)] = {}  # background tasks that died
     grant: tuple[Term, NodeId | None] | None = None  # the highest term the sender granted, and to whom
+    dead: Annotated[list[NodeId], msgspec.Meta(max_length=1024)] = []  # a large cluster's master: whom it finds dead
 
 
 class ElElection(PeerMessage, tag="el.election"):
@@ -83,6 +84,19 @@ class ElLeave(PeerMessage, tag="el.leave"):
     """A graceful leave: the sender (only) goes away."""
 
     term: Term
+
+
+class MbAsk(PeerMessage, tag="mb.ask"):
+    """An indirect probe (large clusters, net/control.py): do you still hear ``about``?"""
+
+    about: NodeId
+
+
+class MbSeen(PeerMessage, tag="mb.seen"):
+    """The answer to `MbAsk`: whether the sender heard ``about`` within 2 heartbeat intervals."""
+
+    about: NodeId
+    fresh: bool
 
 
 class Member(msgspec.Struct, kw_only=True):
@@ -141,6 +155,8 @@ BUILTIN: tuple[type[PeerMessage], ...] = (
     ElAnswer,
     ElCoordinator,
     ElLeave,
+    MbAsk,
+    MbSeen,
     Peers,
     TrustLog,
     TrustGet,

@@ -306,6 +306,9 @@ class Node(TrustRecords, CertRenewal):
         elif t.startswith("el."):
             self.control.election_in(peer, msg, now)
             self._pump_membership()
+        elif t.startswith("mb."):  # indirect probes of a suspect master (large clusters)
+            self.control.probe_in(peer, msg, now)
+            self._pump_membership()
         elif t == "peers":
             for item in msg["members"]:
                 if item["addr"] and item["node_id"] != self.node_id:
@@ -430,6 +433,8 @@ class Node(TrustRecords, CertRenewal):
         report = self.control.heartbeat()
         msg["master"] = report["master"]  # a report: it grants nothing (net/election.py, rule 9) ...
         msg["grant"] = report["grant"]  # ... but the grant of a term is one vote for its master (rule 11)
+        if "dead" in report:
+            msg["dead"] = report["dead"]  # a large cluster's master: the nodes it finds dead (net/control.py)
         msg["faults"] = dict(self.faults)
         return msg
 
@@ -474,7 +479,9 @@ class Node(TrustRecords, CertRenewal):
 
     async def _heartbeats(self) -> None:
         while not self._stop.is_set():
-            await self.peers.broadcast(self._heartbeat())
+            targets = self.control.heartbeat_targets(sorted(self.peers.conns))  # all, or fan-in past 8 nodes
+            msg = self._heartbeat()
+            await asyncio.gather(*(self.peers.send(p, msg) for p in targets))
             await asyncio.sleep(self.cfg.heartbeat_interval)
 
     # ----------------------------------------------------------------- views

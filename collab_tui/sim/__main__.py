@@ -1,6 +1,6 @@
 """``python -m collab_tui.sim --seed S`` replays one scenario and prints its faults, verdict and trace;
 ``--sweep N [--from S]`` runs N seeds and prints every failing one (exit 1 if any fails); ``--nodes K``
-fixes the cluster size; ``--plant skip-quorum|same-term`` breaks a rule on purpose, to watch the
+fixes the cluster size; ``--plant skip-quorum|no-grants|same-term`` breaks a rule on purpose, to watch the
 invariants catch it; ``--full`` prints every traced line, not only the minimal trace."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", type=int, help="run this many seeds")
     ap.add_argument("--from", dest="start", type=int, default=0, help="first seed of a sweep")
     ap.add_argument("--nodes", type=int, default=None)
-    ap.add_argument("--plant", default="", help="skip-quorum or same-term")
+    ap.add_argument("--plant", default="", help="skip-quorum, no-grants or same-term")
     ap.add_argument("--full", action="store_true")
     args = ap.parse_args(argv)
     if args.seed is None and args.sweep is None:

@@ -193,7 +193,9 @@ class SimCluster:
         assert node.core is not None
         hb = node.core.heartbeat()
         msg = heartbeat_fields(hb["role"], hb["term"], 2, 0.5, 1 << 30, 0, ["faces", "train"], None)
-        msg["master"] = hb["master"]
+        msg["master"], msg["grant"] = hb["master"], hb["grant"]
+        if "dead" in hb:
+            msg["dead"] = hb["dead"]
         return msg
 
     def _send(self, node: SimNode, dest: str, msg: dict, size: int | None = None) -> None:
@@ -217,6 +219,8 @@ class SimCluster:
         node.core.seen(src, now)
         if msg["t"] == "hb":
             node.core.heartbeat_in(src, msg, now)
+        elif msg["t"].startswith("mb."):
+            node.core.probe_in(src, msg, now)
         else:
             node.core.election_in(src, msg, now)
         self._flush(node)
@@ -227,7 +231,8 @@ class SimCluster:
             return
         msg = self._heartbeat(node)
         size = len(json.dumps(msg, separators=(",", ":")))
-        for peer in sorted(node.conns):
+        assert node.core is not None
+        for peer in node.core.heartbeat_targets(sorted(node.conns)):
             self._send(node, peer, msg, size)
         self.after(self.interval, "hb", nid, inc)
 

@@ -26,9 +26,15 @@ class ScaleFigures:
     wall_s: float  # real seconds the simulation took
 
 
-def measure(n: int, seed: int = 0, idle: float = 2.0, settle: float = 3.0, bound: float = 15.0) -> ScaleFigures:
+def measure(
+    n: int, seed: int = 0, idle: float = 2.0, settle: float = 3.0, bound: float = 15.0, legacy: bool = False
+) -> ScaleFigures:
+    """``legacy``: the design before fan-in (sim/legacy.py), for the figures beside today's."""
+    from ..net.control import ControlCore
+    from .legacy import LegacyCore
+
     t0 = time.perf_counter()
-    c = SimCluster(n, seed)
+    c = SimCluster(n, seed, core_factory=LegacyCore if legacy else ControlCore)
     c.start_all()
     c.run_until(settle)
     m0, b0 = sum(c.sent.values()), c.sent_bytes

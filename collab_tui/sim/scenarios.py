@@ -1,7 +1,7 @@
 """Random fault schedules from a seed, run against the invariants; a failing run names its seed and keeps a
 minimal trace (the faults, the role and master changes, the violation).
 
-A scenario: 3 to 7 nodes boot within 0.2 s and settle; then 1 to 4 faults, each in its own slot of a few
+A scenario: 3 to 12 nodes (9 and 12 past the full-mesh limit) boot within 0.2 s and settle; then 1 to 4 faults, each in its own slot of a few
 seconds: the master or another node crashes (its process, or silently) and restarts later, a partition
 (a random split, or one way) that heals, a spell of message loss and duplication, a slow node; every
 node's clock drifts by up to ±1 %. After the last fault the network is healed, every node restarted, and
@@ -50,9 +50,10 @@ class Result:
 
 def run(seed: int, n: int | None = None, plant: str = "", full_trace: bool = False) -> Result:
     """One scenario. ``plant`` breaks a rule on purpose (the invariants must catch it): ``skip-quorum``
-    lets a master commit without seeing a majority; ``same-term`` lets a new master keep the old term."""
+    lets a master commit without seeing a majority; ``no-grants`` lets it commit on its view of a majority
+    alone (without election rule 11); ``same-term`` lets a new master keep the old term."""
     rng = random.Random(seed)
-    n = n or rng.choice([3, 3, 4, 5, 5, 7])
+    n = n or rng.choice([3, 3, 4, 5, 5, 7, 9, 12])  # 9 and 12: past MESH_LIMIT, heartbeats fan in
     cluster = SimCluster(n, seed, core_factory=_planted(plant))
     inv = Invariants(stale_allowance=cluster.interval * 6 + 1.0)
     cluster.observers.append(inv)
@@ -144,6 +145,13 @@ def _planted(plant: str):
                 return self.election.role == "master"
 
         return SkipQuorum
+    if plant == "no-grants":
+
+        class NoGrants(ControlCore):
+            def can_commit(self) -> bool:  # the gap the grants close: a view majority alone
+                return self.election.can_commit(len(self.membership.alive_ids()) + 1)
+
+        return NoGrants
     if plant == "same-term":
 
         class SameTerm(ControlCore):
@@ -160,4 +168,4 @@ def _planted(plant: str):
                 el._become_master = become  # type: ignore[method-assign]
 
         return SameTerm
-    raise ValueError(f"unknown planted bug {plant!r} (skip-quorum, same-term)")
+    raise ValueError(f"unknown planted bug {plant!r} (skip-quorum, no-grants, same-term)")
