@@ -143,7 +143,7 @@ class FakeContext:
     def node_signer(self) -> tuple[bytes, Callable[[bytes], bytes]]:
         """A key made for this context (its node id does not match it: tests that sign set both)."""
         from collab_tui.net import pki
-        from collab_tui.training.secagg import sign_with
+        from collab_tui.net.pki import sign_with
 
         if not hasattr(self, "_key"):
             self._key = pki.new_key()

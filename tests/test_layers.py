@@ -46,6 +46,9 @@ CORE = {
     "collab_tui/jobs/scheduler.py",  # capacity-based placement of items on nodes
     "collab_tui/jobs/health.py",  # per-kind worker health and back-off
     "collab_tui/training/rounds.py",  # federated round logic and run config
+    "collab_tui/training/secagg.py",  # secure aggregation's client and master state machines
+    "collab_tui/training/secagg_math.py",  # Shamir, masks, key agreement, fixed point: in-memory only
+    "collab_tui/net/control.py",  # membership + election glued (the daemon's and the simulator's rules)
     "collab_tui/ml/strategies.py",  # aggregation strategies (FedAvg, FedAdam, ...)
     # found pure in the tree
     "collab_tui/net/blobs.py",  # blob chunking and SHA-256 reassembly (sans-IO by its docstring)

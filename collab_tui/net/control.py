@@ -17,7 +17,6 @@ Rules (they used to live in the runtime's asyncio driver):
 Heartbeats, small and large clusters (`heartbeat_targets`): up to `MESH_LIMIT` nodes every node heartbeats
 every other node each interval (a full mesh: 4 × (n - 1) messages a second, cheap at that size, and each
 node hears every other directly). Past it, heartbeats fan in: a follower heartbeats the master each interval
-and `PEER_FANOUT` other peers in turn (so every pair still hears each other now and then), and the master
 and, every `PEER_EVERY` intervals, one other peer in turn (so every pair still hears each other now and
 then); the master heartbeats everyone, its heartbeat naming the nodes it finds dead (``dead``). A follower
 takes the master's heartbeat as word that every other peer it holds alive still is (the master hears them
@@ -79,6 +78,7 @@ class ControlCore:
         self._turn = 0  # round-robin over the other peers (fan-in mode)
         self._beats = 0  # heartbeats sent (fan-in mode: every PEER_EVERY-th also goes to one other peer)
         self._asked: dict[str, set[str]] = {}  # suspect master -> peers asked who have not answered yet
+        self._outbox: list[Outgoing] = []  # probes and their answers (the election has its own)
 
     @property
     def self_id(self) -> str:
@@ -108,7 +108,7 @@ class ControlCore:
             info = self.membership.get(about)
             # a live master heartbeats everyone every interval: two intervals of silence here too is no luck
             fresh = info is not None and now - info.last_seen < 2 * self.membership.interval
-            self.election._outbox.append(Outgoing(peer, {"t": "mb.seen", "about": about, "fresh": fresh}))
+            self._outbox.append(Outgoing(peer, {"t": "mb.seen", "about": about, "fresh": fresh}))
             return
         waiting = self._asked.get(about)
         if waiting is None or peer not in waiting:
@@ -156,7 +156,8 @@ class ControlCore:
             if p.node_id == master or p.state is PeerState.DEAD:
                 continue
             if p.node_id in named:
-                self.membership.on_gone(p.node_id, now)
+                if now - p.last_seen > 2 * self.membership.interval:  # unless we hear it ourselves
+                    self.membership.on_gone(p.node_id, now)
             else:
                 self.membership.on_seen(p.node_id, now)
         self._pump(now)
@@ -190,7 +191,7 @@ class ControlCore:
         asked = {peers[(start + k) % len(peers)] for k in range(min(PROBES, len(peers)))}
         self._asked[master] = set(asked)
         for p in sorted(asked):
-            self.election._outbox.append(Outgoing(p, {"t": "mb.ask", "about": master}))
+            self._outbox.append(Outgoing(p, {"t": "mb.ask", "about": master}))
 
     # -- outputs and queries -------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -240,7 +241,8 @@ class ControlCore:
         return self.election.take_events()
 
     def take_outbox(self) -> list[Outgoing]:
-        return self.election.take_outbox()
+        out, self._outbox = self._outbox, []
+        return self.election.take_outbox() + out
 
     def take_drops(self) -> list[str]:
         out, self._drops = self._drops, []

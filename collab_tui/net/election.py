@@ -49,8 +49,9 @@ Rules:
    becomes master at once (no jitter, ``term + 1``); otherwise it waits ``coordinator_timeout``
    for the coordinator, then runs a normal election. Handover takes one message delay. (This
    also works if ``peer_down`` for the leaving master was delivered before its ``el.leave``.)
-7. Randomised start. Boot elections and elections after the master is declared dead
-   (``peer_down``) start after a delay drawn uniformly from ``start_jitter``.
+7. Randomised start. Boot elections start after a delay drawn uniformly from ``start_jitter``. When the
+   master is declared dead (``peer_down``) the rule of graceful leave applies (6): the highest-ranked live
+   node claims at once, the others wait ``coordinator_timeout`` for it, then elect.
 8. Joiners. A master sends ``el.coordinator`` to every peer that comes up, so a (re)joining
    node learns the master and term within one message delay.
 9. A member is not the master (issue 15). Priorities come from the cluster's signed member records
@@ -158,7 +159,8 @@ class Election:
         self._seen = term  # the highest term seen within the step (refused claims too): a new reign is above it
         self._reassert_at = float("-inf")  # a master re-asserts over an outranked claim at most once a second
         self._quorum: int | None = None
-        self._granted, self._grant_to = term, None  # the highest term this node granted, and to whom
+        self._granted: int = term  # the highest term this node granted ...
+        self._grant_to: str | None = None  # ... and to whom
         self._grants: dict[str, tuple[int, str | None]] = {}  # live peer -> the grant it reports
         self._election_at: float | None = None  # scheduled (jittered) election
         self._answer_deadline: float | None = None  # candidate waiting for el.answer

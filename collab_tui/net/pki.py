@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -451,3 +452,10 @@ def verify_pinned_server(pin: str, ca_pem: bytes, leaf_der: bytes, issuer_pem: b
     except (IdentityError, ValueError) as e:
         raise IdentityError(f"CA pin mismatch: server certificate rejected: {e}") from None
     return ca
+
+
+def sign_with(key: ec.EllipticCurvePrivateKey) -> tuple[bytes, Callable[[bytes], bytes]]:
+    """(the key's public half as SubjectPublicKeyInfo DER, a function that signs bytes with it, ECDSA-SHA256):
+    a node id is the SHA-256 of that DER, so anyone can check who signed (secure aggregation's keys)."""
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return spki, lambda data: key.sign(data, ec.ECDSA(hashes.SHA256()))

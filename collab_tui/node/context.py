@@ -361,6 +361,6 @@ class NodeContext:
     def node_signer(self) -> tuple[bytes, Callable[[bytes], bytes]]:
         """(this node's public key as SubjectPublicKeyInfo DER, a function that signs with its node key):
         its node id is the SHA-256 of that public key, so anyone can check a signature's author."""
-        from ..training.secagg import sign_with
+        from ..net.pki import sign_with
 
         return sign_with(self._node.ident.key)

@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..net.pki import sign_with  # noqa: F401 - re-exported: the signer a ClientRound takes
 from . import secagg_math as sm
 from .secagg_math import SecAggError
 
@@ -105,12 +106,6 @@ class Advert:
             pub.verify(self.sig, data, ec.ECDSA(hashes.SHA256()))
         except (ValueError, TypeError, InvalidSignature):
             raise SecAggError(f"the keys of {self.node[:12]} carry a bad signature") from None
-
-
-def sign_with(key: ec.EllipticCurvePrivateKey) -> tuple[bytes, Signer]:
-    """A signer for `ClientRound` from a node's private key: (spki, sign(data))."""
-    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return spki, lambda data: key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 
 def _flat(weights: list[np.ndarray]) -> np.ndarray:

@@ -255,7 +255,10 @@ class TrainingService:
 
     # ----------------------------------------------------------------- replication
     async def replicate(self, st: RunState, version: str | None) -> None:
-        await asyncio.gather(*(self._replicate_to(p, st, version) for p in self.ctx.alive_ids()))
+        """To every peer with an open connection, a suspect one included: a node that is only slow now would
+        otherwise miss the run's last state until it reconnects."""
+        targets = [p.node_id for p in self.ctx.peers() if self.ctx.connected(p.node_id)]
+        await asyncio.gather(*(self._replicate_to(p, st, version) for p in targets))
 
     async def _replicate_to(self, peer: str, st: RunState, version: str | None) -> None:
         if not self.ctx.connected(peer):
