@@ -161,6 +161,10 @@ async def test_training_form_validates_and_shows_the_nodes_error(cluster):
             pilot, lambda: "no live node holds a dataset" in str(status.render()), 30, "the node's refusal"
         )
         assert screen.run_id is None
+        form = screen.query_one("#train-form")
+        assert "secure" not in form.collect().args
+        screen.query_one("#train-secure").value = True  # the master learns only the sum of the updates
+        assert form.collect().args["secure"] is True
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, DataTable, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
 from ..ml.strategy_specs import DEFAULT, SPECS
@@ -26,7 +26,8 @@ PHASE_STYLE = {
 
 
 class TrainForm(VerticalScroll, Form):
-    """Model, rounds, epochs, strategy, min clients, dataset. Posts `Start` with validated arguments."""
+    """Model, rounds, epochs, strategy, min clients, dataset, secure aggregation. Posts `Start` with validated
+    arguments."""
 
     @dataclass
     class Start(Message):
@@ -47,6 +48,12 @@ class TrainForm(VerticalScroll, Form):
         )
         yield Label("Min clients")
         yield Input("1", id="train-min-clients", type="integer", compact=True)
+        yield Checkbox(
+            "Secure aggregation",
+            id="train-secure",
+            compact=True,
+            tooltip="Updates leave each client masked: the master learns only their sum (3 clients a round)",
+        )
         yield Button("Start run", id="train-start", variant="primary", compact=True)
         yield Static("", id="train-form-status")
 
@@ -79,6 +86,8 @@ class TrainForm(VerticalScroll, Form):
             "strategy": str(self.query_one("#train-strategy", Select).value),
             "min_clients": self._int("train-min-clients", "min clients"),
         }
+        if self.query_one("#train-secure", Checkbox).value:  # fedavg, fedprox, fedavgm, fedadam; 3 clients a round
+            args["secure"] = True
         self.set_status("starting …")
         return self.Start(args)
 
