@@ -23,14 +23,6 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _new_master(c, others: list[int], old: str, deadline: float) -> str:
     """Poll the others' `status` (never the frozen node's: its control socket would hang) until they all
     name one master other than ``old``, and that one says it is master."""
@@ -45,6 +37,7 @@ def _new_master(c, others: list[int], old: str, deadline: float) -> str:
 
 def measure(n: int = N) -> dict:
     from collab_tui.localcluster import LocalCluster
+    from collab_tui.node.resources import process_rss
 
     t0 = time.monotonic()
     c = LocalCluster(n, mdns=False, heartbeat=0.25, env={"COLLAB_JOB_THREADS": "-1"})
@@ -59,7 +52,7 @@ def measure(n: int = N) -> dict:
         before = {i: _cpu_s(p) for i, p in pids.items()}
         time.sleep(IDLE_S)
         cpu = {i: (_cpu_s(p) - before[i]) / IDLE_S for i, p in pids.items()}
-        rss = {i: _rss_mib(p) for i, p in pids.items()}
+        rss = {i: (process_rss(p) or 0) / 2**20 for i, p in pids.items()}
         m = c.index_of(master)
         others = [i for i in c.running() if i != m]
         os.kill(pids[m], signal.SIGSTOP)

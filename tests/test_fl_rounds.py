@@ -386,6 +386,9 @@ class FakeService:
         self.asked: list[tuple[int, str]] = []
         self.events: list[tuple[str, dict]] = []
         self.replicated: list[tuple[int, str | None]] = []
+        self.evaluated: list[tuple[str, str]] = []  # ("start" | "result", key) of the server evaluations
+        self.eval_fails = False
+        self._pending: dict[str, float] = {}
 
     train_candidates = TrainingService.train_candidates
 
@@ -404,12 +407,8 @@ class FakeService:
         return [{"accuracy": 0.9, "loss": 0.1, "n": 10}]
 
     # the master's evaluation of each version: started at its commit, collected at the next
-    evaluated: list[tuple[str, str]] = []
-    eval_fails = False
-
     async def start_evaluation(self, key, cfg, weights, dataset):
         self.evaluated.append(("start", key))
-        self._pending = getattr(self, "_pending", {})
         self._pending[key] = float(np.asarray(weights[0]).ravel()[0])
 
     async def evaluation_result(self, key):
@@ -498,7 +497,6 @@ async def test_coordinator_fails_the_run_after_three_rounds_without_quorum(tmp_p
 
 async def test_server_evaluation_of_each_version_lands_on_its_entry_at_the_next_commit(tmp_path):
     svc = FakeService(tmp_path, {"m": _client(0.125), "a": _client(0.375)}, {"m": DATA, "a": DATA})
-    svc.evaluated = []
     coord = _start(svc, rounds=3, min_clients=2, round_timeout=30, eval_dataset="held")
     await asyncio.wait_for(coord.run(), 10)
     st = svc.runs.get("feedfacecafebeef")
@@ -521,7 +519,7 @@ async def test_server_evaluation_of_each_version_lands_on_its_entry_at_the_next_
 
 async def test_a_server_evaluation_that_fails_is_told_once_and_the_run_goes_on(tmp_path):
     svc = FakeService(tmp_path, {"m": _client(0.125), "a": _client(0.375)}, {"m": DATA, "a": DATA})
-    svc.evaluated, svc.eval_fails = [], True
+    svc.eval_fails = True
     coord = _start(svc, rounds=2, min_clients=2, round_timeout=30, eval_dataset="held")
     await asyncio.wait_for(coord.run(), 10)
     st = svc.runs.get("feedfacecafebeef")

@@ -218,6 +218,22 @@ def register_handlers(ctx: ServiceContext, obj: object) -> dict[str, ServiceHand
     return {name: fn for name, (_, fn) in table.items()}
 
 
+COMMIT_WAIT = 3.0  # seconds a commit waits for a just-elected master's grants (they come with the heartbeats)
+
+
+async def may_commit_soon(ctx: ServiceContext, timeout: float = COMMIT_WAIT) -> bool:
+    """Wait up to ``timeout`` s until ``ctx.can_commit()`` (a new master has its grants after a heartbeat);
+    whether it can."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not ctx.can_commit():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 def refusal(error: str) -> dict:
     """A handler's reply that refuses a request. The transport merges a handler's reply into
     ``{"t": "re", "re": id, "ok": True, ...}``: this one overrides ``ok``, which gives on the wire exactly

@@ -23,12 +23,10 @@ import time
 import msgspec
 
 from ..net.transport import RemoteError
-from ..node.context import ServiceContext, fenced, handler, refusal, register_handlers
+from ..node.context import ServiceContext, fenced, handler, may_commit_soon, refusal, register_handlers
 from ..node.events import each_event
 from . import gallery as gal
 from .messages import PeopleAdd, PeopleCommit, PeopleFetch, PeopleRemove
-
-QUORUM_WAIT = 3.0  # seconds a commit waits for the master to be able to commit (just elected)
 
 log = logging.getLogger("collab.people")
 
@@ -153,9 +151,7 @@ class PeopleService:
             raise NotCommitted("this node is not the master")
         if self._synced_term != self.ctx.term:
             await self.sync()
-        deadline = time.monotonic() + QUORUM_WAIT  # a new master's grants come with the next heartbeats
-        while not self.ctx.can_commit() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await may_commit_soon(self.ctx)  # a new master's grants come with the next heartbeats
         async with self._lock:
             if not self.ctx.can_commit() or self._synced_term != self.ctx.term:
                 raise NotCommitted("the master sees no majority of the cluster: nothing was changed")

@@ -73,9 +73,7 @@ class SimCluster:
         self.trace: list[str] = []
         self.sent: Counter[str] = Counter()  # message kind -> count (all nodes)
         self.sent_bytes = 0
-        self.sent_by: Counter[str] = Counter()  # node -> messages it sent
         self.observers: list[Callable[[SimCluster, str], None]] = []
-        self._hb_bytes: dict[str, int] = {}
 
     # -- scheduling -------------------------------------------------------------------------
     def at(self, t: float, kind: str, *args: Any) -> None:
@@ -202,7 +200,6 @@ class SimCluster:
         if dest not in node.conns:
             return
         self.sent[msg["t"]] += 1
-        self.sent_by[node.id] += 1
         self.sent_bytes += size if size is not None else len(json.dumps(msg, separators=(",", ":")))
         for dt in self.net.transit(node.id, dest):
             self.after(dt, "deliver", node.id, dest, msg, node.incarnation)

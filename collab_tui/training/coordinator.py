@@ -46,7 +46,6 @@ class RunCoordinator:
         self.rng = random.Random(self.cfg.seed + state.round)
         self.version_index: dict[str, int] = {}
         self.clients: set[str] = set()  # every node this run has asked to train (its fl.phase is taken)
-        self._recovered: list[str] = []  # a secure round's dropped clients whose masks were taken off
         self._evals: dict[str, tuple[dict, float]] = {}  # evaluations started: key -> (round entry, when)
         self._eval_warned = False
 
@@ -272,7 +271,7 @@ class RunCoordinator:
                 "timing": {"aggregate": round(time.monotonic() - t_agg, 4)},
             }
             if secure:
-                entry["secure"] = self.svc.secure_master.record(secure, self._recovered)
+                entry["secure"] = secure.record()
             if st.history and (ev := _weighted_eval(evals)):
                 st.history[-1]["client_eval"] = ev
             await self._commit(new, [u.node_id for u in kept], entry)
@@ -286,7 +285,7 @@ class RunCoordinator:
 
         size = int(sum(w.size for w in weights))
         try:
-            delta, n, self._recovered = await self.svc.secure_master.aggregate(secure, updates, size)
+            delta, n = await self.svc.secure_master.aggregate(secure, updates, size)
         except SecAggError as exc:
             log.warning("round of run %s: secure aggregation failed: %s", self.state.run_id[:8], exc)
             return None, [], {u.node_id: cut(f"secure sum: {exc}") for u in updates}

@@ -12,8 +12,12 @@ import msgspec
 
 from ..net.schema import MASTER, NodeId, PeerMessage, Term
 from . import secagg_math as sm
-from .messages import MAX_CLIENTS, MAX_ROUNDS, RunId
-from .rounds import cut
+from .messages import (
+    MAX_CLIENTS,
+    MAX_ROUNDS,
+    RunId,
+    _clean,  # one way to check a record against its schema
+)
 
 M = msgspec.Meta
 
@@ -100,13 +104,6 @@ class FlSaUnmask(PeerMessage, tag="fl.sa.unmask"):
 
 
 SECURE_MESSAGES: tuple[type[PeerMessage], ...] = (FlSaKeys, FlSaShares, FlSaUnmask)
-
-
-def _clean(schema: type[msgspec.Struct], value: object, what: str) -> dict[str, Any]:
-    try:
-        return msgspec.to_builtins(msgspec.convert(value, schema))
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"{what}: {cut(exc)}") from None
 
 
 def check_advert(reply: object) -> dict[str, Any]:

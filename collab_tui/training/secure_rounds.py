@@ -71,7 +71,8 @@ class SecureSetup:
 
     core: MasterRound
     left_out: dict[str, str] = field(default_factory=dict)  # node -> why it is not a participant
-    seconds: float = 0.0
+    seconds: float = 0.0  # the protocol's own time: keys, shares, unmask, unmasking
+    recovered: list[str] = field(default_factory=list)  # dropped after their shares: masks taken off
 
     @property
     def participants(self) -> list[str]:
@@ -79,6 +80,15 @@ class SecureSetup:
 
     def needed(self) -> int:
         return survivors_needed(len(self.core.u1()))
+
+    def record(self) -> dict:
+        """The round entry's ``secure`` (messages.SecureRound)."""
+        return {
+            "participants": len(self.participants),
+            "threshold": threshold(len(self.core.u1())),
+            "recovered": self.recovered,
+            "seconds": round(self.seconds, 4),
+        }
 
 
 class SecureMaster:
@@ -100,37 +110,45 @@ class SecureMaster:
             return await asyncio.to_thread(local)
         return await self.ctx.request(node, {"t": kind, "term": self.ctx.term, **fields}, STEP_TIMEOUT)
 
-    async def _each(self, nodes: list[str], kind: str, fields_of) -> dict[str, object]:
-        """Every node's reply to a step, or the exception it ended with."""
+    async def _each(self, nodes: list[str], kind: str, fields_of, accept) -> dict[str, Exception]:
+        """One step on every node at once, each reply handed to ``accept(node, reply)``; the nodes whose call
+        or reply failed, with why."""
         replies = await asyncio.gather(*(self._call(n, kind, fields_of(n)) for n in nodes), return_exceptions=True)
-        return dict(zip(nodes, replies))
+        failed: dict[str, Exception] = {}
+        for node, reply in zip(nodes, replies):
+            try:
+                if isinstance(reply, BaseException):
+                    raise reply
+                accept(node, reply)
+            except Exception as exc:  # a refusal, a timeout, a reply that does not check: that node is out
+                failed[node] = exc
+        return failed
 
     async def setup(self, run_id: str, round_no: int, selected: list[str]) -> SecureSetup:
         """Keys and shares of the selected clients; SecAggError when too few take part."""
         t0 = time.monotonic()
         out = SecureSetup(MasterRound(run_id, round_no))
         base = {"run_id": run_id, "round": round_no}
-        for node, reply in (await self._each(selected, "fl.sa.keys", lambda n: base)).items():
-            try:
-                if isinstance(reply, BaseException):
-                    raise reply
-                advert = check_advert(reply)
-                if advert["node"] != node:
-                    raise SecAggError("it answered with another node's keys")
-                out.core.add_advert(advert)
-            except Exception as exc:
-                out.left_out[node] = cut(f"secure keys: {type(exc).__name__}: {exc}")
+
+        def keys(node: str, reply: object) -> None:
+            advert = check_advert(reply)
+            if advert["node"] != node:
+                raise SecAggError("it answered with another node's keys")
+            out.core.add_advert(advert)
+
+        def why(step: str, failed: dict[str, Exception]) -> None:
+            out.left_out.update({n: cut(f"secure {step}: {type(e).__name__}: {e}") for n, e in failed.items()})
+
+        why("keys", await self._each(selected, "fl.sa.keys", lambda n: base, keys))
         u1 = out.core.u1()
         if len(u1) < MIN_CLIENTS:
             raise SecAggError(f"{len(u1)} client(s) made keys, a secure round needs {MIN_CLIENTS}: {out.left_out}")
         adverts = [out.core.adverts[n].to_wire() for n in u1]
-        for node, reply in (await self._each(u1, "fl.sa.shares", lambda n: {**base, "adverts": adverts})).items():
-            try:
-                if isinstance(reply, BaseException):
-                    raise reply
-                out.core.add_shares(node, check_shares(reply))
-            except Exception as exc:
-                out.left_out[node] = cut(f"secure shares: {type(exc).__name__}: {exc}")
+
+        def shares(node: str, reply: object) -> None:
+            out.core.add_shares(node, check_shares(reply))
+
+        why("shares", await self._each(u1, "fl.sa.shares", lambda n: {**base, "adverts": adverts}, shares))
         if len(out.participants) < out.needed():
             raise SecAggError(
                 f"{len(out.participants)} of {len(u1)} clients sent shares, {out.needed()} are needed: {out.left_out}"
@@ -138,10 +156,9 @@ class SecureMaster:
         out.seconds = time.monotonic() - t0
         return out
 
-    async def aggregate(
-        self, setup: SecureSetup, updates: list[ClientUpdate], size: int
-    ) -> tuple[np.ndarray, int, list[str]]:
-        """The weighted mean delta of the updates (masked words) that arrived; SecAggError when it cannot be unmasked."""
+    async def aggregate(self, setup: SecureSetup, updates: list[ClientUpdate], size: int) -> tuple[np.ndarray, int]:
+        """The weighted mean delta of the updates (masked words) that arrived and their summed examples (the
+        dropped clients whose masks came off go to ``setup.recovered``); SecAggError when it cannot be unmasked."""
         t0 = time.monotonic()
         core = setup.core
         for u in updates:
@@ -149,24 +166,15 @@ class SecureMaster:
                 raise SecAggError(f"the update of {u.node_id[:12]} is not one array of masked words")
             core.add_masked(u.node_id, u.weights[0], u.num_examples, size)
         base = {"run_id": core.run_id, "round": core.round}
-        survivors = sorted(core.masked)
-        replies = await self._each(survivors, "fl.sa.unmask", lambda n: {**base, **core.unmask_request(n)})
-        for node, reply in replies.items():
-            try:
-                if isinstance(reply, BaseException):
-                    raise reply
-                core.add_answer(node, check_unmask(reply))
-            except Exception as exc:
-                log.info("secure round %d: no unmask shares from %s (%s)", core.round, node[:12], cut(exc, 200))
-        result = await asyncio.to_thread(core.finish)
-        setup.seconds += time.monotonic() - t0
-        return result
 
-    @staticmethod
-    def record(setup: SecureSetup, recovered: list[str]) -> dict:
-        return {
-            "participants": len(setup.participants),
-            "threshold": threshold(len(setup.core.u1())),
-            "recovered": recovered,
-            "seconds": round(setup.seconds, 4),
-        }
+        def answer(node: str, reply: object) -> None:
+            core.add_answer(node, check_unmask(reply))
+
+        failed = await self._each(
+            sorted(core.masked), "fl.sa.unmask", lambda n: {**base, **core.unmask_request(n)}, answer
+        )
+        for node, exc in failed.items():
+            log.info("secure round %d: no unmask shares from %s (%s)", core.round, node[:12], cut(exc, 200))
+        delta, n, setup.recovered = await asyncio.to_thread(core.finish)
+        setup.seconds += time.monotonic() - t0
+        return delta, n

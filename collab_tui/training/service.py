@@ -27,7 +27,7 @@ import time
 
 from ..ml.updates import ClientUpdate, decompress_delta, from_bytes
 from ..net.transport import BlobReply, ConnectionClosed, RemoteError
-from ..node.context import ServiceContext, fenced, handler, refusal, register_handlers
+from ..node.context import ServiceContext, fenced, handler, may_commit_soon, refusal, register_handlers
 from ..node.events import each_event
 from .client import TrainingClient
 from .coordinator import RunCoordinator
@@ -55,8 +55,6 @@ from .secure_messages import FlSaKeys, FlSaShares, FlSaUnmask
 from .secure_rounds import SecureClient, SecureMaster
 
 log = logging.getLogger("collab.training")
-
-QUORUM_WAIT = 3.0  # seconds start_run waits for the master to be able to commit (just elected: a heartbeat)
 
 BUILTIN_MODELS = {
     "digits": {"name": "small-cnn", "input_shape": [8, 8, 1], "num_classes": 10},
@@ -231,14 +229,6 @@ class TrainingService:
         results = await asyncio.gather(*(one(n) for n in self.train_candidates(cfg.dataset)))
         return [r for r in results if r]
 
-    async def evaluate_local(self, cfg: RunConfig, weights, dataset: str) -> dict:
-        from ..ml import mltasks
-        from ..ml.updates import to_bytes
-
-        return await self.client.ml.call(
-            mltasks.evaluate_dataset, cfg.arch, to_bytes(weights), dataset, tuple(cfg.labels)
-        )
-
     async def start_evaluation(self, key: str, cfg: RunConfig, weights, dataset: str) -> None:
         """Start the evaluation of ``weights`` on ``dataset`` in the ML process's evaluation thread: it runs
         beside the next round's fit on this node (`evaluation_result` collects it)."""
@@ -279,11 +269,8 @@ class TrainingService:
             reply = await self._forward("fl.start", args)
             await self._replica_of(str(reply.get("run_id", "")))
             return reply
-        deadline = time.monotonic() + QUORUM_WAIT  # a new master's grants come with the next heartbeats
-        while not self.ctx.can_commit():
-            if time.monotonic() >= deadline:
-                raise PermissionError("no majority of the cluster is visible: cannot start a run")
-            await asyncio.sleep(0.05)
+        if not await may_commit_soon(self.ctx):
+            raise PermissionError("no majority of the cluster is visible: cannot start a run")
         cfg = RunConfig.from_dict({k: v for k, v in args.items() if v is not None})
         check_config(cfg.__dict__)  # the bounds every replica checks, before anything is made
         if not self.train_candidates(cfg.dataset):
