@@ -26,7 +26,7 @@ import secrets
 import time
 
 from ..ml.updates import ClientUpdate, decompress_delta, from_bytes
-from ..net.transport import BlobReply, ConnectionClosed, RemoteError
+from ..net.transport import BlobReply, RemoteError
 from ..node.context import ServiceContext, fenced, handler, may_commit_soon, refusal, register_handlers
 from ..node.events import each_event
 from .client import TrainingClient
@@ -55,6 +55,8 @@ from .secure_messages import FlSaKeys, FlSaShares, FlSaUnmask
 from .secure_rounds import SecureClient, SecureMaster
 
 log = logging.getLogger("collab.training")
+
+REPLICATE_TIMEOUT = 10.0  # seconds a peer has to acknowledge a run's state (a status change)
 
 BUILTIN_MODELS = {
     "digits": {"name": "small-cnn", "input_shape": [8, 8, 1], "num_classes": 10},
@@ -258,9 +260,9 @@ class TrainingService:
             if version:
                 meta, raw = self.registry.get_bytes(st.config["model"], version)
                 await self.ctx.send_blob(peer, {**fields, "kind": "fl.commit", "meta": meta}, raw)
-            elif not await self.ctx.send(peer, {**fields, "t": "fl.state"}):
-                raise ConnectionClosed("connection closed")
-        except OSError as exc:  # ConnectionClosed (a ConnectionError) included
+            else:  # acknowledged: a plain send gives up after 1 s behind a busy connection, and the state is lost
+                await self.ctx.request(peer, {**fields, "t": "fl.state"}, REPLICATE_TIMEOUT)
+        except (OSError, TimeoutError, RemoteError) as exc:  # ConnectionClosed (a ConnectionError) included
             log.info("replication to %s failed: %s", peer[:12], exc)
 
     # ----------------------------------------------------------------- runs (master)
