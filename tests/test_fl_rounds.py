@@ -30,6 +30,7 @@ from collab_tui.training.rounds import (
     RunState,
     select_clients,
 )
+from collab_tui.training.run_sync import CommitTally
 from collab_tui.training.runstore import RunStore
 from collab_tui.training.service import TrainingService
 
@@ -317,16 +318,18 @@ def _state(round_no: int, term: int, status: str = "running", run_id: str = "012
     )
 
 
-def test_accept_replica_refuses_older_round_or_term(tmp_path):
+def test_accept_replica_keeps_the_newer_term_then_the_higher_round(tmp_path):
+    """run_sync.py, rule 1: a copy from a newer term wins even with a lower round (the old master stored its
+    later rounds on too few nodes: never committed), and within a term the higher round wins."""
     store = RunStore(tmp_path)
     assert store.accept_replica(_state(2, 3).to_dict())
-    assert not store.accept_replica(_state(1, 3).to_dict())  # older round
-    assert not store.accept_replica(_state(1, 9).to_dict())  # older round, even from a higher term
-    assert not store.accept_replica(_state(2, 2).to_dict())  # same round from an older term
+    assert not store.accept_replica(_state(1, 3).to_dict())  # older round, same term
+    assert not store.accept_replica(_state(3, 2).to_dict())  # an older term, even with a higher round
     assert not store.accept_replica(_state(2, 3).to_dict())  # identical: nothing to do
     assert store.get("0123456789abcdef").round == 2
-    assert store.accept_replica(_state(2, 4).to_dict())  # same round from a newer master
-    assert store.accept_replica(_state(3, 4).to_dict())  # next round
+    assert store.accept_replica(_state(1, 4).to_dict())  # a newer master that resumed at round 1
+    assert store.get("0123456789abcdef").round == 1
+    assert store.accept_replica(_state(3, 4).to_dict())  # its next rounds
     assert store.accept_replica(_state(3, 4, status="done").to_dict())  # status change
     got = store.get("01234567")  # a unique prefix is enough
     assert (got.round, got.term, got.status) == (3, 4, "done")
@@ -395,8 +398,9 @@ class FakeService:
     def publish(self, st, what, **data):
         self.events.append((what, data))
 
-    async def replicate(self, st, version):
+    async def commit_replicated(self, st, version, check=None, wait=None):
         self.replicated.append((st.round, version))
+        return CommitTally(1)  # a cluster of one: the master's own copy is the majority
 
     async def client_train(self, node, st, cfg, r, payload, participants=None):
         self.asked.append((r, node))

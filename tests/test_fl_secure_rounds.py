@@ -22,6 +22,7 @@ from collab_tui.net.transport import RemoteError
 from collab_tui.node.context import PeerView
 from collab_tui.training.coordinator import RunCoordinator
 from collab_tui.training.rounds import RunConfig, RunState
+from collab_tui.training.run_sync import CommitTally
 from collab_tui.training.runstore import RunStore
 from collab_tui.training.secagg import SecAggError
 from collab_tui.training.secure_messages import FlSaKeys, FlSaShares, FlSaUnmask
@@ -89,8 +90,8 @@ class SecureFakeService:
     def publish(self, st, what, **data):
         self.events.append((what, data))
 
-    async def replicate(self, st, version):
-        pass
+    async def commit_replicated(self, st, version, check=None, wait=None):
+        return CommitTally(1)
 
     async def client_train(self, node, st, cfg, r, payload, participants=None):
         nd = self.by_id[node]

@@ -46,6 +46,7 @@ CORE = {
     "collab_tui/jobs/scheduler.py",  # capacity-based placement of items on nodes
     "collab_tui/jobs/health.py",  # per-kind worker health and back-off
     "collab_tui/training/rounds.py",  # federated round logic and run config
+    "collab_tui/training/run_sync.py",  # which copy of a run wins, when a round is committed, what a new master adopts
     "collab_tui/training/secagg.py",  # secure aggregation's client and master state machines
     "collab_tui/training/secagg_math.py",  # Shamir, masks, key agreement, fixed point: in-memory only
     "collab_tui/net/control.py",  # membership + election glued (the daemon's and the simulator's rules)

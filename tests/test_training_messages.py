@@ -119,6 +119,8 @@ def test_the_records_declare_exactly_the_fields_of_the_run_config_and_state():
         "fl.eval",
         "fl.commit",
         "fl.state",
+        "fl.sync",
+        "fl.pull",
         "fl.phase",
         "fl.data",
         "fl.describe",
@@ -129,6 +131,8 @@ def test_the_records_declare_exactly_the_fields_of_the_run_config_and_state():
         "fl.eval",
         "fl.commit",
         "fl.state",
+        "fl.sync",
+        "fl.pull",
         "fl.describe",
     }
 
@@ -169,7 +173,7 @@ async def test_commit_and_state_from_a_member_that_is_not_the_master_are_refused
 
 
 async def test_a_valid_commit_from_the_master_is_stored(svc, version):
-    assert await svc.ctx.deliver(M, _commit(version)) is None
+    assert await svc.ctx.deliver(M, _commit(version)) == {"held": True}  # the master counts it (run_sync.py)
     models, runs = _stored(svc)
     assert [m["latest"] for m in models] == [version.v] and runs == [RUN_ID]
     assert svc.registry.get("digits")[0]["shapes"] == [[3, 3, 1, 4], [4]]

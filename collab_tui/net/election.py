@@ -77,6 +77,9 @@ Rules:
    whose own term a strict majority of ``quorum_size`` granted to it (its own grant included). Grants are
    exclusive, so two masters of one term never both have a majority; a report from a peer that moved to a
    higher term no longer counts, so a master cut off one way (it hears them, they do not hear it) loses it.
+   A master that hears a peer report its own term as granted to another node (or held from before a
+   restart) re-asserts with a fresh term: else a node that claimed a term another had taken while it was
+   down could never commit (the simulator's round-liveness check found it: sim/runs.py).
 """
 
 from __future__ import annotations
@@ -287,6 +290,8 @@ class Election:
                 if not _is_term(g_term) or not (g_to is None or isinstance(g_to, str)):
                     raise ElectionError(f"heartbeat grant must be (term, node), got {grant!r}")
                 self._grants[peer_id] = (g_term, g_to)
+                if self.role == MASTER and g_term == self.term and g_to != self.self_id:
+                    self._become_master(now)  # rule 11: that peer gave our term away; a fresh one it can grant
         if role == MASTER:
             if self._term_ok(term):
                 self._seen = max(self._seen, term)

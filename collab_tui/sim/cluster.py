@@ -10,7 +10,9 @@ daemon (node/runtime.py, node/peers.py) on a virtual clock:
   that close reaches it; a process crash closes every end it had (peers notice, then find nothing listening:
   ``gone``), a silent death (power, cable) closes nothing;
 - every `REDIAL` s each node dials the nodes it has no connection to (the runtime's redial loop);
-- a restarted node starts from its persisted term, with fresh memory.
+- a restarted node starts from its persisted term, with fresh memory;
+- services beside the control plane (``apps``: a federated run, sim/runs.py) get every node's ticks and
+  the messages of their kinds.
 
 Each node's clock drifts by its own factor: its cores see ``t * (1 + drift)``. Ties in time break by the
 order events were scheduled, so a run is a function of its seed.
@@ -74,6 +76,9 @@ class SimCluster:
         self.sent: Counter[str] = Counter()  # message kind -> count (all nodes)
         self.sent_bytes = 0
         self.observers: list[Callable[[SimCluster, str], None]] = []
+        self.apps: list[
+            Any
+        ] = []  # services on every node (sim/runs.py): tick(nid), message(src, dst, msg), crashed(nid)
 
     # -- scheduling -------------------------------------------------------------------------
     def at(self, t: float, kind: str, *args: Any) -> None:
@@ -127,6 +132,8 @@ class SimCluster:
             return
         self.log(f"{nid} {'dies silently' if silent else 'crashes'}")
         node.up, node.core = False, None
+        for app in self.apps:
+            app.crashed(nid)
         for peer in sorted(node.conns):
             if not silent and self.net.link(nid, peer):
                 self.after(self.net.delay, "closed", peer, nid)
@@ -218,6 +225,9 @@ class SimCluster:
             node.core.heartbeat_in(src, msg, now)
         elif msg["t"].startswith("mb."):
             node.core.probe_in(src, msg, now)
+        elif msg["t"].startswith("fl.") or msg["t"] == "re":
+            for app in self.apps:
+                app.message(src, dst, msg)
         else:
             node.core.election_in(src, msg, now)
         self._flush(node)
@@ -240,6 +250,8 @@ class SimCluster:
         assert node.core is not None
         node.core.tick(node.clock(self.now))
         self._flush(node)
+        for app in self.apps:
+            app.tick(nid)
         self.after(TICK, "tick", nid, inc)
 
     def _on_call(self, fn: Callable[[], None]) -> None:

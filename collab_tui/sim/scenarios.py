@@ -6,6 +6,10 @@ seconds: the master or another node crashes (its process, or silently) and resta
 (a random split, or one way) that heals, a spell of message loss and duplication, a slow node; every
 node's clock drifts by up to ±1 %. After the last fault the network is healed, every node restarted, and
 the cluster must agree on one master within `AGREEMENT_BOUND` s.
+
+A federated run goes on throughout (sim/runs.py): a round every 0.3 s whenever a synced master may commit.
+No committed round may be lost or committed twice, and within `ROUND_BOUND` s of the agreement the
+master commits a new round.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from dataclasses import dataclass, field
 
 from .cluster import SimCluster
 from .invariants import Invariants
+from .runs import SimRuns
 
 AGREEMENT_BOUND = 6.0  # seconds after the faults stop (detection 1.5 s, election and redial within it)
+ROUND_BOUND = 3.0  # seconds after the agreement within which the master commits a round
 SETTLE = 2.0
 SLOT = 3.0
 
@@ -31,6 +37,7 @@ class Result:
     trace: list[str] = field(default_factory=list)
     messages: int = 0
     shared_terms: list[int] = field(default_factory=list)
+    rounds: int = 0  # the run's committed rounds
 
     @property
     def ok(self) -> bool:
@@ -39,7 +46,10 @@ class Result:
     def report(self, trace: bool = False) -> str:
         head = f"seed {self.seed}: {self.n} nodes, faults: {'; '.join(self.faults) or 'none'}"
         if self.ok:
-            head += f"\n  ok: agreed {self.agreed_after:.2f} s after the faults stopped; {self.messages} messages"
+            head += (
+                f"\n  ok: agreed {self.agreed_after:.2f} s after the faults stopped; {self.rounds} rounds"
+                f" committed; {self.messages} messages"
+            )
             if self.shared_terms:
                 head += f"; terms claimed by two nodes for a moment (never both committing): {self.shared_terms}"
         lines = [head, *(f"  VIOLATION {v}" for v in self.violations)]
@@ -51,12 +61,14 @@ class Result:
 def run(seed: int, n: int | None = None, plant: str = "", full_trace: bool = False) -> Result:
     """One scenario. ``plant`` breaks a rule on purpose (the invariants must catch it): ``skip-quorum``
     lets a master commit without seeing a majority; ``no-grants`` lets it commit on its view of a majority
-    alone (without election rule 11); ``same-term`` lets a new master keep the old term."""
+    alone (without election rule 11); ``same-term`` lets a new master keep the old term; ``commit-alone``
+    and ``no-sync`` break the run's rules (sim/runs.py)."""
     rng = random.Random(seed)
     n = n or rng.choice([3, 3, 4, 5, 5, 7, 9, 12])  # 9 and 12: past MESH_LIMIT, heartbeats fan in
     cluster = SimCluster(n, seed, core_factory=_planted(plant))
     inv = Invariants(stale_allowance=cluster.interval * 6 + 1.0)
     cluster.observers.append(inv)
+    runs = SimRuns(cluster, lambda text: inv._fail(cluster, text), plant if plant in SimRuns.PLANTS else "")
     for node in cluster.nodes.values():
         node.drift = rng.uniform(-0.01, 0.01)
     cluster.start_all()
@@ -78,17 +90,23 @@ def run(seed: int, n: int | None = None, plant: str = "", full_trace: bool = Fal
     inv.fault(t)
     cluster.log("faults stop: healed, every node restarted")
     agreed = inv.check_agreement(cluster, t, AGREEMENT_BOUND)
+    top = runs.ledger.top
     cluster.run_until(cluster.now + 1.0)  # and it holds
     if agreed is not None and cluster.agreement() is None:
         inv._fail(cluster, "agreement did not hold for 1 s")
+    cluster.run_until(cluster.now + ROUND_BOUND - 1.0)
+    if agreed is not None and runs.ledger.top <= top:
+        inv._fail(cluster, f"no round committed within {ROUND_BOUND:g} s of the agreement (still {top})")
+    runs.check_end()
     keep = cluster.trace if full_trace else [line for line in cluster.trace if _minimal(line)]
     shared = sorted(inv.shared_terms)
-    return Result(seed, n, faults, inv.violations, agreed, keep, sum(cluster.sent.values()), shared)
+    return Result(seed, n, faults, inv.violations, agreed, keep, sum(cluster.sent.values()), shared, runs.ledger.top)
 
 
 def _minimal(line: str) -> bool:
     """The lines of a minimal trace: faults, boots, role changes, violations."""
-    return any(mark in line for mark in (" role=", "VIOLATION", " up (", "crash", "dies", "faults stop", "FAULT"))
+    marks = (" role=", "VIOLATION", " up (", "crash", "dies", "faults stop", "FAULT", " committed round", " synced")
+    return any(mark in line for mark in marks)
 
 
 def _fault(rng: random.Random, c: SimCluster, inv: Invariants, t: float) -> str:
@@ -136,7 +154,7 @@ def _fault(rng: random.Random, c: SimCluster, inv: Invariants, t: float) -> str:
 def _planted(plant: str):
     from ..net.control import ControlCore
 
-    if not plant:
+    if not plant or plant in SimRuns.PLANTS:
         return ControlCore
     if plant == "skip-quorum":
 
@@ -168,4 +186,4 @@ def _planted(plant: str):
                 el._become_master = become  # type: ignore[method-assign]
 
         return SameTerm
-    raise ValueError(f"unknown planted bug {plant!r} (skip-quorum, no-grants, same-term)")
+    raise ValueError(f"unknown planted bug {plant!r} (skip-quorum, no-grants, same-term, {', '.join(SimRuns.PLANTS)})")

@@ -2,8 +2,11 @@
 
 Sync mode, per round: select clients, send each the global weights (`fl.train`), collect updates
 until the quorum-plus-deadline rule closes the round, screen and aggregate, store the new version
-(content-addressed, with lineage), commit the run state, replicate version + state to every peer.
-Only a master that sees a majority may commit (partition guard); a master that loses its role stops.
+(content-addressed, with lineage), write the run state, and replicate version + state to every peer
+beside the next round's fits: the round is committed (and reported) once a majority holds it, and the next
+round is not stored before that (run_sync.py, rule 2). Only a master that sees a majority may commit
+(partition guard); a master that loses its role stops, and the next master adopts the newest copy a
+majority holds (rule 3).
 
 Async (buffered) mode: every client trains continuously; whenever K updates have arrived they are
 aggregated with a staleness discount (by how many versions each is behind) into a new version.
@@ -29,6 +32,9 @@ AGGREGATE = "(secure sum)"  # the name a secure round's aggregate is checked und
 log = logging.getLogger("collab.training")
 
 
+REPLICATE_WAIT = 10.0  # seconds the end of a run has to reach a majority
+
+
 class RunStopped(Exception):
     pass
 
@@ -38,6 +44,7 @@ class RunCoordinator:
         self.svc = svc
         self.ctx = svc.ctx
         self.state = state
+        self.term = self.ctx.term  # the master's term this coordinator works in (`_reigns`)
         self.cfg = RunConfig.from_dict(state.config)
         self.strategy = self.cfg.make_strategy()
         if state.strategy_state and hasattr(self.strategy, "load_state_dict"):
@@ -48,13 +55,38 @@ class RunCoordinator:
         self.clients: set[str] = set()  # every node this run has asked to train (its fl.phase is taken)
         self._evals: dict[str, tuple[dict, float]] = {}  # evaluations started: key -> (round entry, when)
         self._eval_warned = False
+        self._replicating: asyncio.Task | None = None  # the last round's replication, until a majority holds it
 
     # ----------------------------------------------------------------- helpers
+    def _reigns(self) -> bool:
+        """Still the master, in the term this coordinator started in: a master whose term changed (it
+        re-asserted, or won a tie) first adopts the newest copies again (run_sync.py, rule 3), then the run
+        resumes under a new coordinator."""
+        return self.ctx.is_master and self.ctx.term == self.term
+
     def _check_role(self) -> None:
-        if not self.ctx.is_master:
-            raise RunStopped("this node is no longer the master")
+        if not self._reigns():
+            raise RunStopped("this node is no longer the master in the term this run resumed in")
         if self.stop_requested:
             raise RunStopped("stopped by the operator")
+
+    def _check_master(self) -> None:
+        """The check between tries to replicate a round: an operator's stop does not abandon a stored round."""
+        if not self._reigns():
+            raise RunStopped("this node is no longer the master in the term this run resumed in")
+
+    async def _settle(self) -> None:
+        """Wait until the last stored round is on a majority (RunStopped if this node stops being master)."""
+        task, self._replicating = self._replicating, None
+        if task is not None:
+            await task
+
+    async def _replicate(self, snapshot: RunState, version: str, entry: dict) -> None:
+        t0 = time.monotonic()
+        tally = await self.svc.commit_replicated(snapshot, version, check=self._check_master)
+        entry["timing"] = {**entry.get("timing", {}), "replicate": round(time.monotonic() - t0, 4)}
+        entry["replicas"] = tally.held
+        self.svc.publish(self.state, "round", **entry)
 
     async def _wait_quorum(self) -> None:
         while not self.ctx.can_commit():
@@ -76,6 +108,7 @@ class RunCoordinator:
             self.svc.publish(st, "warning", text=warning)
 
     async def _commit(self, weights, contributors: list[str], entry: dict) -> None:
+        await self._settle()  # the previous round is on a majority before this one is stored
         await self._wait_quorum()
         st = self.state
         if self.cfg.dp_noise > 0:
@@ -104,16 +137,17 @@ class RunCoordinator:
         )
         self.version_index[version] = entry["round"]
         entry["version"] = version
-        st.round, st.version, st.term = entry["round"], version, self.ctx.term
+        st.round, st.version, st.term = entry["round"], version, self.term
         st.history.append(entry)
+        entry = st.history[-1]
         if hasattr(self.strategy, "state_dict"):
             st.strategy_state = _encode_state(self.strategy.state_dict())
         self.svc.runs.commit(st)
         entry["timing"] = {**entry.get("timing", {}), "store": round(time.monotonic() - t_store, 4)}
         if self.cfg.eval_dataset:  # in the ML process's own thread, beside the next round's fits
             await self._start_eval(entry, weights)
-        await self.svc.replicate(st, version)
-        self.svc.publish(st, "round", **entry)
+        snapshot = RunState.from_dict(st.to_dict())  # a deep copy: the next round goes on with `st`
+        self._replicating = asyncio.get_running_loop().create_task(self._replicate(snapshot, version, entry))
 
     async def _start_eval(self, entry: dict, weights) -> None:
         key = f"{self.state.run_id}:{entry['round']}"
@@ -160,6 +194,7 @@ class RunCoordinator:
                 while st.round < self.cfg.rounds:
                     self._check_role()
                     await self._one_round(st.round + 1)
+            await self._settle()
             await self._attach_evals()
             await self._final_eval()
             st.status = "done"
@@ -167,13 +202,28 @@ class RunCoordinator:
             if self.stop_requested:
                 st.status = "stopped"
             log.info("run %s paused at round %d: %s", st.run_id[:8], st.round, exc)
-            if not self.ctx.is_master:
+            if not self._reigns():
+                if self._replicating is not None:
+                    self._replicating.cancel()
                 return  # the new master resumes from the last committed round
         except Exception as exc:
             log.exception("run %s failed", st.run_id[:8])
             st.status, st.error = "failed", cut(exc, MAX_ERROR)
+        try:  # the last round is on a majority before the run's end is written (its replicas name its version)
+            await self._settle()
+        except RunStopped:
+            return
+        st.term = max(st.term, self.term)
         self.svc.runs.commit(st)
-        await self.svc.replicate(st, None)
+        tally = await self.svc.commit_replicated(st, None, check=self._check_master, wait=REPLICATE_WAIT)
+        if not tally.committed:  # the next master finds the run running at its last round and ends it again
+            log.warning(
+                "run %s: its end (%s) is held by %d of %d nodes",
+                st.run_id[:8],
+                st.status,
+                tally.held,
+                tally.quorum_size,
+            )
         self.svc.publish(st, st.status)
 
     async def _one_round(self, r: int) -> None:

@@ -4,7 +4,8 @@ Who may send what, beyond the node's own checks (``SENDER``):
 
 - `FlStart`, `FlStop`, `FlResume`: any member (a node forwards its user's command to its master); only
   the master acts on them.
-- `FlTrain`, `FlEval`, `FlDescribe`, `FlCommit`, `FlState`: the master only, in the receiver's term (``SENDER = MASTER``).
+- `FlTrain`, `FlEval`, `FlDescribe`, `FlCommit`, `FlState`, `FlSync`, `FlPull`: the master only, in the
+  receiver's term (``SENDER = MASTER``).
 - `FlPhase`: any member, but it is published only for a run this node coordinates as master and only
   from a node that run has asked to train (service.py, ``_on_phase``).
 - `FlData`: any member: `collab data split` deals dataset parts out on purpose. Its name must be a `Name`
@@ -65,6 +66,11 @@ __all__ = [
     "FlEval",
     "FlCommit",
     "FlState",
+    "FlSync",
+    "FlPull",
+    "RunDigest",
+    "SyncReply",
+    "ReplicaReply",
     "FlPhase",
     "FlData",
     "TRAINING_MESSAGES",
@@ -73,9 +79,12 @@ __all__ = [
     "check_entry",
     "check_update",
     "check_eval",
+    "check_sync",
+    "check_pulled",
 ]
 
 MAX_ROUNDS = 10_000
+MAX_SYNC_RUNS = 10_000  # runs one node tells a new master about (run_sync.py, rule 3)
 MAX_CLIENTS = 4096
 STATUSES = ("running", "stopped", "done", "failed")
 
@@ -320,6 +329,48 @@ class FlState(PeerMessage, tag="fl.state"):
     run: RunRecord
 
 
+class FlSync(PeerMessage, tag="fl.sync"):
+    """A new master asks for a digest of every run the receiver holds (answered with a `SyncReply`), to adopt
+    the newest copy of each before it resumes anything (run_sync.py, rule 3)."""
+
+    SENDER = MASTER
+    term: Term
+
+
+class FlPull(PeerMessage, tag="fl.pull"):
+    """A new master fetches one run the receiver holds newer than it does: a blob of the state, and of the
+    model version it names (fields checked by `check_pulled`, the weights by the registry)."""
+
+    SENDER = MASTER
+    term: Term
+    run_id: RunId
+
+
+class RunDigest(msgspec.Struct, kw_only=True):
+    """One run as a node holds it (run_sync.digest_of)."""
+
+    run_id: RunId
+    term: Term
+    round: Round
+    status: Literal[STATUSES]
+    version: VersionOrNone = ""
+
+
+class SyncReply(msgspec.Struct, kw_only=True):
+    runs: Annotated[list[RunDigest], M(max_length=MAX_SYNC_RUNS)] = []
+
+
+class PullReply(msgspec.Struct, kw_only=True):
+    run: RunRecord
+    meta: ModelMeta | None = None
+
+
+class ReplicaReply(msgspec.Struct, kw_only=True):
+    """A replica's answer to `FlCommit` and `FlState`: whether it now holds that state (run_sync.py, rule 2)."""
+
+    held: bool = False
+
+
 # ----------------------------------------------------------------------------- clients -> master, anyone
 class FlPhase(PeerMessage, tag="fl.phase"):
     """What a client is doing in a round, for the UIs. Published only for a run this node coordinates,
@@ -348,6 +399,8 @@ TRAINING_MESSAGES: tuple[type[PeerMessage], ...] = (
     FlDescribe,
     FlCommit,
     FlState,
+    FlSync,
+    FlPull,
     FlPhase,
     FlData,
 )
@@ -390,3 +443,13 @@ def check_shape(reply: object) -> dict[str, Any]:
 def check_eval(reply: object) -> dict[str, Any] | None:
     """The `Evaluation` in a client's `EvalReply` (or None), or ValueError."""
     return _clean(EvalReply, reply, "evaluation")["eval"]
+
+
+def check_sync(reply: object) -> list[dict[str, Any]]:
+    """The digests of a node's `SyncReply`, or ValueError."""
+    return _clean(SyncReply, reply, "run digests")["runs"]
+
+
+def check_pulled(reply: object) -> dict[str, Any]:
+    """A node's answer to `FlPull` ({"run", "meta"}), or ValueError."""
+    return _clean(PullReply, reply, "pulled run")

@@ -1,8 +1,9 @@
 """Run state on disk: one JSON file per run, committed atomically (temp, fsync, rename).
 
 The master commits after every round and replicates the state to every peer; a replica is accepted
-only if it is not older than what is stored (round and term), so no round is ever committed twice and
-a new master resumes at the last committed round.
+only if it wins over what is stored (run_sync.py: the higher term, then the higher round), so a new
+master's rounds replace what an old one stored on too few nodes, and a new master, which adopts the
+newest copy a majority holds, resumes at the last committed round.
 
 Every state is checked against `messages.RunRecord` before it is written, whoever made it, and again
 when it is read: a file that does not parse or validate (a crash, a disk error, a state written by a
@@ -20,6 +21,7 @@ from pathlib import Path
 from ..fsutil import atomic_write, child_path, set_aside
 from .messages import check_run
 from .rounds import RunState
+from .run_sync import replaces
 
 log = logging.getLogger("collab.training")
 
@@ -71,20 +73,16 @@ class RunStore:
         return sorted(runs, key=lambda s: (s.created, s.run_id))
 
     def accept_replica(self, data: dict) -> bool:
-        """Store a replicated state unless ours is newer (higher round, or same round from a higher term).
+        """Store a replicated state unless ours wins (run_sync.py, rule 1: the higher ``(term, round)``).
         ValueError, and nothing stored, if it is not a valid `RunRecord`."""
-        state = RunState.from_dict(check_run(data))
+        clean = check_run(data)
         try:
-            mine = self.get(state.run_id)
+            mine = self.get(clean["run_id"]).to_dict()
         except LookupError:
             mine = None
-        if mine is not None:
-            if (mine.round, mine.term) > (state.round, state.term):
-                return False
-            if mine.round == state.round and mine.term == state.term and mine.status == state.status:
-                if mine.history == state.history:
-                    return False
-        self.commit(state)
+        if not replaces(mine, clean):
+            return False
+        self.commit(RunState.from_dict(clean))
         return True
 
     def running(self) -> list[RunState]:

@@ -6,8 +6,11 @@ Messages (every master-issued, side-effecting one carries the master's term; sta
   fl.train   master -> client: blob of global weights; answer: blob of the update
   fl.eval    master -> client: blob of weights; answer: held-out metrics
   fl.describe master -> client: a dataset's image shape and class names (a new model is made for them)
-  fl.commit  master -> all: blob of a new version + the run state (replication)
-  fl.state   master -> all: run state only (status changes)
+  fl.commit  master -> all: blob of a new version + the run state; answer: held (a round is committed once
+             a majority holds it, run_sync.py)
+  fl.state   master -> all: run state only (status changes); answer: held
+  fl.sync    new master -> all: a digest of every run the node holds (the new master adopts the newest)
+  fl.pull    new master -> one: a run the node holds newer than the master, with its model version (blob)
   fl.phase   client -> master: download / train / upload (for the UIs)
   fl.data    node -> node: a dataset part, only by `collab data split` (explicit, for users who don't
              need privacy); training itself never moves images.
@@ -33,22 +36,28 @@ from .client import TrainingClient
 from .coordinator import RunCoordinator
 from .messages import (
     MAX_ERROR,
+    MAX_SYNC_RUNS,
     FlCommit,
     FlData,
     FlDescribe,
     FlEval,
     FlPhase,
+    FlPull,
     FlResume,
     FlStart,
     FlState,
     FlStop,
+    FlSync,
     FlTrain,
     check_config,
     check_eval,
+    check_pulled,
     check_shape,
+    check_sync,
     check_update,
 )
 from .rounds import RunConfig, RunState, cut
+from .run_sync import CommitTally, SyncTally, digest_of
 from .runstore import RunStore
 from .secagg import SecAggError
 from .secure_messages import FlSaKeys, FlSaShares, FlSaUnmask
@@ -56,7 +65,9 @@ from .secure_rounds import SecureClient, SecureMaster
 
 log = logging.getLogger("collab.training")
 
-REPLICATE_TIMEOUT = 10.0  # seconds a peer has to acknowledge a run's state (a status change)
+REPLICATE_TIMEOUT = 10.0  # seconds a peer has to acknowledge a run's state (and a small model version)
+BLOB_RATE = 5e6  # bytes/s a replica is given at least to take a model version (a big model gets longer)
+RETRY_EVERY = 0.5  # seconds between two tries to get a run's state onto a majority
 
 BUILTIN_MODELS = {
     "digits": {"name": "small-cnn", "input_shape": [8, 8, 1], "num_classes": 10},
@@ -80,6 +91,8 @@ class TrainingService:
         self._task: asyncio.Task | None = None
         self._sub = None
         self._data_capabilities: frozenset[str] = frozenset()  # "data:NAME" per local dataset
+        self._sync_lock = asyncio.Lock()
+        self._synced_term = -1  # the term in which this node, as master, adopted the newest runs (sync)
         self.refresh_capabilities()
         ctx.add_capabilities("train")
         ctx.provide_capabilities(lambda: self._data_capabilities)
@@ -101,7 +114,7 @@ class TrainingService:
         self.client.ml.shutdown()
 
     async def _step(self, ev: dict | None) -> None:
-        if self.ctx.is_master:
+        if self.ctx.is_master and await self.sync():
             await self._resume_runs()
             if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
                 await self._catch_up(ev["node_id"])
@@ -127,7 +140,7 @@ class TrainingService:
         """A node that joins mid-run gets the current model and run state."""
         for st in self.runs.list():
             if st.version:
-                await self._replicate_to(peer, st, st.version)
+                await self._replicate_to(peer, st.to_dict(), st.config["model"], st.version)
 
     # ----------------------------------------------------------------- views used by the coordinator
     def refresh_capabilities(self) -> None:
@@ -246,24 +259,107 @@ class TrainingService:
         return await self.client.ml.call(mltasks.evaluate_dataset_result, key)
 
     # ----------------------------------------------------------------- replication
-    async def replicate(self, st: RunState, version: str | None) -> None:
-        """To every peer with an open connection, a suspect one included: a node that is only slow now would
-        otherwise miss the run's last state until it reconnects."""
+    async def replicate(self, st: RunState, version: str | None) -> CommitTally:
+        """Send ``st`` (and the model version it names, if ``version``) to every peer with an open connection,
+        a suspect one included (a node that is only slow now would otherwise miss it until it reconnects);
+        who confirmed it (run_sync.py, rule 2). ``st`` may change once this returns: it is read first."""
+        record, model = st.to_dict(), st.config["model"]
+        tally = CommitTally(self.ctx.quorum_size())
         targets = [p.node_id for p in self.ctx.peers() if self.ctx.connected(p.node_id)]
-        await asyncio.gather(*(self._replicate_to(p, st, version) for p in targets))
+        held = await asyncio.gather(*(self._replicate_to(p, record, model, version) for p in targets))
+        for peer, ok in zip(targets, held):
+            if ok:
+                tally.ack(peer)
+        return tally
 
-    async def _replicate_to(self, peer: str, st: RunState, version: str | None) -> None:
+    async def commit_replicated(
+        self, st: RunState, version: str | None, check=None, wait: float | None = None
+    ) -> CommitTally:
+        """Rule 2 of run_sync.py: replicate ``st`` until a majority of the cluster holds it, sending again every
+        `RETRY_EVERY` s to the peers that have not confirmed. ``check()`` is called between tries and may
+        raise to give up (the coordinator's role check); ``wait`` bounds the time (None: no bound). The
+        tally says whether it is committed."""
+        record, model = st.to_dict(), st.config["model"]
+        tally = CommitTally(self.ctx.quorum_size())
+        t0 = time.monotonic()
+        while True:
+            targets = [
+                p.node_id for p in self.ctx.peers() if self.ctx.connected(p.node_id) and p.node_id not in tally.held_by
+            ]
+            held = await asyncio.gather(*(self._replicate_to(p, record, model, version) for p in targets))
+            for peer, ok in zip(targets, held):
+                if ok:
+                    tally.ack(peer)
+            tally.quorum_size = self.ctx.quorum_size()
+            if tally.committed or (wait is not None and time.monotonic() - t0 >= wait):
+                return tally
+            if check is not None:
+                check()
+            await asyncio.sleep(RETRY_EVERY)
+
+    async def _replicate_to(self, peer: str, record: dict, model: str, version: str | None) -> bool:
+        """Whether ``peer`` confirmed it holds ``record`` (and ``version``)."""
         if not self.ctx.connected(peer):
-            return
-        fields = {"run": st.to_dict(), "term": self.ctx.term}
+            return False
+        fields = {"run": record, "term": self.ctx.term}
         try:
             if version:
-                meta, raw = self.registry.get_bytes(st.config["model"], version)
-                await self.ctx.send_blob(peer, {**fields, "kind": "fl.commit", "meta": meta}, raw)
-            else:  # acknowledged: a plain send gives up after 1 s behind a busy connection, and the state is lost
-                await self.ctx.request(peer, {**fields, "t": "fl.state"}, REPLICATE_TIMEOUT)
-        except (OSError, TimeoutError, RemoteError) as exc:  # ConnectionClosed (a ConnectionError) included
+                meta, raw = self.registry.get_bytes(model, version)
+                timeout = max(REPLICATE_TIMEOUT, len(raw) / BLOB_RATE)
+                rep = await self.ctx.request_blob(peer, {**fields, "kind": "fl.commit", "meta": meta}, raw, timeout)
+            else:
+                rep = await self.ctx.request(peer, {**fields, "t": "fl.state"}, REPLICATE_TIMEOUT)
+        except (OSError, TimeoutError, RemoteError, LookupError) as exc:  # ConnectionClosed (a ConnectionError) too
             log.info("replication to %s failed: %s", peer[:12], exc)
+            return False
+        return rep.get("held") is True
+
+    # ----------------------------------------------------------------- a new master adopts the newest runs
+    async def sync(self) -> bool:
+        """Rule 3 of run_sync.py: as a new master, adopt the newest copy of every run the live nodes hold;
+        True once a majority answered in this term (until then nothing is resumed or started)."""
+        async with self._sync_lock:
+            term = self.ctx.term
+            if self._synced_term == term:
+                return True
+            mine = {st.run_id: digest_of(st.to_dict()) for st in self.runs.list()}
+            tally = SyncTally(self.ctx.quorum_size(), mine)
+            peers = [p for p in self.ctx.alive_ids() if self.ctx.connected(p)]
+            replies = await asyncio.gather(*(self._digests(p) for p in peers))
+            for peer, digests in zip(peers, replies):
+                if digests is not None:
+                    tally.reply(peer, digests)
+            for run_id, peer in tally.to_fetch():
+                await self._pull(peer, run_id)
+            if tally.synced and self.ctx.term == term and self.ctx.is_master:
+                self._synced_term = term
+                return True
+            return False
+
+    async def _digests(self, peer: str) -> list[dict] | None:
+        try:
+            return check_sync(await self.ctx.request(peer, {"t": "fl.sync", "term": self.ctx.term}, REPLICATE_TIMEOUT))
+        except (OSError, TimeoutError, RemoteError, ValueError) as exc:
+            log.info("run sync: no answer from %s (%s)", peer[:12], exc)
+            return None
+
+    async def _pull(self, peer: str, run_id: str) -> None:
+        """Fetch one run (and its model version) that ``peer`` holds newer than this node does."""
+        try:
+            rep = await self.ctx.request(peer, {"t": "fl.pull", "term": self.ctx.term, "run_id": run_id}, 60.0)
+            got = check_pulled(rep)
+            if got["meta"] is not None:
+                await asyncio.to_thread(self.registry.put_raw, got["meta"], rep.get("data", b""))
+            if self.runs.accept_replica(got["run"]):
+                log.info(
+                    "run %s: adopted round %d (term %d) from %s",
+                    run_id[:8],
+                    got["run"]["round"],
+                    got["run"]["term"],
+                    peer[:12],
+                )
+        except (OSError, TimeoutError, RemoteError, ValueError) as exc:  # the registry's checks raise ValueErrors
+            log.warning("run %s: could not fetch its newer state from %s: %s", run_id[:8], peer[:12], exc)
 
     # ----------------------------------------------------------------- runs (master)
     async def start_run(self, args: dict) -> dict:
@@ -273,6 +369,8 @@ class TrainingService:
             return reply
         if not await may_commit_soon(self.ctx):
             raise PermissionError("no majority of the cluster is visible: cannot start a run")
+        if not await self.sync():
+            raise PermissionError("this new master has not yet heard the runs of a majority: try again in a moment")
         cfg = RunConfig.from_dict({k: v for k, v in args.items() if v is not None})
         check_config(cfg.__dict__)  # the bounds every replica checks, before anything is made
         if not self.train_candidates(cfg.dataset):
@@ -292,7 +390,15 @@ class TrainingService:
                 st.warn(reply["privacy"]["warning"])
                 log.warning("run %s: %s", st.run_id[:8], reply["privacy"]["warning"])
         self.runs.commit(st)
-        await self.replicate(st, version)
+        tally = await self.commit_replicated(st, version, wait=REPLICATE_TIMEOUT)
+        if not tally.committed:
+            st.status, st.error = (
+                "failed",
+                f"could not be stored on a majority ({tally.held} of {tally.quorum_size} nodes)",
+            )
+            self.runs.commit(st)
+            await self.replicate(st, None)
+            raise RuntimeError(f"run {st.run_id}: {st.error}; nothing was trained")
         self._launch(st)
         self.publish(st, "started")
         return reply
@@ -383,9 +489,9 @@ class TrainingService:
         if entry:
             entry[0].stop_requested = True
         else:
-            st.status = "stopped"
+            st.status, st.term = "stopped", max(st.term, self.ctx.term)
             self.runs.commit(st)
-            await self.replicate(st, None)
+            await self.commit_replicated(st, None, wait=REPLICATE_TIMEOUT)
         return {"run_id": st.run_id, "stopping": True}
 
     async def resume_run(self, run_id: str | None) -> dict:
@@ -397,9 +503,12 @@ class TrainingService:
         st = runs[-1]
         if st.status == "done":
             raise ValueError(f"run {st.run_id} is already done")
-        st.status, st.error = "running", ""
+        if not await self.sync():
+            raise PermissionError("this new master has not yet heard the runs of a majority: try again in a moment")
+        st.status, st.error, st.term = "running", "", max(st.term, self.ctx.term)
         self.runs.commit(st)
-        await self.replicate(st, None)
+        if not (await self.commit_replicated(st, None, wait=REPLICATE_TIMEOUT)).committed:
+            raise RuntimeError("the resumed run could not be stored on a majority of the cluster: try again")
         self._launch(st)
         return {"run_id": st.run_id, "round": st.round}
 
@@ -457,9 +566,13 @@ class TrainingService:
     async def _on_commit(self, sender: str, msg: dict) -> None:
         # the weights are checked and hashed off the event loop (a model can be large)
         await asyncio.to_thread(self.registry.put_raw, msg["meta"], msg["data"])
+        if sender != self.ctx.master_id or not self.ctx.accepts(msg["term"]):
+            # a new master came meanwhile and may have asked for our runs: this round must not count now
+            return refusal("the master or its term changed while the version was stored")
         evaluated = self._evaluated(msg["run"]["run_id"])
         if self.runs.accept_replica(msg["run"]):
             self._publish_replica(msg["run"], "round", evaluated)
+        return self._held(msg["run"])
 
     @handler(FlState)
     @fenced
@@ -467,6 +580,29 @@ class TrainingService:
         evaluated = self._evaluated(msg["run"]["run_id"])
         if self.runs.accept_replica(msg["run"]):
             self._publish_replica(msg["run"], None, evaluated)
+        return self._held(msg["run"])
+
+    def _held(self, run: dict) -> dict:
+        """A replica's answer (run_sync.py, rule 2): whether it now holds this state."""
+        try:
+            mine = self.runs.get(run["run_id"])
+        except LookupError:
+            return {"held": False}
+        return {"held": digest_of(mine.to_dict()) == digest_of(run)}
+
+    @handler(FlSync)
+    @fenced
+    async def _on_sync(self, sender: str, msg: dict) -> dict:
+        return {"runs": [digest_of(st.to_dict()) for st in self.runs.list()][-MAX_SYNC_RUNS:]}
+
+    @handler(FlPull)
+    @fenced
+    async def _on_pull(self, sender: str, msg: dict) -> BlobReply | dict:
+        st = self.runs.get(msg["run_id"])
+        if not st.version:
+            return {"run": st.to_dict(), "meta": None}
+        meta, raw = self.registry.get_bytes(st.config["model"], st.version)
+        return BlobReply({"run": st.to_dict(), "meta": meta}, raw)
 
     # secure aggregation's steps (secure_rounds.py): from the master, in its term; a refused step says why
     @handler(FlSaKeys)
