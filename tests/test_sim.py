@@ -23,7 +23,9 @@ def test_the_seed_set_keeps_every_invariant():
     assert not failed, "\n\n".join(failed[:3])
 
 
-@pytest.mark.parametrize("plant", ["skip-quorum", "no-grants", "same-term", "commit-alone", "no-sync"])
+@pytest.mark.parametrize(
+    "plant", ["skip-quorum", "no-grants", "same-term", "commit-alone", "no-sync", "record-twice", "no-reopen"]
+)
 def test_a_planted_bug_is_caught_within_the_seed_set(plant):
     caught = next((s for s in SEEDS if not run(s, plant=plant).ok), None)
     assert caught is not None, f"no seed of {len(SEEDS)} caught the planted bug {plant}"

@@ -41,10 +41,17 @@ CAPACITY_EVERY = 0.1  # seconds between two capacity refreshes (heartbeats come 
 
 class JobMaster:
     def __init__(
-        self, service, task_timeout: float = 60.0, inflight_per_worker: int = 4, min_inflight: int = 2
+        self,
+        service,
+        task_timeout: float = 60.0,
+        inflight_per_worker: int = 4,
+        min_inflight: int = 2,
+        clock=time.monotonic,
     ) -> None:
         self.svc = service
         self.ctx = service.ctx
+        self.clock = clock  # monotonic seconds (the simulator's virtual clock in sim/jobs.py)
+        self.term = self.ctx.term  # the reign it schedules for (jobs/service.py, ``_sync_role``)
         # min_inflight 2: even a busy worker holds a second batch, fetched while the first one runs, so it
         # never waits for a round trip to the master between two batches
         self.sched = Scheduler(
@@ -70,7 +77,7 @@ class JobMaster:
             "options": msg.get("options", {}),
             "key": msg.get("job_key", ""),
         }
-        now = time.monotonic()
+        now = self.clock()
         tasks = []
         for item in msg["items"]:
             item_id = item["item_id"]
@@ -101,7 +108,7 @@ class JobMaster:
 
     def on_done(self, worker: str, msg: dict) -> None:
         """A worker's `job.done`: only its own tasks count (the scheduler ignores the others)."""
-        now = time.monotonic()
+        now = self.clock()
         for tid in msg["done"]:
             if self.sched.complete(tid, worker, now):
                 self.finished_at[tid] = now
@@ -118,7 +125,7 @@ class JobMaster:
         self.inline.pop(job_id, None)
 
     def peer_dead(self, node_id: str) -> None:
-        self.sched.worker_dead(node_id, time.monotonic())
+        self.sched.worker_dead(node_id, self.clock())
         # Its own jobs wait for it instead of burning their retries on fetches that cannot succeed (and
         # being reported failed to it when it is back): it resubmits what is unfinished when it returns.
         for job_id in [j for j, meta in self.jobs.items() if meta["submitter"] == node_id]:
@@ -129,6 +136,15 @@ class JobMaster:
             for tid in [t for t in self.finished_at if t.startswith(prefix)]:
                 del self.finished_at[tid]
             log.info("job %s waits for its submitter %s to come back", job_id, node_id[:12])
+
+    def connection_lost(self, node_id: str) -> None:
+        """The connection to a worker closed: assignments sent on it may never have arrived (the worker
+        would not know of them, and this master would wait out the task timeout), so they go back to the
+        queue. One that did arrive may be done twice; its submitter records one result."""
+        if self.sched.inflight_of(node_id):
+            log.info("connection to %s closed: its %d assigned task(s) are queued again", self._name(node_id),
+                     len(self.sched.inflight_of(node_id)))  # fmt: skip
+        self.sched.worker_dead(node_id, self.clock())
 
     # ----------------------------------------------------------------- the loop
     def _refresh_capacity(self, now: float) -> None:
@@ -143,11 +159,17 @@ class JobMaster:
             health = getattr(self.svc.worker, "unhealthy", None)
             self.sched.report_health(self.ctx.node_id, health() if callable(health) else {}, now)
         for p in self.ctx.peers():
-            if p.alive and "jobs" in (p.capabilities or ("jobs",)):
+            if p.alive and "jobs" in (p.capabilities or ("jobs",)) and self.follows(p.master, p.term):
                 self.sched.update_worker(WorkerCapacity(p.node_id, max(1, p.cpus), p.load, 0, True), now)
                 self.sched.report_health(p.node_id, p.unhealthy, now)
             elif self.sched.free_slots(p.node_id) or self.sched.inflight_of(p.node_id):
                 self.sched.worker_dead(p.node_id, now)
+
+    def follows(self, master: str | None, term: int) -> bool:
+        """Whether a peer's heartbeat says it follows this master in this reign: an assignment to a node that
+        does not yet (it holds the claim back until its peers report it, net/election.py rule 9; or it has
+        not heard it) would be refused (fenced) and wait out the task timeout. ``""``: not reported."""
+        return master == "" or (master == self.ctx.node_id and term == self.term)
 
     def _item(self, job_id: str, task: Task, worker: str, key: str) -> dict:
         item = {"item_id": task.item_id, "ticket": ticket(key, job_id, task.item_id, worker), "size": task.size_bytes}
@@ -160,8 +182,17 @@ class JobMaster:
 
     async def pump(self) -> None:
         """Assign what can be assigned; report items that failed for good to their submitters."""
-        now = time.monotonic()
+        for dest, msg in self.plan():
+            if not await self.svc.send_to(dest, msg) and msg["t"] == "job.assign":
+                self.sched.worker_dead(dest, self.clock())
+
+    def plan(self) -> list[tuple[str, dict]]:
+        """What to send now, in order: (worker, `job.assign`) per batch the scheduler assigns, (submitter,
+        `job.item_failed`) per item it gave up on; the events are logged. A worker an assignment cannot
+        reach is to be told to the scheduler (`pump`)."""
+        now = self.clock()
         self._refresh_capacity(now)
+        out: list[tuple[str, dict]] = []
         for a in self.sched.assign(now):
             job_id = a.tasks[0].job_id
             meta = self.jobs.get(job_id)
@@ -176,8 +207,7 @@ class JobMaster:
                 "options": meta["options"],
                 "items": [self._item(job_id, t, a.worker, meta["key"]) for t in a.tasks],
             }
-            if not await self.svc.send_to(a.worker, msg):
-                self.sched.worker_dead(a.worker, now)
+            out.append((a.worker, msg))
         for ev in self.sched.take_events():
             match ev:
                 case TaskFailed(task_id=tid, error=error):
@@ -186,17 +216,15 @@ class JobMaster:
                     job_id, item_id = split_task_id(tid)
                     meta = self.jobs.get(job_id)
                     if meta:
-                        await self.svc.send_to(
-                            meta["submitter"],
-                            {
-                                "t": "job.item_failed",
-                                "job_id": job_id,
-                                "item_id": item_id,
-                                "error": short(f"gave up after retries: {error}"),
-                                "term": self.ctx.term,
-                                "attempts": self.sched.attempts_of(tid),
-                            },
-                        )
+                        failed = {
+                            "t": "job.item_failed",
+                            "job_id": job_id,
+                            "item_id": item_id,
+                            "error": short(f"gave up after retries: {error}"),
+                            "term": self.ctx.term,
+                            "attempts": self.sched.attempts_of(tid),
+                        }
+                        out.append((meta["submitter"], failed))
                 case TaskRetried(task_id=tid, reason=reason):
                     log.info("task %s requeued: %s", tid, reason)
                 case WorkerBenched(
@@ -219,6 +247,7 @@ class JobMaster:
                         )
                 case WorkerUnbenched(worker=worker, kind=kind, why=why):
                     log.info("worker %s runs %s tasks again (%s): back in the pool", self._name(worker), kind, why)
+        return out
 
     def _name(self, node_id: str) -> str:
         if node_id == self.ctx.node_id:

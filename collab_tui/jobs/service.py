@@ -132,8 +132,11 @@ class JobService:
                 self._sync_role()
                 events = self._drain_events()
                 for ev in events:
-                    if ev["kind"] == "peer" and ev["change"] in ("dead", "leave") and self.master:
+                    # a restart too: a worker that came back before anyone found it dead lost its queue
+                    if ev["kind"] == "peer" and ev["change"] in ("dead", "leave", "restart") and self.master:
                         self.master.peer_dead(ev["node_id"])
+                    elif ev["kind"] == "peer" and ev.get("closed") and self.master:
+                        self.master.connection_lost(ev["node_id"])
                 if self.master:
                     await self.master.pump()
                 master_changed = any(ev["kind"] == "master" for ev in events)
@@ -154,9 +157,12 @@ class JobService:
             await self.master.pump()
 
     def _sync_role(self) -> None:
-        if self.ctx.is_master and self.master is None:
+        """A `JobMaster` per reign: one made in an earlier term (this node lost the role and won it back
+        between two turns of the loop) holds assignments the workers refused meanwhile (fenced), so a new
+        term starts empty, refilled by the submitters' resubmissions as after any master change."""
+        if self.ctx.is_master and (self.master is None or self.master.term != self.ctx.term):
             self.master = JobMaster(self)
-            log.info("this node now schedules jobs")
+            log.info("this node now schedules jobs (term %d)", self.ctx.term)
         elif not self.ctx.is_master and self.master is not None:
             self.master = None
 

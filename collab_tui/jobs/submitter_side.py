@@ -46,7 +46,7 @@ class JobSubmitter:
         self.svc = service
         self.ctx = service.ctx
         self.store = JobStore(self.ctx.home / "state" / "jobs.db")
-        self._sent_to: dict[str, str] = {}  # job_id -> master it was last submitted to
+        self._sent_to: dict[str, tuple[str, int]] = {}  # job_id -> (master, term) it was last submitted to
         self.items_cache: dict[tuple[str, str], dict] = {}
         self._out_dirs: dict[str, str | None] = {}
         self._keys: dict[str, str] = {}  # job_id -> its secret, for the jobs held here (cache of the store)
@@ -122,13 +122,13 @@ class JobSubmitter:
             ok = bool(await self.svc.request(master, msg)) if wait else await self.svc.send_to(master, msg)
             if not ok:
                 return False
-        self._sent_to[job_id] = master
+        self._sent_to[job_id] = (master, self.ctx.term)
         return True
 
     async def resubmit_all(self, force: bool = False) -> None:
         master = self.ctx.master_id
         for job_id in self.store.unfinished_jobs():
-            if force or self._sent_to.get(job_id) != master:
+            if force or self._sent_to.get(job_id) != (master, self.ctx.term):  # a new reign of the same master too
                 try:
                     await self.resubmit(job_id)
                 except Exception as exc:

@@ -11,6 +11,9 @@ flushed on the next turn of the event loop, as one `job.results` message (attach
 followed by one `job.done` to the master. A lone item still leaves at once; a batch of no-op items
 leaves as one message instead of sixteen.
 
+A master change empties the queue of what the old master assigned and this node has not started: the new
+master reassigns those items (their submitters resubmit on the change), so they do not hold up its own.
+
 Per-item errors (a corrupt image, a text file that is not text) are final results: the job goes on.
 Infrastructure errors (the bytes could not be fetched, the type is unknown here) go back to the master,
 which retries the item on another worker. Each failed item says why (``cause``): ``worker`` (the type
@@ -82,6 +85,7 @@ class JobWorker:
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="collab-job", initializer=_one_cv_thread)
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.stale_skipped = 0  # queued items not run: their master was replaced meanwhile
         self.running = 0
         self.fetching = 0  # items whose bytes are on the way
         self._runners: list[asyncio.Task] = []
@@ -159,6 +163,7 @@ class JobWorker:
             failed = [{"task_id": task_id_for(msg["job_id"], i), "error": why, "cause": "worker"} for i in item_ids]
             self._spawn(self._ack([], failed))
             return
+        msg["_master"] = sender  # a queued item of a master this node no longer follows is not run (`_runner`)
         # failed attempts of each item before this one (retried elsewhere or here): copied into its result
         msg["_attempts"] = {item["item_id"]: item.get("attempts", 0) for item in items}
         msg["_tickets"] = {item["item_id"]: item.get("ticket", "") for item in items}  # back to the submitter
@@ -218,6 +223,12 @@ class JobWorker:
     async def _runner(self) -> None:
         while True:
             msg, item_id, data, fetch_ms = await self.queue.get()
+            master = self.ctx.master_id  # None for a moment (its master is suspect): then it goes on as before
+            if (master is not None and msg.get("_master", master) != master) or msg.get("term", 0) < self.ctx.term:
+                # assigned by a master that is gone: the new one reassigns it (its submitter resubmits
+                # on the change), and running it first would hold up what the new master gives us
+                self.stale_skipped += 1
+                continue
             self.running += 1
             try:
                 await self._run_one(msg, item_id, data, fetch_ms)

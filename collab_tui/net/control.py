@@ -88,8 +88,8 @@ class ControlCore:
     def start(self, now: float) -> None:
         self.election.start(now)
 
-    def hello(self, peer: str, name: str, addr: str, priority: int, now: float) -> None:
-        self.membership.on_hello(peer, name, addr, priority, now)
+    def hello(self, peer: str, name: str, addr: str, priority: int, now: float, boot: str = "") -> None:
+        self.membership.on_hello(peer, name, addr, priority, now, boot)
         self._pump(now)
 
     def heartbeat_in(self, peer: str, msg: dict[str, Any], now: float) -> None:

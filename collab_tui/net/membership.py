@@ -17,9 +17,11 @@ Failure detection (``interval`` = heartbeat period):
 Events (drained with :meth:`Membership.take_events`; frozen dataclasses declared in
 :mod:`.membership_events`, re-exported here), never duplicated for an unchanged state:
 ``PeerJoined(id)`` first time a peer is known, ``PeerSuspect(id)``, ``PeerDead(id)``,
-``PeerAlive(id)`` back from SUSPECT/DEAD, ``PeerLeft(id)`` graceful leave (state DEAD; no
-separate ``PeerDead``). A late tick going straight from ALIVE to DEAD emits only ``PeerDead``.
-Each event class carries its ``change`` string (``join``/``suspect``/``dead``/``alive``/``leave``),
+``PeerAlive(id)`` back from SUSPECT/DEAD, ``PeerRestarted(id)`` a HELLO with another boot id than the
+last one (its process started again, perhaps before anyone found it dead: what it held in memory is
+gone), ``PeerLeft(id)`` graceful leave (state DEAD; no separate ``PeerDead``). A late tick going straight
+from ALIVE to DEAD emits only ``PeerDead``.
+Each event class carries its ``change`` string (``join``/``suspect``/``dead``/``alive``/``restart``/``leave``),
 which the runtime publishes to the UIs.
 """
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .membership_events import PeerAlive, PeerDead, PeerEvent, PeerJoined, PeerLeft, PeerSuspect
+from .membership_events import PeerAlive, PeerDead, PeerEvent, PeerJoined, PeerLeft, PeerRestarted, PeerSuspect
 
 __all__ = [
     "PeerEvent",
@@ -37,6 +39,7 @@ __all__ = [
     "PeerSuspect",
     "PeerDead",
     "PeerAlive",
+    "PeerRestarted",
     "PeerLeft",
     "PeerState",
     "PeerInfo",
@@ -82,6 +85,7 @@ class PeerInfo:
     capabilities: list[str] = field(default_factory=list)
     model_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    boot: str = ""  # the boot id of its last HELLO (new at every start of its process)
 
 
 def heartbeat_fields(
@@ -169,8 +173,8 @@ class Membership:
         return self.dead_after * self.interval
 
     # -- inputs -----------------------------------------------------------------------
-    def on_hello(self, peer_id: str, name: str, addr: str, priority: int, now: float) -> None:
-        """A peer authenticated (handshake done): it is ALIVE."""
+    def on_hello(self, peer_id: str, name: str, addr: str, priority: int, now: float, boot: str = "") -> None:
+        """A peer authenticated (handshake done): it is ALIVE. ``boot``: the id its process drew at start."""
         self._check_peer_id(peer_id)
         if not _is_int(priority):
             raise MembershipError(f"priority must be an int, got {priority!r}")
@@ -179,6 +183,9 @@ class Membership:
             info = PeerInfo(node_id=peer_id, last_seen=now)
             self._peers[peer_id] = info
             self._events.append(PeerJoined(peer_id))
+        elif boot and info.boot and boot != info.boot:
+            self._events.append(PeerRestarted(peer_id))
+        info.boot = str(boot) or info.boot
         self._left.discard(peer_id)
         info.name, info.addr, info.priority = str(name), str(addr), priority
         self._refresh(info, now)
@@ -227,7 +234,7 @@ class Membership:
         if info is None or info.state is not PeerState.ALIVE:
             return
         info.state = PeerState.SUSPECT
-        self._events.append(PeerSuspect(peer_id))
+        self._events.append(PeerSuspect(peer_id, closed=True))
 
     def on_leave(self, peer_id: str, now: float) -> None:
         """Graceful leave: DEAD at once, event ``PeerLeft(id)``."""

@@ -3,7 +3,7 @@
 ``PeerLeft("a")``).
 
 Each class names its ``change``: the string the runtime publishes as the ``peer`` event's ``change`` and
-logs (``join``, ``suspect``, ``dead``, ``alive``, ``leave``). UIs depend on these strings: keep them.
+logs (``join``, ``suspect``, ``dead``, ``alive``, ``restart``, ``leave``). UIs depend on these strings: keep them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["PeerEvent", "PeerJoined", "PeerSuspect", "PeerDead", "PeerAlive", "PeerLeft"]
+__all__ = ["PeerEvent", "PeerJoined", "PeerSuspect", "PeerDead", "PeerAlive", "PeerRestarted", "PeerLeft"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +31,9 @@ class PeerJoined(PeerEvent):
 
 @dataclass(frozen=True, slots=True)
 class PeerSuspect(PeerEvent):
-    """Silent for a while, or its connection closed."""
+    """Silent for a while, or its connection closed (``closed``: what was sent on it may never arrive)."""
 
+    closed: bool = False
     change: ClassVar[str] = "suspect"
 
 
@@ -48,6 +49,14 @@ class PeerAlive(PeerEvent):
     """Back from SUSPECT or DEAD."""
 
     change: ClassVar[str] = "alive"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRestarted(PeerEvent):
+    """Its process started again (its HELLO names another boot): what it held in memory is gone, even if
+    it came back before anyone found it dead."""
+
+    change: ClassVar[str] = "restart"
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,6 +147,7 @@ class Hello(PeerMessage, tag="hello"):
     trust_h: TrustHash = ""
     grant: dict[str, Any] | None = None  # the root's admin_add entry for the issuer of the sender's certificate
     term: Term = 0
+    boot: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{0,32}$")] = ""  # new at every start of the process
 
 
 BUILTIN: tuple[type[PeerMessage], ...] = (

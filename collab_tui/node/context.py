@@ -67,6 +67,8 @@ class PeerView:
     capabilities: tuple[str, ...] = ()
     model_version: str | None = None
     unhealthy: dict = field(default_factory=dict)  # {task kind: reason}, as the peer reports it
+    term: int = 0  # its election term and the master it follows, as its heartbeat reports them
+    master: str | None = ""  # "": not reported (a peer whose heartbeat did not say); None: no master
 
     @property
     def alive(self) -> bool:
@@ -75,7 +77,9 @@ class PeerView:
     @classmethod
     def of(cls, info) -> PeerView:
         """From a membership `PeerInfo`."""
-        bad = (info.extra or {}).get("unhealthy")
+        extra = info.extra or {}
+        bad = extra.get("unhealthy")
+        master = extra.get("master", "")
         return cls(
             info.node_id,
             info.name,
@@ -88,6 +92,8 @@ class PeerView:
             tuple(info.capabilities or ()),
             info.model_version,
             dict(bad) if isinstance(bad, dict) else {},
+            info.term,
+            master if master is None or isinstance(master, str) else "",
         )
 
 

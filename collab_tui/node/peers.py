@@ -125,6 +125,7 @@ class PeerTable:
             trust_h=n.trust.digest,
             ca=n.can_sign(),
             grant=n.hello_grant(),
+            boot=n.boot,
         )
 
     def refused(self, source: str, reason: str) -> None:

@@ -89,6 +89,7 @@ class Node(TrustRecords, CertRenewal):
         self.handlers: dict[str, tuple[type[PeerMessage], Handler]] = {}
         self.services: list = []
         self.started_at = time.time()
+        self.boot = os.urandom(8).hex()  # in every HELLO: peers tell a restart from a reconnection (PeerRestarted)
         # queue depth, model version, unhealthy task kinds ({kind: reason}) and capabilities: provided by
         # the services through their contexts
         self.contributions = Contributions()
@@ -338,7 +339,8 @@ class Node(TrustRecords, CertRenewal):
 
     async def _peer_up(self, conn: Connection) -> None:
         h, now = conn.hello, time.monotonic()
-        self.control.hello(conn.peer_id, h.get("name", ""), conn.peer_addr, self.priority_of(conn.peer_id), now)
+        name, boot = h.get("name", ""), h.get("boot", "")
+        self.control.hello(conn.peer_id, name, conn.peer_addr, self.priority_of(conn.peer_id), now, boot)
         if h.get("ca") is True and not self.is_revoked(conn.peer_id):
             self.signers[conn.peer_id] = conn.peer_addr
         else:
@@ -377,7 +379,8 @@ class Node(TrustRecords, CertRenewal):
             peer_id = ev.node_id
             info = self.membership.get(peer_id)
             # ev.change: "join" | "suspect" | "dead" | "alive" | "leave", the strings the UIs know
-            self.events.publish("peer", change=ev.change, node_id=peer_id, name=info.name if info else "")
+            closed = {"closed": True} if getattr(ev, "closed", False) else {}  # its connection closed
+            self.events.publish("peer", change=ev.change, node_id=peer_id, name=info.name if info else "", **closed)
             log.info("peer %s: %s", short_id(peer_id), ev.change)
 
     async def _flush_election(self) -> None:

@@ -95,7 +95,7 @@ class PeopleService:
             return
         if self._synced_term != self.ctx.term:
             await self.sync()
-        elif ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
+        elif ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive", "restart"):
             await self._catch_up(ev["node_id"])
 
     # ----------------------------------------------------------------- master: adopt, commit, replicate

@@ -36,6 +36,8 @@ from .network import Network
 TICK = 0.05
 REDIAL = 0.5
 PROBE = 0.01  # a refused connection to a crashed node's port
+RETRANSMIT = 0.2  # seconds between a kernel's retransmissions on a cut link
+SERVICES = ("fl.", "job.")  # the services' messages (and their replies, "re"): as on TCP (network.py, `stream`)
 
 
 @dataclass
@@ -175,7 +177,7 @@ class SimCluster:
         if not self._live(at, inc_at) or self.nodes[peer].incarnation != inc_peer or peer not in node.conns:
             return
         assert node.core is not None
-        node.core.hello(peer, peer, peer, 0, node.clock(self.now))
+        node.core.hello(peer, peer, peer, 0, node.clock(self.now), boot=f"{self.nodes[peer].incarnation:x}")
         self._send(node, peer, self._heartbeat(node))
         self._flush(node)
 
@@ -208,8 +210,22 @@ class SimCluster:
             return
         self.sent[msg["t"]] += 1
         self.sent_bytes += size if size is not None else len(json.dumps(msg, separators=(",", ":")))
+        if msg["t"] == "re" or msg["t"].startswith(SERVICES):
+            self._on_stream(node.id, dest, msg, node.incarnation)
+            return
         for dt in self.net.transit(node.id, dest):
             self.after(dt, "deliver", node.id, dest, msg, node.incarnation)
+
+    def _on_stream(self, src: str, dst: str, msg: dict, inc_src: int) -> None:
+        """A service's message on its TCP connection: retransmitted while the link is cut, for as long as
+        the sender keeps that connection open."""
+        if not self._live(src, inc_src) or dst not in self.nodes[src].conns:
+            return
+        at = self.net.stream(src, dst, self.now)
+        if at is None:
+            self.after(RETRANSMIT, "stream", src, dst, msg, inc_src)
+        else:
+            self.at(at, "deliver", src, dst, msg, inc_src)
 
     def _on_deliver(self, src: str, dst: str, msg: dict, inc_src: int) -> None:
         node = self.nodes[dst]
@@ -225,7 +241,7 @@ class SimCluster:
             node.core.heartbeat_in(src, msg, now)
         elif msg["t"].startswith("mb."):
             node.core.probe_in(src, msg, now)
-        elif msg["t"].startswith("fl.") or msg["t"] == "re":
+        elif msg["t"] == "re" or msg["t"].startswith(SERVICES):
             for app in self.apps:
                 app.message(src, dst, msg)
         else:
@@ -276,7 +292,9 @@ class SimCluster:
                     self.log(f"{node.id} master={master} term={term}")
                 case RoleChanged(role=role):
                     self.log(f"{node.id} role={role} term={core.election.term}")
-        core.take_peer_events()
+        peer_events = core.take_peer_events()
+        for app in self.apps:
+            app.peer_events(node.id, peer_events)
         for peer in core.take_drops():
             if peer in node.conns:
                 node.conns.discard(peer)

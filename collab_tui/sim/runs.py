@@ -125,7 +125,12 @@ class SimRuns:
         if core.can_commit() and now - node.last_store >= FIT and self._round(node) < ROUNDS:
             self._store_next(nid, term)
 
+    def peer_events(self, nid: str, events: list) -> None:
+        pass
+
     def message(self, src: str, dst: str, msg: dict[str, Any]) -> None:
+        if not (msg["t"] == "re" or msg["t"].startswith("fl.")):
+            return
         if msg["t"] == "re":
             self._reply(dst, src, msg)
             return

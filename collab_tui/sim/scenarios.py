@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .cluster import SimCluster
 from .invariants import Invariants
+from .jobs import DONE_BOUND, SimJobs
 from .runs import SimRuns
 
 AGREEMENT_BOUND = 6.0  # seconds after the faults stop (detection 1.5 s, election and redial within it)
@@ -38,6 +39,7 @@ class Result:
     messages: int = 0
     shared_terms: list[int] = field(default_factory=list)
     rounds: int = 0  # the run's committed rounds
+    duplicate_results: int = 0  # job results the submitter's store refused (the item had its outcome)
 
     @property
     def ok(self) -> bool:
@@ -48,7 +50,7 @@ class Result:
         if self.ok:
             head += (
                 f"\n  ok: agreed {self.agreed_after:.2f} s after the faults stopped; {self.rounds} rounds"
-                f" committed; {self.messages} messages"
+                f" committed; job done ({self.duplicate_results} duplicate results refused); {self.messages} messages"
             )
             if self.shared_terms:
                 head += f"; terms claimed by two nodes for a moment (never both committing): {self.shared_terms}"
@@ -62,13 +64,22 @@ def run(seed: int, n: int | None = None, plant: str = "", full_trace: bool = Fal
     """One scenario. ``plant`` breaks a rule on purpose (the invariants must catch it): ``skip-quorum``
     lets a master commit without seeing a majority; ``no-grants`` lets it commit on its view of a majority
     alone (without election rule 11); ``same-term`` lets a new master keep the old term; ``commit-alone``
-    and ``no-sync`` break the run's rules (sim/runs.py)."""
+    and ``no-sync`` break the run's rules (sim/runs.py), ``record-twice`` and ``no-reopen`` the job's
+    (sim/jobs.py)."""
     rng = random.Random(seed)
     n = n or rng.choice([3, 3, 4, 5, 5, 7, 9, 12])  # 9 and 12: past MESH_LIMIT, heartbeats fan in
     cluster = SimCluster(n, seed, core_factory=_planted(plant))
     inv = Invariants(stale_allowance=cluster.interval * 6 + 1.0)
     cluster.observers.append(inv)
     runs = SimRuns(cluster, lambda text: inv._fail(cluster, text), plant if plant in SimRuns.PLANTS else "")
+    jobs = SimJobs(cluster, lambda text: inv._fail(cluster, text), seed, plant if plant in SimJobs.PLANTS else "")
+    try:
+        return _play(rng, n, seed, cluster, inv, runs, jobs, full_trace)
+    finally:
+        jobs.close()
+
+
+def _play(rng, n, seed, cluster, inv, runs, jobs, full_trace) -> Result:
     for node in cluster.nodes.values():
         node.drift = rng.uniform(-0.01, 0.01)
     cluster.start_all()
@@ -98,9 +109,25 @@ def run(seed: int, n: int | None = None, plant: str = "", full_trace: bool = Fal
     if agreed is not None and runs.ledger.top <= top:
         inv._fail(cluster, f"no round committed within {ROUND_BOUND:g} s of the agreement (still {top})")
     runs.check_end()
+    t_end = cluster.now + DONE_BOUND - ROUND_BOUND
+    while jobs.outstanding() and cluster.now < t_end:
+        cluster.run_until(cluster.now + 0.25)
+    if agreed is not None:
+        jobs.check_end()
     keep = cluster.trace if full_trace else [line for line in cluster.trace if _minimal(line)]
     shared = sorted(inv.shared_terms)
-    return Result(seed, n, faults, inv.violations, agreed, keep, sum(cluster.sent.values()), shared, runs.ledger.top)
+    return Result(
+        seed,
+        n,
+        faults,
+        inv.violations,
+        agreed,
+        keep,
+        sum(cluster.sent.values()),
+        shared,
+        runs.ledger.top,
+        jobs.duplicates,
+    )
 
 
 def _minimal(line: str) -> bool:
@@ -154,7 +181,7 @@ def _fault(rng: random.Random, c: SimCluster, inv: Invariants, t: float) -> str:
 def _planted(plant: str):
     from ..net.control import ControlCore
 
-    if not plant or plant in SimRuns.PLANTS:
+    if not plant or plant in SimRuns.PLANTS or plant in SimJobs.PLANTS:
         return ControlCore
     if plant == "skip-quorum":
 
@@ -186,4 +213,5 @@ def _planted(plant: str):
                 el._become_master = become  # type: ignore[method-assign]
 
         return SameTerm
-    raise ValueError(f"unknown planted bug {plant!r} (skip-quorum, no-grants, same-term, {', '.join(SimRuns.PLANTS)})")
+    known = ", ".join(("skip-quorum", "no-grants", "same-term", *SimRuns.PLANTS, *SimJobs.PLANTS))
+    raise ValueError(f"unknown planted bug {plant!r} ({known})")

@@ -116,7 +116,7 @@ class TrainingService:
     async def _step(self, ev: dict | None) -> None:
         if self.ctx.is_master and await self.sync():
             await self._resume_runs()
-            if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive"):
+            if ev and ev["kind"] == "peer" and ev["change"] in ("join", "alive", "restart"):
                 await self._catch_up(ev["node_id"])
 
     async def _resume_runs(self) -> None:
