@@ -215,8 +215,11 @@ class RunCoordinator:
             return
         st.term = max(st.term, self.term)
         self.svc.runs.commit(st)
-        tally = await self.svc.commit_replicated(st, None, check=self._check_master, wait=REPLICATE_WAIT)
-        if not tally.committed:  # the next master finds the run running at its last round and ends it again
+        try:
+            tally = await self.svc.commit_replicated(st, None, check=self._check_master, wait=REPLICATE_WAIT)
+        except RunStopped:
+            return  # no longer the master: the next one goes on from the copy a majority holds
+        if not tally.committed:  # a next master would go on from the copy a majority holds (running)
             log.warning(
                 "run %s: its end (%s) is held by %d of %d nodes",
                 st.run_id[:8],

@@ -497,14 +497,14 @@ class TrainingService:
     async def resume_run(self, run_id: str | None) -> dict:
         if not self.ctx.is_master:
             return await self._forward("fl.resume", {"run_id": run_id})
+        if not await self.sync():  # first: the newest copy of the run may be on another node
+            raise PermissionError("this new master has not yet heard the runs of a majority: try again in a moment")
         runs = [self.runs.get(run_id)] if run_id else [s for s in self.runs.list() if s.status in ("stopped", "failed")]
         if not runs:
             raise LookupError("no stopped or failed run to resume")
         st = runs[-1]
         if st.status == "done":
             raise ValueError(f"run {st.run_id} is already done")
-        if not await self.sync():
-            raise PermissionError("this new master has not yet heard the runs of a majority: try again in a moment")
         st.status, st.error, st.term = "running", "", max(st.term, self.ctx.term)
         self.runs.commit(st)
         if not (await self.commit_replicated(st, None, wait=REPLICATE_TIMEOUT)).committed:
@@ -563,7 +563,7 @@ class TrainingService:
 
     @handler(FlCommit)
     @fenced
-    async def _on_commit(self, sender: str, msg: dict) -> None:
+    async def _on_commit(self, sender: str, msg: dict) -> dict:
         # the weights are checked and hashed off the event loop (a model can be large)
         await asyncio.to_thread(self.registry.put_raw, msg["meta"], msg["data"])
         if sender != self.ctx.master_id or not self.ctx.accepts(msg["term"]):
