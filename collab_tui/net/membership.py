@@ -261,14 +261,15 @@ class Membership:
 
     def tick(self, now: float) -> None:
         """Degrade silent peers: ALIVE -> SUSPECT -> DEAD (never upgrades)."""
+        dead_timeout, suspect_timeout = self.dead_timeout, self.suspect_timeout  # read once: n peers a tick
         for pid, info in self._peers.items():
-            if info.state is PeerState.DEAD:
-                continue
             silent = now - info.last_seen
-            if silent >= self.dead_timeout:
+            if silent < suspect_timeout or info.state is PeerState.DEAD:  # the common case first
+                continue  # (suspect_timeout < dead_timeout: the constructor checks it)
+            if silent >= dead_timeout:
                 info.state = PeerState.DEAD
                 self._events.append(PeerDead(pid))
-            elif silent >= self.suspect_timeout and info.state is PeerState.ALIVE:
+            elif silent >= suspect_timeout and info.state is PeerState.ALIVE:
                 info.state = PeerState.SUSPECT
                 self._events.append(PeerSuspect(pid))
 
